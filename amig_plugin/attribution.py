@@ -1,0 +1,459 @@
+"""The integrated-gradients engine: KN (zero baseline) and AMIG (masked-token baselines).
+
+For layer l, neuron vector a ∈ R^W at the target position, baseline a', path
+z(α) = a' + α (a − a'), and target score F (P(target) or log P(target), teacher-forced over
+the target's T tokens):
+
+    IG_i = (a_i − a'_i) · ∫₀¹ ∂F/∂a_i (z(α)) dα  ≈  (a_i − a'_i) · Σ_k w_k ∂F/∂a_i (z(α_k))
+
+Only layer l's vector at the target position is replaced; layers above respond to it (exact
+per-layer IG). Completeness: Σ_i IG_i ≈ F(a) − F(a'); every result carries the residual.
+
+Baselines
+  * ``kn``   (Dai et al. 2022): a' = 0.
+  * ``amig`` (Chen et al. 2024): for each prompt token j, replace token j by ``[MASK]``
+    (masked LMs) or EOS (causal LMs) and read the neuron vector a'_j that this input
+    produces at the target position. ``amig_mode="mean"`` (default): proper IG from the mean
+    baseline ā' = mean_j a'_j. ``amig_mode="per_position"``: the average over j of the IG
+    attributions from each a'_j (completeness against mean_j F(a'_j)).
+
+Quadrature (α_k, w_k = 1/m): ``midpoint`` (k+½)/m (default, best completeness), ``left``
+k/m (Dai et al.'s and EasyEdit's rule), ``right`` (k+1)/m.
+
+Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
+batched forward; path points of all layers are batched together; causal models reuse the
+clean key/value cache of the prefix, so each path point recomputes only the target
+position's column (prompt-length fewer FLOPs); masked models start each path point at the
+clean hidden state of its layer (layers below are unchanged) and the LM head runs on the
+mask positions only.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
+
+Method = Literal["amig", "kn"]
+Objective = Literal["prob", "logprob"]
+Quadrature = Literal["midpoint", "left", "right"]
+
+METHODS = ("amig", "kn")
+OBJECTIVES = ("prob", "logprob")
+QUADRATURES = ("midpoint", "left", "right")
+AMIG_MODES = ("mean", "per_position")
+
+
+@dataclass
+class AttributionResult:
+    """IG attributions of one prompt/target for every attributed layer.
+
+    attributions:    [L, W] float32, IG per neuron (row i ↔ ``layers[i]``)
+    activations:     [L, W] clean neuron vectors at the target position
+    baselines:       [L, W] baseline vectors (the mean baseline for AMIG)
+    score:           F(a), the clean target score
+    baseline_scores: [L] F with layer l's vector replaced by its baseline
+                     (per-position AMIG: mean_j F(a'_j))
+    """
+
+    attributions: torch.Tensor
+    layers: list[int]
+    activations: torch.Tensor
+    baselines: torch.Tensor
+    score: float
+    baseline_scores: torch.Tensor
+    method: str
+    objective: str
+    steps: int
+    quadrature: str
+    amig_mode: str
+    prompt: str = ""
+    target: str = ""
+    target_ids: list[int] = field(default_factory=list)
+    num_baseline_inputs: int = 0
+
+    @property
+    def completeness_residual(self) -> torch.Tensor:
+        """[L]: Σ_i IG_i − (F(a) − F(a'_l)); ≈ 0 for a correct IG."""
+        return self.attributions.sum(-1) - (self.score - self.baseline_scores)
+
+    @property
+    def max_abs_residual(self) -> float:
+        return float(self.completeness_residual.abs().max())
+
+    @property
+    def relative_residual(self) -> float:
+        """max_l |residual_l| / max_l |F(a) − F(a'_l)| (scale-free)."""
+        delta = (self.score - self.baseline_scores).abs().max().clamp_min(1e-12)
+        return float(self.completeness_residual.abs().max() / delta)
+
+    def layer_of_row(self, row: int) -> int:
+        return self.layers[row]
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def _validate(method: str, objective: str, steps: int, quadrature: str, amig_mode: str, ig_batch_size: int) -> str:
+    method = {"zero": "kn"}.get(method, method)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS} ('kn' = Dai et al.'s zero baseline)")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; use 'prob' (P(target), the paper's) or 'logprob'")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer (IG path points), got {steps!r}; the paper uses 20")
+    if quadrature not in QUADRATURES:
+        raise ValueError(f"unknown quadrature {quadrature!r}; use one of {QUADRATURES}")
+    if amig_mode not in AMIG_MODES:
+        raise ValueError(f"unknown amig_mode {amig_mode!r}; use one of {AMIG_MODES}")
+    if not isinstance(ig_batch_size, int) or ig_batch_size < 1:
+        raise ValueError(f"ig_batch_size must be a positive integer, got {ig_batch_size!r}")
+    return method
+
+
+def path_alphas(steps: int, quadrature: str) -> torch.Tensor:
+    """α_k of the Riemann rule (weights are all 1/steps)."""
+    k = torch.arange(steps, dtype=torch.float32)
+    offset = {"left": 0.0, "midpoint": 0.5, "right": 1.0}[quadrature]
+    return (k + offset) / steps
+
+
+def target_scores(logits: torch.Tensor, target_ids: torch.Tensor, objective: str) -> torch.Tensor:
+    """logits [R, T, V] at the score positions, target_ids [T] -> F [R] (float32).
+
+    logprob: Σ_k log P(t_k | teacher-forced prefix);  prob: exp of that (product of probs).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    index = target_ids.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    total = logp.gather(-1, index).squeeze(-1).sum(-1)
+    return total.exp() if objective == "prob" else total
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """eval() mode and no parameter gradients for the duration; both restored after."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _layer_output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+# ----------------------------------------------------------------------------------------
+# row evaluators: F (and ∂F/∂z) for a batch of rows, row r having layer[r]'s vector at the
+# target position replaced by value[r].
+
+
+class _RowRunner:
+    def __init__(self, family: ModelFamily, query: EncodedQuery, objective: str):
+        self.family = family
+        self.model = family.model
+        self.query = query
+        self.objective = objective
+        self.device = family.device()
+        self.ids = query.input_ids.to(self.device)
+        self.target_ids = query.target_ids.to(self.device)
+
+    def _patches(self, row_layers: torch.Tensor, z: torch.Tensor, position: int, row_offset: int = 0):
+        patches: dict[int, list[_NeuronPatch]] = {}
+        for layer in torch.unique(row_layers).tolist():
+            rows = torch.nonzero(row_layers == layer).squeeze(-1)
+            values = z[rows]
+            patches[int(layer)] = [_NeuronPatch(rows=rows + row_offset, position=position, fn=lambda _old, v=values: v)]
+        return patches
+
+    def logits(self, row_layers: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # [R, T, V]
+        raise NotImplementedError
+
+    def patched_logits(self, R: int, patches_at: "Callable[[int], dict]") -> torch.Tensor:
+        """Logits [R, T, V] of R copies of the query with ``patches_at(position)`` applied
+        (position = where the target position sits in this runner's input)."""
+        raise NotImplementedError
+
+    def scaled_scores(self, multipliers: dict[int, torch.Tensor]) -> torch.Tensor:
+        """F [R] with the neuron vector at the target position multiplied elementwise by
+        ``multipliers[layer]`` [R, W] (1 = untouched, 0 = suppressed, 2 = enhanced)."""
+        R = next(iter(multipliers.values())).shape[0]
+
+        def patches_at(position: int):
+            return {layer: [_NeuronPatch(rows=slice(None), position=position,
+                                         fn=lambda old, m=m: old * m.to(old.device, old.dtype))]
+                    for layer, m in multipliers.items()}
+
+        with torch.no_grad():
+            return target_scores(self.patched_logits(R, patches_at), self.target_ids, self.objective)
+
+    def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dtype = next(self.model.parameters()).dtype
+        z = values.to(self.device, dtype).detach().clone()
+        if not need_grad:
+            with torch.no_grad():
+                return target_scores(self.logits(row_layers, z), self.target_ids, self.objective), None
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            scores = target_scores(self.logits(row_layers, z), self.target_ids, self.objective)
+            (grads,) = torch.autograd.grad(scores.sum(), z)
+        return scores.detach(), grads.float()
+
+
+class _FullRunner(_RowRunner):
+    """Whole-model forward per row (any family; the reference strategy)."""
+
+    def patched_logits(self, R, patches_at):
+        with NeuronHooks(self.family, patches_at(self.query.target_position)):
+            out = self.model(input_ids=self.ids.unsqueeze(0).expand(R, -1))
+        return out.logits[:, self.query.score_positions.to(self.device)]
+
+    def logits(self, row_layers, z):
+        return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
+
+
+class _CachedCausalRunner(_RowRunner):
+    """Causal LMs: the prefix before the target position is unchanged by any patch, so its
+    key/value cache is computed once; each row recomputes only positions tp..n-1."""
+
+    def __init__(self, family, query, objective):
+        super().__init__(family, query, objective)
+        tp = query.target_position
+        with torch.no_grad():
+            out = self.model(input_ids=self.ids[:tp].unsqueeze(0), use_cache=True)
+        self.cache = out.past_key_values
+        self.suffix = self.ids[tp:]
+        self.score_offsets = (query.score_positions - tp).to(self.device)
+
+    def _expanded_cache(self, R: int):
+        if hasattr(self.cache, "batch_repeat_interleave"):
+            cache = copy.deepcopy(self.cache)
+            cache.batch_repeat_interleave(R)
+            return cache
+        return tuple(tuple(t.expand(R, *t.shape[1:]) for t in layer) for layer in self.cache)  # legacy tuples
+
+    def patched_logits(self, R, patches_at):
+        with NeuronHooks(self.family, patches_at(0)):
+            out = self.model(
+                input_ids=self.suffix.unsqueeze(0).expand(R, -1),
+                past_key_values=self._expanded_cache(R),
+                use_cache=True,
+            )
+        return out.logits[:, self.score_offsets]
+
+    def logits(self, row_layers, z):
+        return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
+
+
+class _LayerSkipMaskedRunner(_RowRunner):
+    """BERT: a row patched at layer l starts at the clean hidden state entering layer l
+    (layers below are unchanged); rows join the batch at their own layer; the MLM head runs
+    on the mask positions only."""
+
+    def __init__(self, family, query, objective):
+        super().__init__(family, query, objective)
+        with torch.no_grad():
+            out = self.model.bert(input_ids=self.ids.unsqueeze(0), output_hidden_states=True)
+        self.hidden_in = out.hidden_states  # L+1 tensors [1, n, H]; [l] enters layer l
+        self.score_positions = query.score_positions.to(self.device)
+
+    def logits(self, row_layers, z):
+        order = torch.argsort(row_layers, stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        sorted_layers = row_layers[order]
+        z_sorted = z[order]
+        blocks = self.family.blocks()
+        h = None
+        for layer in range(int(sorted_layers.min()), len(blocks)):
+            rows = torch.nonzero(sorted_layers == layer).squeeze(-1)
+            patches = {}
+            if rows.numel():
+                start = self.hidden_in[layer].expand(rows.numel(), -1, -1)
+                offset = 0 if h is None else h.shape[0]
+                h = start if h is None else torch.cat([h, start], dim=0)
+                values = z_sorted[rows]
+                patches[layer] = [_NeuronPatch(rows=torch.arange(rows.numel()) + offset,
+                                               position=self.query.target_position, fn=lambda _o, v=values: v)]
+            with NeuronHooks(self.family, patches):
+                h = _layer_output(blocks[layer](h))
+        logits = self.model.cls(h[:, self.score_positions])
+        return logits[inverse]
+
+    def patched_logits(self, R, patches_at):
+        patches = patches_at(self.query.target_position)
+        blocks = self.family.blocks()
+        first = min(patches) if patches else len(blocks)
+        h = self.hidden_in[first].expand(R, -1, -1)
+        for layer in range(first, len(blocks)):
+            with NeuronHooks(self.family, {layer: patches[layer]} if layer in patches else {}):
+                h = _layer_output(blocks[layer](h))
+        return self.model.cls(h[:, self.score_positions])
+
+
+def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str) -> _RowRunner:
+    if strategy == "full":
+        return _FullRunner(family, query, objective)
+    if strategy != "auto":
+        raise ValueError(f"unknown strategy {strategy!r}; use 'auto' or 'full'")
+    if family.kind == "causal" and query.target_position > 0:
+        return _CachedCausalRunner(family, query, objective)
+    if family.kind == "masked" and hasattr(family.model, "bert") and hasattr(family.model, "cls"):
+        return _LayerSkipMaskedRunner(family, query, objective)
+    return _FullRunner(family, query, objective)
+
+
+# ----------------------------------------------------------------------------------------
+# activations and baselines
+
+
+def neuron_vectors(family: ModelFamily, input_ids: torch.Tensor, position: int, layers: Sequence[int], batch_size: int = 64) -> torch.Tensor:
+    """Neuron vectors at ``position`` of every input row: input_ids [B, n] -> [B, L, W] float32."""
+    out = []
+    device = family.device()
+    for start in range(0, input_ids.shape[0], batch_size):
+        chunk = input_ids[start:start + batch_size].to(device)
+        capture = {layer: [] for layer in layers}
+        with torch.no_grad(), NeuronHooks(family, capture=capture):
+            family.model(input_ids=chunk[:, : position + 1] if family.kind == "causal" else chunk)
+        out.append(torch.stack([capture[layer][0][:, position].float() for layer in layers], dim=1))
+    return torch.cat(out, dim=0)
+
+
+def masked_baseline_inputs(query: EncodedQuery, baseline_token_id: int) -> torch.Tensor:
+    """[n', n]: row j = the input with prompt token ``baseline_positions[j]`` replaced."""
+    positions = query.baseline_positions
+    if positions.numel() == 0:
+        raise ValueError(f"prompt {query.prompt!r} has no ordinary tokens to mask for AMIG's baseline")
+    inputs = query.input_ids.unsqueeze(0).repeat(positions.numel(), 1)
+    inputs[torch.arange(positions.numel()), positions] = baseline_token_id
+    return inputs
+
+
+# ----------------------------------------------------------------------------------------
+# public API
+
+
+def attribute_query(
+    family: ModelFamily,
+    query: EncodedQuery,
+    tokenizer=None,
+    *,
+    method: Method = "amig",
+    steps: int = 20,
+    objective: Objective = "prob",
+    layers: Sequence[int] | None = None,
+    ig_batch_size: int = 64,
+    quadrature: Quadrature = "midpoint",
+    amig_mode: str = "mean",
+    strategy: str = "auto",
+    progress: bool = False,
+) -> AttributionResult:
+    """IG attributions for an already encoded query (see :func:`neuron_attributions`)."""
+    method = _validate(method, objective, steps, quadrature, amig_mode, ig_batch_size)
+    layers = list(range(family.num_layers)) if layers is None else [family.check_layer(l) for l in layers]
+    if not layers:
+        raise ValueError("layers is empty; give at least one layer index or None for all")
+    model = family.model
+    tp = query.target_position
+    with frozen_eval(model):
+        activations = neuron_vectors(family, query.input_ids.unsqueeze(0), tp, layers)[0]  # [L, W]
+        if method == "kn":
+            per_baseline = torch.zeros_like(activations).unsqueeze(0)  # [1, L, W]
+        else:
+            if tokenizer is None:
+                raise ValueError("AMIG needs the tokenizer (for its [MASK]/EOS baseline token)")
+            inputs = masked_baseline_inputs(query, family.baseline_token_id(tokenizer))
+            per_baseline = neuron_vectors(family, inputs, tp, layers, batch_size=ig_batch_size)  # [n', L, W]
+            if amig_mode == "mean":
+                per_baseline = per_baseline.mean(0, keepdim=True)
+        runner = make_runner(family, query, objective, strategy)
+        with torch.no_grad():
+            clean = float(runner.run(torch.tensor([layers[0]]), activations[:1], need_grad=False)[0][0])
+
+        alphas = path_alphas(steps, quadrature)
+        n_base, L, W = per_baseline.shape
+        layer_ids = torch.tensor(layers)
+        # rows: (baseline b, layer l, step k) path points, then (b, l) endpoint rows at α = 0
+        diff = activations.unsqueeze(0) - per_baseline  # [B, L, W]
+        path = per_baseline.unsqueeze(2) + alphas.view(1, 1, -1, 1) * diff.unsqueeze(2)  # [B, L, m, W]
+        path_rows = path.reshape(-1, W)
+        path_layers = layer_ids.view(1, L, 1).expand(n_base, L, steps).reshape(-1)
+        grads = torch.empty_like(path_rows)
+        batches = range(0, path_rows.shape[0], ig_batch_size)
+        for start in tqdm(batches, desc="IG", disable=not progress, leave=False):
+            stop = start + ig_batch_size
+            _, g = runner.run(path_layers[start:stop], path_rows[start:stop], need_grad=True)
+            grads[start:stop] = g.to(grads.device)
+        end_rows = per_baseline.reshape(-1, W)
+        end_layers = layer_ids.view(1, L).expand(n_base, L).reshape(-1)
+        end_scores = torch.cat([
+            runner.run(end_layers[s:s + ig_batch_size], end_rows[s:s + ig_batch_size], need_grad=False)[0].cpu()
+            for s in range(0, end_rows.shape[0], ig_batch_size)
+        ])
+        mean_grad = grads.view(n_base, L, steps, W).mean(2)  # Σ_k w_k ∂F/∂z, w_k = 1/m
+        attributions = (diff * mean_grad).mean(0)  # average over baselines (1 unless per_position)
+        baseline_scores = end_scores.view(n_base, L).mean(0)
+    return AttributionResult(
+        attributions=attributions.float().cpu(),
+        layers=layers,
+        activations=activations.cpu(),
+        baselines=per_baseline.mean(0).cpu(),
+        score=clean,
+        baseline_scores=baseline_scores.float(),
+        method=method,
+        objective=objective,
+        steps=steps,
+        quadrature=quadrature,
+        amig_mode=amig_mode if method == "amig" else "-",
+        prompt=query.prompt,
+        target=query.target,
+        target_ids=query.target_ids.tolist(),
+        num_baseline_inputs=int(query.baseline_positions.numel()) if method == "amig" else 0,
+    )
+
+
+def neuron_attributions(
+    model: nn.Module | ModelFamily,
+    tokenizer,
+    prompt: str,
+    target: str,
+    *,
+    method: Method = "amig",
+    steps: int = 20,
+    objective: Objective = "prob",
+    layers: Sequence[int] | None = None,
+    ig_batch_size: int = 64,
+    quadrature: Quadrature = "midpoint",
+    amig_mode: str = "mean",
+    neuron_site: str = "ffn_hidden",
+    strategy: str = "auto",
+    progress: bool = False,
+) -> AttributionResult:
+    """Integrated-gradients attribution of ``target`` after ``prompt`` to every FFN neuron.
+
+    ``prompt`` holds ``<mask>`` where the target goes (required for masked LMs; for causal
+    LMs the prompt is cut there, or used as the prefix when it has no mask). Returns an
+    :class:`AttributionResult` with ``attributions`` [L, W] and the completeness residual.
+    """
+    family = get_family(model, neuron_site=neuron_site)
+    query = family.encode(tokenizer, prompt, target)
+    return attribute_query(
+        family, query, tokenizer, method=method, steps=steps, objective=objective, layers=layers,
+        ig_batch_size=ig_batch_size, quadrature=quadrature, amig_mode=amig_mode, strategy=strategy,
+        progress=progress,
+    )

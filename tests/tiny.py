@@ -1,0 +1,98 @@
+"""Tiny models of the real transformers classes and an offline word-level tokenizer."""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "<bos>"]
+WORDS = (
+    "the capital of france is paris germany berlin japan tokyo italy rome spain madrid "
+    "was born in language spoken a city country located on continent europe asia "
+    "apple makes iphone microsoft windows who what . , 首都 法国 巴黎 的 是 。"
+).split()
+
+
+def word_tokenizer(causal: bool = False) -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS)))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", eos_token="<eos>", bos_token="<bos>",
+    )
+    if not causal:
+        from tokenizers.processors import TemplateProcessing
+
+        backend.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        )
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+            sep_token="[SEP]", mask_token="[MASK]", eos_token="<eos>", bos_token="<bos>",
+        )
+    return tok
+
+
+def _init(model, seed):
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2) if p.dim() > 1 else torch.nn.init.normal_(p, std=0.05)
+    return model.eval()
+
+
+def tiny_gpt2(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32, ffn: int = 64):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=width, n_layer=layers, n_head=2,
+                     n_inner=ffn, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return _init(GPT2LMHeadModel(cfg), seed)
+
+
+def tiny_bert(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32, ffn: int = 64):
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=ffn, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    return _init(BertForMaskedLM(cfg), seed)
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32, ffn: int = 64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=ffn, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    return _init(LlamaForCausalLM(cfg), seed)
+
+
+def tiny_qwen2(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32, ffn: int = 64):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=width, intermediate_size=ffn, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    return _init(Qwen2ForCausalLM(cfg), seed)
+
+
+def tiny_gemma3(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32, ffn: int = 64):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=ffn, num_hidden_layers=layers,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                           sliding_window=4, query_pre_attn_scalar=16)
+    return _init(Gemma3ForCausalLM(cfg), seed)
+
+
+BUILDERS = {"gpt2": tiny_gpt2, "bert": tiny_bert, "llama": tiny_llama, "qwen2": tiny_qwen2, "gemma3": tiny_gemma3}
+
+
+def tiny(kind: str, seed: int = 0, **kw):
+    """(model, tokenizer) of a tiny random model of the real class ``kind``."""
+    tok = word_tokenizer(causal=kind != "bert")
+    return BUILDERS[kind](len(tok), seed=seed, **kw), tok
