@@ -17,8 +17,10 @@ Baselines
     baseline ā' = mean_j a'_j. ``amig_mode="per_position"``: the average over j of the IG
     attributions from each a'_j (completeness against mean_j F(a'_j)).
 
-Quadrature (α_k, w_k = 1/m): ``midpoint`` (k+½)/m (default, best completeness), ``left``
-k/m (Dai et al.'s and EasyEdit's rule), ``right`` (k+1)/m.
+Quadrature (α_k, all weights w_k = 1/m): ``midpoint`` (k+½)/m (default, best completeness),
+``left`` k/m (Dai et al.'s rule), ``right`` (k+1)/m, ``linspace`` k/(m−1) — EasyEdit's /
+EleutherAI's rule (``torch.linspace(0, 1, m)`` weighted 1/m: both endpoints, a biased sum;
+with m = 1 it is the gradient at α = 0 times a, not IG). Offered to reproduce their numbers.
 
 Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
 batched forward; path points of all layers are batched together; causal models reuse the
@@ -43,11 +45,11 @@ from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_fa
 
 Method = Literal["amig", "kn"]
 Objective = Literal["prob", "logprob"]
-Quadrature = Literal["midpoint", "left", "right"]
+Quadrature = Literal["midpoint", "left", "right", "linspace"]
 
 METHODS = ("amig", "kn")
 OBJECTIVES = ("prob", "logprob")
-QUADRATURES = ("midpoint", "left", "right")
+QUADRATURES = ("midpoint", "left", "right", "linspace")
 AMIG_MODES = ("mean", "per_position")
 
 
@@ -121,6 +123,8 @@ def _validate(method: str, objective: str, steps: int, quadrature: str, amig_mod
 
 def path_alphas(steps: int, quadrature: str) -> torch.Tensor:
     """α_k of the Riemann rule (weights are all 1/steps)."""
+    if quadrature == "linspace":
+        return torch.linspace(0.0, 1.0, steps)
     k = torch.arange(steps, dtype=torch.float32)
     offset = {"left": 0.0, "midpoint": 0.5, "right": 1.0}[quadrature]
     return (k + offset) / steps

@@ -1,0 +1,233 @@
+"""Speed and agreement of our IG engine against EasyEdit's KN implementation.
+
+In one run and on the same prompts: EasyEdit's ``KnowledgeNeurons.get_scores`` (PyPI
+``easyeditor==0.0.1.dev0``, through our compat layer) versus ``neuron_attributions`` in
+``kn`` (zero-baseline) mode, m = 20, all layers, on a GPT-2-small-sized causal model and a
+BERT-base-sized masked model (random weights: timing does not depend on them). To compare
+like with like, our engine runs with EasyEdit's conventions: its hook point for GPT-2
+(``mlp.c_fc`` output, before the GELU: ``neuron_site="ffn_pre_activation"``), its path
+(``torch.linspace(0, 1, m)`` weighted 1/m: ``quadrature="linspace"``) and P(target).
+
+Each engine runs in its own subprocess (fresh peak-RSS accounting), sequentially, with the
+same thread count. Ends with one line:
+
+    speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d>
+
+``--gemma`` adds seconds per fact on the real Gemma-3-270M (all 18 layers, m = 20, AMIG and
+KN, one English and one Chinese shipped fact), and ``--gemma-naive`` the naive per-layer
+loop (8 steps) on the same English fact for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+import torch
+
+CAUSAL = dict(vocab_size=50257, layers=12, width=768, heads=12, ffn=3072)  # GPT-2 small
+MASKED = dict(vocab_size=28996, layers=12, width=768, heads=12, ffn=3072)  # bert-base-cased
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|endoftext|>"]
+
+
+def _corpus() -> list[str]:
+    from amig_plugin.data import shipped_facts
+
+    lines = []
+    for fact in shipped_facts():
+        for p in fact.prompts.get("en", ()):
+            lines.append(p.replace("<mask>", fact.object["en"]))
+    return lines
+
+
+def build_tokenizer(kind: str):
+    """A tokenizer trained in code on the shipped English facts (the hub is unreachable):
+    byte-level BPE for the causal model, WordPiece with [CLS]/[SEP] for the masked one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "causal":
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        tk.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=3000, special_tokens=SPECIALS,
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                       unk_token="[UNK]", pad_token="[PAD]")
+    tk = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=3000, special_tokens=SPECIALS))
+    cls_id, sep_id = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def build_model(kind: str, seed: int = 0):
+    torch.manual_seed(seed)
+    if kind == "causal":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = CAUSAL
+        cfg = GPT2Config(vocab_size=c["vocab_size"], n_layer=c["layers"], n_embd=c["width"], n_head=c["heads"],
+                         n_inner=c["ffn"], n_positions=128)
+        return GPT2LMHeadModel(cfg).eval()
+    from transformers import BertConfig, BertForMaskedLM
+
+    c = MASKED
+    cfg = BertConfig(vocab_size=c["vocab_size"], num_hidden_layers=c["layers"], hidden_size=c["width"],
+                     num_attention_heads=c["heads"], intermediate_size=c["ffn"], max_position_embeddings=128)
+    return BertForMaskedLM(cfg).eval()
+
+
+def benchmark_queries(kind: str, tok, n: int) -> list[tuple[str, str]]:
+    """n (prompt, target) pairs from the shipped English facts whose target is one token
+    for this tokenizer (EasyEdit's KN treats a multi-token GPT target by greedy decoding)."""
+    from amig_plugin.data import shipped_facts
+    from amig_plugin.models import causal_prefix_and_target
+
+    out = []
+    for fact in shipped_facts():
+        prompt, target = fact.prompts["en"][0], fact.object["en"]
+        if kind == "causal":
+            prefix, tgt = causal_prefix_and_target(prompt, target)
+            if len(tok(tgt, add_special_tokens=False)["input_ids"]) == 1:
+                out.append((prefix, tgt))
+        else:
+            if tok.convert_tokens_to_ids(target) != tok.unk_token_id and len(tok.tokenize(target)) == 1:
+                out.append((prompt.replace("<mask>", tok.mask_token), target))
+        if len(out) == n:
+            break
+    return out
+
+
+def _run_engine(engine: str, kind: str, n_prompts: int, steps: int, batch_size: int, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    tok = build_tokenizer(kind)
+    model = build_model(kind)
+    queries = benchmark_queries(kind, tok, n_prompts)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scores, times = [], []
+    if engine == "easyedit":
+        from amig_plugin.easyedit.compat import cuda_to_cpu, import_easyeditor
+
+        import_easyeditor()
+        from easyeditor.models.kn.knowledge_neurons.knowledge_neurons import KnowledgeNeurons
+
+        with cuda_to_cpu():
+            kn = KnowledgeNeurons(model, tok, model_type="gpt2" if kind == "causal" else "bert", device="cpu")
+            for prompt, target in queries:
+                t0 = time.perf_counter()
+                s = kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False)
+                times.append(time.perf_counter() - t0)
+                scores.append(s.detach().float().cpu())
+    else:
+        from amig_plugin.attribution import neuron_attributions
+
+        site = "ffn_pre_activation" if kind == "causal" else "ffn_hidden"
+        for prompt, target in queries:
+            t0 = time.perf_counter()
+            r = neuron_attributions(model, tok, prompt, target, method="kn", steps=steps, objective="prob",
+                                    quadrature="linspace", neuron_site=site, ig_batch_size=batch_size)
+            times.append(time.perf_counter() - t0)
+            scores.append(r.attributions)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put(dict(engine=engine, kind=kind, times=times, scores=[s.tolist() for s in scores],
+                   queries=queries, peak_rss_mb=peak / 1024, extra_rss_mb=(peak - rss0) / 1024))
+
+
+def run_isolated(*args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run_engine, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, our_batch: int) -> dict:
+    ee = run_isolated("easyedit", kind, n_prompts, steps, ee_batch, threads)
+    ours = run_isolated("ours", kind, n_prompts, steps, our_batch, threads)
+    rel = []
+    for a, b in zip(ours["scores"], ee["scores"]):
+        a, b = torch.tensor(a), torch.tensor(b)
+        rel.append(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)))
+    t_ee, t_ours = sum(ee["times"]), sum(ours["times"])
+    print(f"[{kind}] {len(ours['times'])} prompts, m={steps}, all {MASKED['layers'] if kind == 'masked' else CAUSAL['layers']} layers, "
+          f"{threads} threads")
+    print(f"  easyedit KN : {t_ee / len(ee['times']):7.2f} s/prompt  peak RSS {ee['peak_rss_mb']:.0f} MB "
+          f"(+{ee['extra_rss_mb']:.0f} MB over the loaded model)  batch_size={ee_batch}")
+    print(f"  amig-plugin : {t_ours / len(ours['times']):7.2f} s/prompt  peak RSS {ours['peak_rss_mb']:.0f} MB "
+          f"(+{ours['extra_rss_mb']:.0f} MB over the loaded model)  ig_batch_size={our_batch}")
+    print(f"  speedup {t_ee / t_ours:.1f}x   max relative difference of attributions {max(rel):.2e}")
+    return dict(speedup=t_ee / t_ours, max_rel_diff=max(rel), easyedit=ee, ours=ours)
+
+
+def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
+    from amig_plugin.attribution import attribute_query
+    from amig_plugin.data import shipped_facts
+    from amig_plugin.loading import load_model
+    from amig_plugin.models import get_family
+
+    torch.set_num_threads(threads)
+    model, tok = load_model("gemma-3-270m")
+    family = get_family(model)
+    fact = shipped_facts()[0]
+    for lang in ("en", "zh"):
+        query = family.encode(tok, fact.prompts[lang][0], fact.object[lang])
+        for method in ("amig", "kn"):
+            t0 = time.perf_counter()
+            r = attribute_query(family, query, tok, method=method, steps=20)
+            dt = time.perf_counter() - t0
+            print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} tokens): "
+                  f"{method} all {family.num_layers} layers, m=20: {dt:.1f} s/fact; F(a)={r.score:.3g}, "
+                  f"relative completeness residual {r.relative_residual:.2g}")
+    if naive:
+        query = family.encode(tok, fact.prompts["en"][0], fact.object["en"])
+        t0 = time.perf_counter()
+        for layer in range(family.num_layers):  # the naive loop: one layer at a time, whole prompt
+            attribute_query(family, query, tok, method="kn", steps=8, layers=[layer], strategy="full", ig_batch_size=8)
+        naive_dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        attribute_query(family, query, tok, method="kn", steps=8)
+        fast_dt = time.perf_counter() - t0
+        print(f"[gemma-3-270m] naive per-layer loop, 8 steps: {naive_dt:.1f} s; our engine, 8 steps: {fast_dt:.1f} s "
+              f"({naive_dt / fast_dt:.1f}x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2 prompts per model (finishes within 5 minutes on 2 cores)")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts per model (default 6, quick 2)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--easyedit-batch-size", type=int, default=20, help="EasyEdit's batch_size (must divide steps)")
+    ap.add_argument("--ig-batch-size", type=int, default=64)
+    ap.add_argument("--gemma", action="store_true", help="also time one real fact on Gemma-3-270M")
+    ap.add_argument("--gemma-naive", action="store_true", help="with --gemma: also the naive per-layer loop (8 steps)")
+    ap.add_argument("--json", default=None, help="write all numbers here")
+    args = ap.parse_args()
+    n = args.prompts or (2 if args.quick else 6)
+    results = {}
+    for kind in ("causal", "masked"):
+        results[kind] = compare(kind, n, args.steps, args.threads, args.easyedit_batch_size, args.ig_batch_size)
+    if args.gemma:
+        gemma_seconds_per_fact(args.threads, args.gemma_naive)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({k: {kk: vv for kk, vv in v.items() if kk in ("speedup", "max_rel_diff")} for k, v in results.items()}, f)
+    d = max(results["causal"]["max_rel_diff"], results["masked"]["max_rel_diff"])
+    print(f"speedup_vs_easyedit_kn: causal={results['causal']['speedup']:.1f} masked={results['masked']['speedup']:.1f} max_rel_diff={d:.1e}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
