@@ -26,7 +26,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-MASK_PLACEHOLDER = "<mask>"
+from .data import MASK_PLACEHOLDER, causal_prompt_and_target, split_prompt_at_mask
 
 NeuronSite = Literal["ffn_hidden", "ffn_pre_activation"]
 
@@ -65,40 +65,12 @@ class EncodedQuery:
         return int(self.target_ids.numel())
 
 
-def split_at_mask(prompt: str) -> tuple[str, str]:
-    """``"A <mask> B"`` -> ``("A ", " B")``; raises if there is not exactly one mask."""
-    count = prompt.count(MASK_PLACEHOLDER)
-    if count != 1:
-        raise QueryError(
-            f"prompt {prompt!r} has {count} '{MASK_PLACEHOLDER}' placeholders; put exactly one "
-            f"'{MASK_PLACEHOLDER}' where the target goes"
-        )
-    left, right = prompt.split(MASK_PLACEHOLDER)
-    return left, right
-
-
 def causal_prefix_and_target(prompt: str, target: str) -> tuple[str, str]:
-    """Cut a cloze prompt at its mask for a causal LM.
-
-    ``"X was born in <mask>."`` + ``"Paris"`` -> ``("X was born in", " Paris")``: a space just
-    before the mask moves to the front of the target (BPE/sentencepiece models predict
-    " Paris"); Chinese prompts have no space, so nothing is added. The text after the mask
-    is dropped. A prompt without a mask is used as the prefix verbatim (target appended as
-    given).
-    """
+    """(prefix, target text) for a causal LM: a prompt with ``<mask>`` is cut there
+    (:func:`amig_plugin.data.causal_prompt_and_target`); one without is the prefix verbatim."""
     if MASK_PLACEHOLDER not in prompt:
         return prompt, target
-    left, _right = split_at_mask(prompt)
-    if left.endswith(" "):
-        left = left.rstrip(" ")
-        if not target.startswith(" "):
-            target = " " + target
-    if not left.strip():
-        raise QueryError(
-            f"prompt {prompt!r} starts with its mask: a causal model cannot predict the target "
-            "from an empty prefix. Rephrase the prompt so the mask comes after the subject."
-        )
-    return left, target
+    return causal_prompt_and_target(prompt, target)
 
 
 def _check_target(target: str) -> None:
@@ -199,7 +171,7 @@ class MaskedLMFamily(ModelFamily):
         target_ids = _tokenize_target(tokenizer, target)
         mask_token = tokenizer.mask_token
         if MASK_PLACEHOLDER in prompt:
-            left, right = split_at_mask(prompt)
+            left, right = split_prompt_at_mask(prompt)
         elif mask_token and prompt.count(mask_token) == 1:
             left, right = prompt.split(mask_token)
         else:
