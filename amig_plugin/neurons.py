@@ -92,6 +92,13 @@ class KnowledgeNeurons:
     per_prompt: list[list[Neuron]] = field(default_factory=list)
     completeness_residuals: list[float] = field(default_factory=list)
     clean_scores: list[float] = field(default_factory=list)
+    top: list[list] = field(default_factory=list)  # [[layer, index, mean attribution], ...] best first
+
+    def top_neurons(self, k: int) -> list[Neuron]:
+        """The k best neurons by mean attribution (from ``top``, recorded by :func:`localize`)."""
+        if k > len(self.top):
+            raise ValueError(f"only {len(self.top)} top neurons were recorded; localize with top_k >= {k}")
+        return [(int(l), int(i)) for l, i, _ in self.top[:k]]
 
     def __post_init__(self):
         self.neurons = [tuple(int(x) for x in n) for n in self.neurons]
@@ -154,12 +161,14 @@ def localize(
     layers: Sequence[int] | None = None,
     ig_batch_size: int = 64,
     fact_id: str | None = None,
+    top_k: int = 50,
     progress: bool = False,
     return_attributions: bool = False,
 ):
     """A fact's knowledge neurons: IG per prompt, τ·max threshold, sharing filter.
 
-    Scores of the kept neurons are their mean attribution over the prompts. With
+    Scores of the kept neurons are their mean attribution over the prompts; the ``top_k``
+    best neurons by that mean are recorded too (for DKN's top-k and plots). With
     ``return_attributions=True`` returns ``(KnowledgeNeurons, [AttributionResult, ...])``.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -193,5 +202,6 @@ def localize(
         per_prompt=per_prompt,
         completeness_residuals=[r.max_abs_residual for r in results],
         clean_scores=[r.score for r in results],
+        top=[[l, i, s] for (l, i), s in top_k_neurons(mean_attr, results[0].layers, min(top_k, mean_attr.numel()))],
     )
     return (kn, results) if return_attributions else kn

@@ -1,0 +1,97 @@
+"""Append-only, resumable JSONL record stores.
+
+One JSON object per line, each with a unique ``"key"``. Records are appended with a
+single ``write`` of a whole line followed by ``fsync``, so killing the process at any
+moment (even ``kill -9``) leaves at most one partial last line; opening the store again
+detects such a line (no trailing newline or invalid JSON), cuts it off (keeping a copy in
+``<file>.corrupt``) and resumes. Keys already present are never written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+class StoreError(ValueError):
+    """A store file is damaged somewhere other than its last line."""
+
+
+class RecordStore:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, dict] = {}
+        self.repaired = False
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good_end = 0
+        lines = data.split(b"\n")
+        offset = 0
+        for lineno, raw in enumerate(lines, start=1):
+            end = offset + len(raw) + 1  # incl. newline
+            complete = end <= len(data)  # the last element after the final "\n" has no newline
+            if raw.strip():
+                try:
+                    if not complete:
+                        raise ValueError("no trailing newline")
+                    record = json.loads(raw)
+                    key = record["key"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    if any(rest.strip() for rest in lines[lineno:]):
+                        raise StoreError(f"{self.path}:{lineno}: damaged record ({exc}) before the last line; "
+                                         "fix or delete the line by hand") from exc
+                    self._repair(data, good_end, lineno)
+                    return
+                if key in self._records:
+                    raise StoreError(f"{self.path}:{lineno}: duplicate key {key!r}")
+                self._records[key] = record
+            if complete:
+                good_end = end
+            offset = end
+
+    def _repair(self, data: bytes, good_end: int, lineno: int) -> None:
+        with open(str(self.path) + ".corrupt", "ab") as f:
+            f.write(data[good_end:] + b"\n")
+        with open(self.path, "r+b") as f:
+            f.truncate(good_end)
+        self.repaired = True
+        print(f"note: {self.path}:{lineno}: incomplete last record (interrupted write) removed; "
+              f"it will be recomputed (copy in {self.path.name}.corrupt)", file=sys.stderr)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._records.values())
+
+    def get(self, key: str, default=None):
+        return self._records.get(key, default)
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def add(self, key: str, record: dict) -> dict:
+        """Append ``record`` under ``key`` (written durably); a present key is an error."""
+        if key in self._records:
+            raise KeyError(f"record {key!r} already in {self.path}")
+        record = {"key": key, **{k: v for k, v in record.items() if k != "key"}}
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._records[key] = record
+        return record
