@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_ig_options(p)
     p.set_defaults(func=cmd_demo)
+
+    from .commands import MODULES
+
+    for module in MODULES:
+        module.add_commands(sub)
     return parser
 
 

@@ -69,4 +69,10 @@ def run_demo(model, tokenizer, *, n_facts: int = 6, steps: int = 20, ig_batch_si
         print(f"\n[{lang}] relative change of P(gold) when the neurons are suppressed (×0) / enhanced (×2)")
         print(report.to_markdown())
     print("\nRelated Δp should be large and unrelated Δp small for a good localization; 'random' is the control.")
+    from .commands import MODULES
+
+    for module in MODULES:
+        section = getattr(module, "demo_section", None)
+        if section is not None:
+            section(model, tokenizer, langs=list(langs), seed=seed)
     return 0

@@ -1,0 +1,5 @@
+"""`amig likn` (to be filled in)."""
+
+
+def add_commands(subparsers) -> None:
+    """No commands yet."""
