@@ -21,8 +21,12 @@ class StoreError(ValueError):
 
 
 class RecordStore:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, allow_duplicates: bool = False):
+        """``allow_duplicates``: a key seen twice on load keeps its first record (for caches
+        shared by several writers, whose records are deterministic) instead of failing."""
         self.path = Path(path)
+        self.allow_duplicates = allow_duplicates
+        self.duplicates_ignored = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, dict] = {}
         self.repaired = False
@@ -50,9 +54,12 @@ class RecordStore:
                                          "fix or delete the line by hand") from exc
                     self._repair(data, good_end, lineno)
                     return
-                if key in self._records:
+                if key in self._records and self.allow_duplicates:
+                    self.duplicates_ignored += 1
+                elif key in self._records:
                     raise StoreError(f"{self.path}:{lineno}: duplicate key {key!r}")
-                self._records[key] = record
+                else:
+                    self._records[key] = record
             if complete:
                 good_end = end
             offset = end

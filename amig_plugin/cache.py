@@ -1,0 +1,59 @@
+"""A persistent cache of localizations, shared by every study (LIKN, DKN, runs, demo).
+
+Attribution is the expensive step (seconds per fact and language on a 270M model); it is
+deterministic on CPU, so a localization is keyed by everything it depends on — model id,
+prompts, target, language, method and settings — and stored once in a JSONL
+:class:`~amig_plugin.store.RecordStore` (``<cache>/localizations/<model>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+from .neurons import KnowledgeNeurons, localize, model_id
+from .store import RecordStore
+
+
+def cache_root() -> Path:
+    """``$AMIG_CACHE`` or ``~/.cache/amig-plugin``."""
+    return Path(os.environ.get("AMIG_CACHE") or Path.home() / ".cache" / "amig-plugin")
+
+
+class LocalizationCache:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.store = RecordStore(self.path, allow_duplicates=True)
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def for_model(cls, model, root: str | os.PathLike | None = None) -> "LocalizationCache":
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model)).strip("_")[-80:] or "model"
+        return cls(Path(root or cache_root()) / "localizations" / f"{name}.jsonl")
+
+    @staticmethod
+    def key(model_name: str, prompts: Sequence[str], target: str, lang: str | None, method: str, settings: dict) -> str:
+        blob = json.dumps([model_name, list(prompts), target, lang, method, sorted(settings.items())],
+                          ensure_ascii=False, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+    def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
+                 method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
+        """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        key = self.key(model_id(model), prompts, target, lang, method, settings)
+        record = self.store.get(key)
+        if record is not None:
+            self.hits += 1
+            kn = KnowledgeNeurons.from_dict(record["neurons"])
+            kn.fact_id = fact_id if fact_id is not None else kn.fact_id
+            return kn
+        self.misses += 1
+        kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)
+        self.store.add(key, {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()})
+        return kn
