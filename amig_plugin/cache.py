@@ -24,6 +24,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("AMIG_CACHE") or Path.home() / ".cache" / "amig-plugin")
 
 
+def model_fingerprint(model) -> str:
+    """Cheap identity of the weights: hash of parameter shapes and the first 256 values of
+    the first, middle and last parameter (models built in code share a class name)."""
+    model = getattr(model, "model", model) if not hasattr(model, "named_parameters") else model
+    params = list(model.named_parameters())
+    h = hashlib.sha1()
+    for name, p in params:
+        h.update(f"{name}{tuple(p.shape)}".encode())
+    for _, p in (params[0], params[len(params) // 2], params[-1]):
+        h.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class LocalizationCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -36,6 +49,11 @@ class LocalizationCache:
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model)).strip("_")[-80:] or "model"
         return cls(Path(root or cache_root()) / "localizations" / f"{name}.jsonl")
 
+    def _fingerprint(self, model) -> str:
+        if getattr(self, "_fp_model", None) is not model:
+            self._fp_model, self._fp = model, model_fingerprint(model)
+        return self._fp
+
     @staticmethod
     def key(model_name: str, prompts: Sequence[str], target: str, lang: str | None, method: str, settings: dict) -> str:
         blob = json.dumps([model_name, list(prompts), target, lang, method, sorted(settings.items())],
@@ -46,7 +64,7 @@ class LocalizationCache:
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        key = self.key(model_id(model), prompts, target, lang, method, settings)
+        key = self.key(f"{model_id(model)}#{self._fingerprint(model)}", prompts, target, lang, method, settings)
         record = self.store.get(key)
         if record is not None:
             self.hits += 1

@@ -96,3 +96,48 @@ def tiny(kind: str, seed: int = 0, **kw):
     """(model, tokenizer) of a tiny random model of the real class ``kind``."""
     tok = word_tokenizer(causal=kind != "bert")
     return BUILDERS[kind](len(tok), seed=seed, **kw), tok
+
+
+# ---------------------------------------------------------------------------------------
+# helpers for the attribution / neuron / intervention tests
+
+
+def sharpen(model, seed: int = 0):
+    """Give LayerNorm/RMSNorm gains ~1 (the tiny init draws them ~N(0, 0.05), which makes the
+    model an almost uniform predictor whose single neurons barely move P). Gemma's norms use
+    (1 + weight) and are already ~1: left alone. In place; returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            name = type(m).__name__
+            if (name.endswith("LayerNorm") or name.endswith("RMSNorm")) and not name.startswith("Gemma"):
+                if getattr(m, "weight", None) is not None:
+                    m.weight.copy_(1.0 + 0.05 * torch.randn(m.weight.shape, generator=g))
+    return model
+
+
+def tiny_sharp(kind: str, seed: int = 0, **kw):
+    """:func:`tiny` with :func:`sharpen` applied."""
+    model, tok = tiny(kind, seed=seed, **kw)
+    return sharpen(model, seed=seed), tok
+
+
+def bos_word_tokenizer() -> PreTrainedTokenizerFast:
+    """The causal word tokenizer, but prepending ``<bos>`` when add_special_tokens=True."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = word_tokenizer(causal=True)
+    vocab = tok.get_vocab()
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    return tok
+
+
+def dropping_word_tokenizer(chars: str = "~", causal: bool = True) -> PreTrainedTokenizerFast:
+    """The word tokenizer with a normalizer that deletes ``chars`` (so "~" tokenizes to [])."""
+    from tokenizers import normalizers
+
+    tok = word_tokenizer(causal=causal)
+    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Replace(c, "") for c in chars])
+    return tok
