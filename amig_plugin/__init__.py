@@ -6,3 +6,12 @@ only :mod:`amig_plugin.easyedit` does, lazily.
 """
 
 __version__ = "0.1.0"
+
+
+def register(force: bool = False) -> dict:
+    """Add ``AMIG`` to EasyEdit's ``ALG_DICT`` (idempotent; imports ``easyeditor`` on the
+    first call, nothing at ``import amig_plugin``). See
+    :func:`amig_plugin.easyedit.registration.register`."""
+    from .easyedit.registration import register as _register
+
+    return _register(force=force)

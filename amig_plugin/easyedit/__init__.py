@@ -9,6 +9,16 @@ undone).  Nothing below this subpackage (models, attribution, neurons, ...) impo
 
 ``import amig_plugin.easyedit`` imports neither easyeditor nor torch: the names below
 are loaded lazily on first access.
+
+Quick reference (EasyEdit integration)::
+
+    import amig_plugin
+    amig_plugin.register()                      # adds "AMIG" to EasyEdit's ALG_DICT
+    from amig_plugin.easyedit import AMIGHyperParams, load_editor, summarize
+    hparams = AMIGHyperParams.from_hparams("hparams/AMIG/gemma-3-270m.yaml")
+    editor = load_editor(hparams)               # or easyeditor.BaseEditor.from_hparams(hparams)
+    metrics, model, weights = editor.edit(prompts=..., ground_truth=..., target_new=...)
+    print(summarize(metrics))
 """
 
 from __future__ import annotations
@@ -27,12 +37,35 @@ _LAZY = {
     "placeholder_modules": "compat",
     "quiet_easyeditor_logging": "compat",
     "registries": "compat",
+    # hyper-parameters (no easyeditor import)
+    "AMIGHyperParams": "hparams",
+    "HParamsError": "hparams",
+    # the apply function and sequential-edit helpers (torch, no easyeditor import)
+    "apply_amig_to_model": "amig_main",
+    "WeightsCopy": "amig_main",
+    "end_sequence": "amig_main",
+    "reapply_sequence": "amig_main",
+    "sequence_state": "amig_main",
+    # registration in EasyEdit's ALG_DICT (imports easyeditor)
+    "register": "registration",
+    "unregister": "registration",
+    "is_registered": "registration",
+    # editor for any model our loader loads, masked-LM metrics
+    "editor_class": "editor",
+    "load_editor": "editor",
+    "independent_edit_kwargs": "editor",
+    "compute_masked_lm_edit_quality": "masked_lm",
+    "summarize": "evaluate",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(set(_LAZY) | {"AMIGEditor"})
 
 
 def __getattr__(name: str) -> Any:
+    if name == "AMIGEditor":  # a BaseEditor subclass: built on first access
+        value = importlib.import_module(f"{__name__}.editor").editor_class()
+        globals()[name] = value
+        return value
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -42,4 +75,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"AMIGEditor"})

@@ -1,0 +1,199 @@
+"""``AMIGEditor``: EasyEdit's ``BaseEditor`` for any model our loader can load, including
+masked LMs and the embedded Gemma-3-270M.
+
+EasyEdit picks the model class from substrings of ``model_name`` (t5/gpt/llama/...; BERT
+and Gemma raise ``NotImplementedError``), and accepts an already loaded
+``(model, tokenizer)`` pair as ``model_name`` -- but its evaluation then calls
+``model_name.lower()`` on that tuple. ``AMIGEditor`` (a ``BaseEditor`` subclass):
+
+* loads the model with :func:`amig_plugin.loading.load_model` (hub names, local folders,
+  ``gemma-3-270m``; BERT-like configs as masked LMs), or takes ``model=``/``tokenizer=``;
+  builds the editor through EasyEdit's ``(model, tokenizer)`` path and then gives
+  ``self.model_name`` back its string, so EasyEdit's evaluation works;
+* sets the tokenizer's padding side as EasyEdit does for causal LMs (right for the ROME
+  family, left otherwise);
+* runs construction and every ``edit``/``edit_requests``/``batch_edit``/``edit_dataset``
+  inside :func:`~amig_plugin.easyedit.compat.easyedit_runtime` (CPU without CUDA, no
+  ``./logs`` files), and, *for the duration of the call only*, swaps in
+  :func:`~amig_plugin.easyedit.masked_lm.compute_masked_lm_edit_quality` for EasyEdit's
+  causal-only ``compute_edit_quality`` when the model is a masked LM, and maps the
+  architecture to EasyEdit-KN's adapter (``gpt2``/``bert``/``llama``) when running
+  EasyEdit's own ``KN`` on a model whose name it does not know (e.g. Gemma: gated MLP
+  like Llama).
+
+Nothing is patched outside those calls. ``AMIG`` is registered on construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, Iterator, Optional
+
+from .compat import easyedit_flavour, easyedit_runtime, import_easyeditor
+
+__all__ = ["editor_class", "load_editor", "independent_edit_kwargs", "ROME_FAMILY"]
+
+#: EasyEdit sets right padding for these methods and left padding for the others.
+ROME_FAMILY = ("ROME", "MEMIT", "EMMET", "EAMET", "R-ROME", "AlphaEdit", "CORE", "SPHERE")
+
+_CLASS = None
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    missing = object()
+    old = getattr(module, name, missing)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        if old is missing:
+            delattr(module, name)
+        else:
+            setattr(module, name, old)
+
+
+def _kn_model_type(model) -> Optional[str]:
+    from ..models import GatedMLPFamily, GPT2Family, MaskedLMFamily, UnsupportedModelError, get_family
+
+    try:
+        family = get_family(model)
+    except UnsupportedModelError:
+        return None
+    if isinstance(family, GPT2Family):
+        return "gpt2"
+    if isinstance(family, MaskedLMFamily):
+        return "bert"
+    if isinstance(family, GatedMLPFamily):
+        return "llama"
+    return None
+
+
+def independent_edit_kwargs() -> dict:
+    """Keyword arguments of ``edit()`` that make every EasyEdit method reset the model
+    after each request: PyPI ``keep_original_weight=True`` (its ROME/MEMIT/FT return the
+    originals only then), GitHub main ``sequential_edit=False``."""
+    import_easyeditor()
+    if easyedit_flavour() == "github-main":
+        return {"sequential_edit": False}
+    return {"keep_original_weight": True}
+
+
+def editor_class():
+    """The ``AMIGEditor`` class (built on first use: it subclasses easyeditor's BaseEditor)."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    import_easyeditor()
+    editor_mod = importlib.import_module("easyeditor.editors.editor")
+    BaseEditor = editor_mod.BaseEditor
+
+    class AMIGEditor(BaseEditor):
+        """``BaseEditor`` that loads models with amig_plugin's loader and evaluates masked
+        LMs with cloze metrics (see :mod:`amig_plugin.easyedit.editor`)."""
+
+        @classmethod
+        def from_hparams(cls, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+            return cls(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir)
+
+        def __init__(self, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+            from ..loading import load_model
+            from ..models import UnsupportedModelError, get_family
+            from .registration import register
+
+            register()
+            self._log_dir = log_dir
+            self._depth = 0
+            name = hparams.model_name
+            if model is None and not isinstance(name, str):
+                model, tokenizer = name
+            if model is None:
+                dtype = "float16" if getattr(hparams, "fp16", False) else None
+                model, tokenizer = load_model(name, device="cpu", dtype=dtype)
+            if tokenizer is None:
+                raise ValueError("AMIGEditor: pass tokenizer= together with model=")
+            if not isinstance(name, str):
+                name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+            try:
+                self.kind = get_family(model).kind
+            except UnsupportedModelError:
+                self.kind = None
+            hparams.model_name = (model, tokenizer)
+            try:
+                with easyedit_runtime(log_dir):
+                    super().__init__(hparams)
+            finally:
+                hparams.model_name = name
+            self.model_name = name
+            if self.kind == "causal" and getattr(tokenizer, "padding_side", None) is not None:
+                tokenizer.padding_side = "right" if hparams.alg_name in ROME_FAMILY else "left"
+
+        @contextlib.contextmanager
+        def runtime(self) -> Iterator[None]:
+            """The context every edit call runs in (re-entrant)."""
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(easyedit_runtime(self._log_dir))
+                if self.kind == "masked":
+                    from .masked_lm import compute_masked_lm_edit_quality
+
+                    stack.enter_context(_patched(editor_mod, "compute_edit_quality", compute_masked_lm_edit_quality))
+                if self.alg_name == "KN":
+                    kn_type = _kn_model_type(self.model)
+                    kn_main = importlib.import_module("easyeditor.models.kn.kn_main")
+                    original = kn_main.model_type
+
+                    def model_type(model_name, _orig=original, _mapped=kn_type):
+                        try:
+                            return _orig(model_name)
+                        except ValueError:
+                            if _mapped is None:
+                                raise
+                            return _mapped
+
+                    stack.enter_context(_patched(kn_main, "model_type", model_type))
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+
+        def edit(self, *args, **kwargs):
+            with self.runtime():
+                return super().edit(*args, **kwargs)
+
+        def edit_requests(self, *args, **kwargs):
+            with self.runtime():
+                return super().edit_requests(*args, **kwargs)
+
+        def batch_edit(self, *args, **kwargs):
+            with self.runtime():
+                return super().batch_edit(*args, **kwargs)
+
+        def edit_dataset(self, *args, **kwargs):
+            with self.runtime():
+                return super().edit_dataset(*args, **kwargs)
+
+    AMIGEditor.__module__ = __name__
+    AMIGEditor.__qualname__ = "AMIGEditor"
+    _CLASS = AMIGEditor
+    return _CLASS
+
+
+def load_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+    """``AMIGEditor.from_hparams(hparams, model=..., tokenizer=...)``; ``hparams`` may be a
+    path to an AMIG YAML (other methods: pass their EasyEdit hparams object)."""
+    import os
+
+    if isinstance(hparams, (str, os.PathLike)):
+        from .hparams import AMIGHyperParams
+
+        hparams = AMIGHyperParams.from_hparams(hparams)
+    return editor_class().from_hparams(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir)
