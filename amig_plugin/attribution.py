@@ -263,6 +263,77 @@ class _CachedCausalRunner(_RowRunner):
         return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
 
 
+class _LayerSkipCausalRunner(_CachedCausalRunner):
+    """Causal LMs, on top of the prefix cache: a row patched at layer l enters the decoder
+    stack at block l with the clean hidden state of the target column (blocks below l are
+    unchanged, so they run once, on a single row). Rows join the batch at their own block
+    through forward pre-hooks; each block's key/value cache is expanded to the rows it sees.
+    """
+
+    def __init__(self, family, query, objective):
+        super().__init__(family, query, objective)
+        tp = query.target_position
+        self.block_inputs: list[torch.Tensor] = []
+        handles = [block.register_forward_pre_hook(self._capture_hook) for block in family.blocks()]
+        try:
+            with torch.no_grad():
+                self.model(input_ids=self.ids.unsqueeze(0))
+        finally:
+            for h in handles:
+                h.remove()
+        self.block_inputs = [h[:, tp:] for h in self.block_inputs]  # [1, T, H] entering each block
+
+    def _capture_hook(self, module, args):
+        self.block_inputs.append(args[0].detach())
+
+    @staticmethod
+    def supported(cache) -> bool:
+        return hasattr(cache, "layers") and all(hasattr(l, "batch_repeat_interleave") for l in cache.layers)
+
+    def logits(self, row_layers, z):
+        order = torch.argsort(row_layers, stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        sorted_layers, z_sorted = row_layers[order], z[order]
+        blocks = self.family.blocks()
+        L = len(blocks)
+        counts = torch.bincount(sorted_layers, minlength=L).tolist()
+        first = int(sorted_layers.min())
+        active = [1] * L  # rows each block sees (a single clean row below `first`)
+        running = 0
+        for k in range(first, L):
+            running += counts[k]
+            active[k] = running
+        cache = copy.deepcopy(self.cache)
+        for k, layer_cache in enumerate(cache.layers):
+            if active[k] > 1:
+                layer_cache.batch_repeat_interleave(active[k])
+        patches: dict[int, list[_NeuronPatch]] = {}
+        handles = []
+
+        def entry_hook(k: int):
+            def hook(module, args, kwargs):
+                start = self.block_inputs[k].expand(counts[k], -1, -1)
+                hidden = start if k == first else torch.cat([args[0], start], dim=0)
+                return (hidden,) + tuple(args[1:]), kwargs
+
+            return hook
+
+        for k in range(first, L):
+            if counts[k]:
+                rows = torch.arange(active[k] - counts[k], active[k])
+                values = z_sorted[sorted_layers == k]
+                patches[k] = [_NeuronPatch(rows=rows, position=0, fn=lambda _o, v=values: v)]
+                handles.append(blocks[k].register_forward_pre_hook(entry_hook(k), with_kwargs=True))
+        try:
+            with NeuronHooks(self.family, patches):
+                out = self.model(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
+        finally:
+            for h in handles:
+                h.remove()
+        return out.logits[:, self.score_offsets][inverse]
+
+
 class _LayerSkipMaskedRunner(_RowRunner):
     """BERT: a row patched at layer l starts at the clean hidden state entering layer l
     (layers below are unchanged); rows join the batch at their own layer; the MLM head runs
@@ -312,10 +383,15 @@ class _LayerSkipMaskedRunner(_RowRunner):
 def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str) -> _RowRunner:
     if strategy == "full":
         return _FullRunner(family, query, objective)
-    if strategy != "auto":
-        raise ValueError(f"unknown strategy {strategy!r}; use 'auto' or 'full'")
-    if family.kind == "causal" and query.target_position > 0:
+    if strategy == "cache":  # prefix cache without layer skipping (for comparisons)
         return _CachedCausalRunner(family, query, objective)
+    if strategy != "auto":
+        raise ValueError(f"unknown strategy {strategy!r}; use 'auto', 'cache' or 'full'")
+    if family.kind == "causal" and query.target_position > 0:
+        runner = _CachedCausalRunner(family, query, objective)
+        if _LayerSkipCausalRunner.supported(runner.cache):
+            return _LayerSkipCausalRunner(family, query, objective)
+        return runner
     if family.kind == "masked" and hasattr(family.model, "bert") and hasattr(family.model, "cls"):
         return _LayerSkipMaskedRunner(family, query, objective)
     return _FullRunner(family, query, objective)

@@ -159,13 +159,15 @@ def localization_effect(model, tokenizer, cases: Sequence[EffectCase], *, modes:
         raise ValueError("localization_effect needs at least 2 facts to measure unrelated prompts")
     family = get_family(model)
     rng = random.Random(seed)
-    cases = list(cases)
+    # work on copies: the caller's cases are never modified
+    cases = [EffectCase(c.fact_id, list(c.prompts), c.target, dict(c.neuron_sets)) for c in cases]
     methods = list(dict.fromkeys(m for c in cases for m in c.neuron_sets))
     if random_like is not None:
+        if "random" in methods:
+            raise ValueError("the cases already have a 'random' neuron set; pass random_like=None to use it")
         if random_like not in methods:
             raise ValueError(f"random_like={random_like!r} is not among the methods {methods}")
         for c in cases:
-            c.neuron_sets = dict(c.neuron_sets)
             c.neuron_sets["random"] = random_neuron_set(family, len(c.neuron_sets[random_like]), rng)
         methods.append("random")
     # jobs per query: (query) -> list of (source case, method, mode)

@@ -20,6 +20,7 @@ supported ones.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -126,7 +127,11 @@ class ModelFamily:
         return self.model.get_input_embeddings()
 
     def check_layer(self, layer: int) -> int:
-        if not isinstance(layer, int) or not 0 <= layer < self.num_layers:
+        try:
+            layer = operator.index(layer)  # ints, numpy and torch integers
+        except TypeError:
+            raise ValueError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})") from None
+        if not 0 <= layer < self.num_layers:
             raise ValueError(f"layer {layer!r} out of range: {self.name} model has layers 0..{self.num_layers - 1}")
         return layer
 
@@ -222,12 +227,15 @@ class CausalLMFamily(ModelFamily):
         prefix, target = causal_prefix_and_target(prompt, target)
         target_ids = _tokenize_target(tokenizer, target)
         prompt_ids = list(tokenizer(prefix, add_special_tokens=True)["input_ids"])
-        if not prompt_ids:
+        plain_ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        if not plain_ids:
             raise QueryError(f"prompt {prompt!r} tokenizes to no tokens; give a non-empty prompt")
-        special = set(tokenizer.all_special_ids or [])
+        # tokens the tokenizer added (BOS, ...) are not part of the prompt: AMIG never masks them
+        lead = next((k for k in range(len(prompt_ids) - len(plain_ids) + 1)
+                     if prompt_ids[k:k + len(plain_ids)] == plain_ids), 0)
         ids = prompt_ids + target_ids[:-1]
         tp = len(prompt_ids) - 1
-        baseline_positions = [i for i, t in enumerate(prompt_ids) if t not in special]
+        baseline_positions = list(range(lead, lead + len(plain_ids)))
         return EncodedQuery(
             input_ids=torch.tensor(ids, dtype=torch.long),
             target_position=tp,

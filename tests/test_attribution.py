@@ -289,12 +289,6 @@ def test_amig_replaces_each_ordinary_token_once_and_nothing_else(kind, prompt):
     assert res.num_baseline_inputs == len(rq.ordinary)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG amig_plugin/models.py CausalLMFamily.encode (`special = set(tokenizer.all_special_ids)`; "
-    "`baseline_positions = [i for i, t in enumerate(prompt_ids) if t not in special]`): every prompt token "
-    "whose id is a special id is skipped, so an out-of-vocabulary word encoded as [UNK] (or a literal "
-    "special token in the text) is never masked for AMIG's baseline in causal models, while the masked-LM "
-    "family does mask it. Only tokens the tokenizer ADDED (BOS) should be skipped."))
 def test_amig_masks_unknown_words_in_causal_prompts_too():
     prompt = "the capital of narnia is <mask>"  # 'narnia' -> [UNK]
     model, tok = get_model("gpt2")
@@ -552,11 +546,6 @@ def test_layer_out_of_range(gpt2):
         neuron_attributions(model, tok, LONG_CAUSAL, "paris", steps=1, layers=[])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG amig_plugin/models.py ModelFamily.check_layer (`if not isinstance(layer, int) or ...`): numpy or "
-    "torch integer layer indices (e.g. layers=np.array([0, 1]), or neurons from a tensor) are rejected with "
-    "the self-contradictory message 'layer np.int64(0) out of range: gpt2 model has layers 0..2'; they "
-    "should be accepted (operator.index) or rejected for their type"))
 def test_numpy_and_torch_integer_layers(gpt2):
     import numpy as np
 

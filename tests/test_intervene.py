@@ -178,11 +178,6 @@ def test_localization_effect_with_planted_neuron(kind, planted):
     assert float(rel.median()) < 0.1 and float(rel.mean()) < 0.1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG amig_plugin/intervene.py localization_effect (random_like branch, `c.neuron_sets = dict(...); "
-    "c.neuron_sets['random'] = ...`): it writes a 'random' set into the caller's EffectCase objects; a second "
-    "call then sees 'random' among the cases' methods AND appends 'random' again, so the report has duplicate "
-    "random rows (8 rows instead of 6) and runs every random intervention twice"))
 def test_localization_effect_does_not_mutate_cases_and_is_repeatable():
     model, tok = get_model("gpt2")
     cases = _cases(type("P", (), dict(prompt="the capital of france is <mask>", target="paris", neuron=(1, 17)))())
