@@ -233,10 +233,10 @@ def cmd_factcheck(args) -> int:
 def demo_section(model, tokenizer, langs, seed: int = 0) -> None:
     """A short DKN / fact-check section of ``amig demo`` (shipped facts, < 1 min on Gemma-3-270M).
 
-    Per language: degenerate pairs among the top-20 neurons of two facts of one relation,
-    then the relation-level DKN of those two facts scores a third fact's true object and a
-    wrong one (mean DKN attribution and log-likelihood; no threshold: there is no dev split
-    in a demo)."""
+    Per language (first prompt of each fact only, to stay short): degenerate pairs among the
+    top-20 neurons of one fact, then that fact's degenerate neurons score another fact of the
+    same relation with its true object and a wrong one (mean DKN attribution and
+    log-likelihood; no threshold: a demo has no dev split)."""
     from ..data import group_by_relation, shipped_facts
     from ..dkn import detect_for_fact
     from ..factcheck import dkn_score, likelihood, relation_dkn, wrong_candidates
@@ -248,18 +248,20 @@ def demo_section(model, tokenizer, langs, seed: int = 0) -> None:
     if relation is None:
         print("\n(no relation with 3 shipped facts: DKN demo skipped)")
         return
+    import dataclasses
     import random
 
     members = list(groups[relation])
     random.Random(f"{seed}:{relation}").shuffle(members)
-    dkn_facts, checked = members[:2], members[2]
+    dkn_facts, checked = members[:1], members[1]
     print(f"\n== Degenerate knowledge neurons and fact-checking (relation {relation}, {', '.join(langs)}) ==")
     for lang in langs:
         t0 = time.time()
         results = []
         for fact in dkn_facts:
             try:
-                results.append(detect_for_fact(model, tokenizer, fact, lang))
+                one = dataclasses.replace(fact.restrict([lang]), prompts={lang: fact.prompts[lang][:1]})
+                results.append(detect_for_fact(model, tokenizer, one, lang))
             except ValueError as exc:
                 print(f"[{lang}] {fact.id}: skipped ({exc})")
         for r in results:
@@ -280,6 +282,7 @@ def demo_section(model, tokenizer, langs, seed: int = 0) -> None:
         print(f"[{lang}] checking {prompt!r} with {len(neurons)} relation-level {'DKN' if source == 'dkn' else 'top-k'} neurons:")
         for cand, truth, s, lp, em in rows:
             print(f"    {cand!r:>20} ({truth}): mean DKN attribution {s:+.3g}, log P {lp:.2f}, greedy match {em}")
-        verdict = "ranks the true object first" if rows[0][2] > rows[1][2] else "ranks the wrong object first"
+        verdict = ("ranks the true object first" if rows[0][2] > rows[1][2] else
+                   "ties" if rows[0][2] == rows[1][2] else "ranks the wrong object first")
         print(f"[{lang}] the DKN score {verdict} ({time.time() - t0:.0f} s). Full protocol with dev-tuned thresholds: "
               f"amig factcheck --data <BMLAMA folder> --lang {lang}")
