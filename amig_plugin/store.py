@@ -5,6 +5,10 @@ single ``write`` of a whole line followed by ``fsync``, so killing the process a
 moment (even ``kill -9``) leaves at most one partial last line; opening the store again
 detects such a line (no trailing newline or invalid JSON), cuts it off (keeping a copy in
 ``<file>.corrupt``) and resumes. Keys already present are never written twice.
+
+``read_only=True`` opens a store that another process may be appending to: nothing is
+written, and a damaged last line (a write in progress, or a crash) is skipped, not cut
+(``partial_last_line`` tells); :meth:`RecordStore.add` is refused.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ class StoreError(ValueError):
 
 
 class RecordStore:
-    def __init__(self, path: str | os.PathLike, allow_duplicates: bool = False):
+    def __init__(self, path: str | os.PathLike, allow_duplicates: bool = False, read_only: bool = False):
         """``allow_duplicates``: a key seen twice on load keeps its first record (for caches
-        shared by several writers, whose records are deterministic) instead of failing."""
+        shared by several writers, whose records are deterministic) instead of failing.
+        ``read_only``: never write (see the module docstring)."""
         self.path = Path(path)
         self.allow_duplicates = allow_duplicates
+        self.read_only = read_only
         self.duplicates_ignored = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial_last_line = False
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, dict] = {}
         self.repaired = False
         self._load()
@@ -52,6 +60,9 @@ class RecordStore:
                     if any(rest.strip() for rest in lines[lineno:]):
                         raise StoreError(f"{self.path}:{lineno}: damaged record ({exc}) before the last line; "
                                          "fix or delete the line by hand") from exc
+                    if self.read_only:
+                        self.partial_last_line = True
+                        return
                     self._repair(data, good_end, lineno)
                     return
                 if key in self._records and self.allow_duplicates:
@@ -90,6 +101,8 @@ class RecordStore:
 
     def add(self, key: str, record: dict) -> dict:
         """Append ``record`` under ``key`` (written durably); a present key is an error."""
+        if self.read_only:
+            raise PermissionError(f"{self.path} was opened read-only")
         if key in self._records:
             raise KeyError(f"record {key!r} already in {self.path}")
         record = {"key": key, **{k: v for k, v in record.items() if k != "key"}}

@@ -1,0 +1,341 @@
+"""Studies: what a run computes, one JSON record per fact and unit.
+
+A :class:`Study` is a per-fact function ``compute(ctx, fact, unit) -> dict`` (the record's
+``result``) plus an optional ``summarize(records, config) -> list[dict]`` (table rows over
+the merged records). ``unit`` says how often the function runs per fact:
+
+=================  ===============================================  ========================
+``per``            units per fact                                   example
+=================  ===============================================  ========================
+``lang_method``    one per (language, method)                      localization, effect
+``lang``           one per language                                (a method-free study)
+``method``         one per method, all languages at once           LIKN overlap
+``fact``           one                                             -
+=================  ===============================================  ========================
+
+``stage="run"`` studies (fact-checking, the LIKN editing experiment) need the records of
+every fact: they run once per unit (``fact_id = "*"``), on rank 0, after all ranks have
+finished their facts; ``fact`` is then ``None``.
+
+``ctx.record(study, fact_id, lang, method)`` returns another study's result for the same
+fact (``requires`` makes sure it is computed first, in the same process); a failed
+dependency makes this unit fail too, with a clear error. New studies (LIKN editing, DKN,
+fact-checking) plug in with :func:`register_study`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from .config import ConfigError, _suggest
+
+PER_KINDS = ("lang_method", "lang", "method", "fact")
+
+
+class DependencyError(RuntimeError):
+    """A unit's dependency (another study's record of the same fact) failed or is missing."""
+
+
+@dataclass
+class StudyContext:
+    """What a study's per-fact function may use."""
+
+    model: Any
+    tokenizer: Any
+    config: Any  # RunConfig
+    facts: list  # every fact of the run, in run order
+    options: dict  # this study's validated options
+    lookup: Callable[[str], dict | None]  # unit key -> merged record (or None)
+    run_dir: Any = None
+    fact_index: dict = field(default_factory=dict)  # fact id -> position in the run
+    cache: Any = None  # LocalizationCache or None
+    rank: int = 0
+
+    def record(self, study: str, fact_id: str, lang: str | None = None, method: str | None = None) -> dict:
+        """The ``result`` of ``study`` for this fact (raises :class:`DependencyError`)."""
+        key = unit_key(study, fact_id, lang, method)
+        rec = self.lookup(key)
+        if rec is None:
+            raise DependencyError(f"{key}: no record (study {study!r} must run first)")
+        if rec.get("status") != "ok":
+            raise DependencyError(f"{key} failed: {rec.get('error')}")
+        return rec["result"]
+
+
+def unit_key(study: str, fact_id: str, lang: str | None = None, method: str | None = None) -> str:
+    return f"{study}|{fact_id}|{lang or '-'}|{method or '-'}"
+
+
+@dataclass
+class Study:
+    """A study of a run (see the module docstring)."""
+
+    name: str
+    compute: Callable[[StudyContext, Any, dict], dict]
+    summarize: Callable[[list[dict], Any], list[dict]] | None = None
+    per: str = "lang_method"
+    requires: tuple[str, ...] = ()
+    defaults: dict = field(default_factory=dict)
+    min_languages: int = 1
+    description: str = ""
+    check: Callable[[dict, str], None] | None = None
+    stage: str = "fact"
+
+    def __post_init__(self):
+        if self.per not in PER_KINDS:
+            raise ValueError(f"study {self.name!r}: per must be one of {PER_KINDS}, got {self.per!r}")
+        if self.stage not in ("fact", "run"):
+            raise ValueError(f"study {self.name!r}: stage must be 'fact' (per fact, sharded) or 'run' "
+                             f"(once, over all facts' records, after them), got {self.stage!r}")
+
+    def validate_options(self, options: Mapping, where: str) -> dict:
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where} must be a mapping of options (or {{}}), got {options!r}")
+        for key in options:
+            if key not in self.defaults:
+                valid = ", ".join(self.defaults) or "(none: use {})"
+                raise ConfigError(f"unknown key {key!r} in {where}{_suggest(key, self.defaults)}; valid keys: {valid}")
+        merged = {**self.defaults, **dict(options)}
+        if self.check is not None:
+            self.check(merged, where)
+        return merged
+
+    def check_config(self, languages: Sequence[str], methods: Sequence[str]) -> None:
+        if len(languages) < self.min_languages:
+            raise ConfigError(f"study {self.name!r} needs at least {self.min_languages} languages, "
+                              f"the config has {list(languages)}")
+
+    def units(self, languages: Sequence[str], methods: Sequence[str]) -> list[dict]:
+        if self.per == "lang_method":
+            return [{"lang": l, "method": m} for m in methods for l in languages]
+        if self.per == "lang":
+            return [{"lang": l, "method": None} for l in languages]
+        if self.per == "method":
+            return [{"lang": None, "method": m} for m in methods]
+        return [{"lang": None, "method": None}]
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study, replace: bool = False) -> Study:
+    """Make ``study`` available to run configs under ``studies: {<name>: {...}}``."""
+    if study.name in STUDIES and not replace:
+        raise ValueError(f"a study named {study.name!r} is already registered")
+    for dep in study.requires:
+        if dep not in STUDIES:
+            raise ValueError(f"study {study.name!r} requires unknown study {dep!r}; register it first")
+    STUDIES[study.name] = study
+    return study
+
+
+# ----------------------------------------------------------------------------------------
+# localization
+
+
+def _localize_one(ctx: StudyContext, fact, lang: str, method: str, with_attributions: bool):
+    from ..neurons import localize
+
+    settings = ctx.config.localize_settings(lang)
+    prompts = list(fact.prompts[lang])
+    target = fact.target(lang)
+    if with_attributions or ctx.cache is None:
+        out = localize(ctx.model, ctx.tokenizer, prompts, target, lang=lang, method=method, fact_id=fact.id,
+                       return_attributions=with_attributions, **settings)
+        return out if with_attributions else (out, None)
+    return ctx.cache.localize(ctx.model, ctx.tokenizer, prompts, target, lang=lang, method=method,
+                              fact_id=fact.id, **settings), None
+
+
+def localization_compute(ctx: StudyContext, fact, unit: dict) -> dict:
+    import torch
+
+    lang, method = unit["lang"], unit["method"]
+    heatmap = ctx.fact_index.get(fact.id, 1 << 30) < ctx.config.localization["heatmap_facts"]
+    kn, results = _localize_one(ctx, fact, lang, method, with_attributions=heatmap)
+    d = kn.to_dict()
+    out = {k: d[k] for k in ("neurons", "scores", "target", "prompts", "top", "per_prompt",
+                             "completeness_residuals", "clean_scores", "settings", "model_id")}
+    out["layers"] = sorted({l for l, _ in kn.neurons})
+    if heatmap and ctx.run_dir is not None:
+        mean = torch.stack([r.attributions for r in results]).mean(0)
+        name = attribution_file(fact.id, lang, method)
+        ctx.run_dir.save_tensor(name, {"attributions": mean, "layers": results[0].layers,
+                                       "fact_id": fact.id, "lang": lang, "method": method,
+                                       "prompts": list(fact.prompts[lang]), "target": fact.target(lang)})
+        out["attributions_file"] = name
+    return out
+
+
+def attribution_file(fact_id: str, lang: str, method: str) -> str:
+    import re
+
+    return "attributions/" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{fact_id}.{lang}.{method}") + ".pt"
+
+
+def localization_summary(records: list[dict], config) -> list[dict]:
+    rows = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["lang"]), []).append(r)
+    for (method, lang), recs in sorted(groups.items()):
+        ok = [r["result"] for r in recs if r["status"] == "ok"]
+        sizes = [len(r["neurons"]) for r in ok]
+        residuals = [max(r["completeness_residuals"]) for r in ok if r["completeness_residuals"]]
+        probs = [r["clean_scores"][0] for r in ok if r["clean_scores"]]
+        rows.append(dict(
+            method=method, lang=lang, facts=len(recs), failed=len(recs) - len(ok),
+            mean_neurons=_mean(sizes), median_neurons=_median(sizes), empty=sum(s == 0 for s in sizes),
+            mean_p_gold=_mean(probs), max_residual=max(residuals) if residuals else float("nan"),
+            seconds_per_fact=_mean([r["meta"]["seconds"] for r in recs if r["status"] == "ok"]),
+        ))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# localization effect (suppress / enhance; related vs unrelated prompts; random control)
+
+
+def _check_effect(options: dict, where: str) -> None:
+    from ..intervene import MODE_FACTORS
+
+    for mode in options["modes"]:
+        if mode not in MODE_FACTORS:
+            raise ConfigError(f"{where}.modes: unknown mode {mode!r}; valid: {', '.join(MODE_FACTORS)}")
+    if not isinstance(options["n_unrelated"], int) or options["n_unrelated"] < 0:
+        raise ConfigError(f"{where}.n_unrelated must be an integer >= 0, got {options['n_unrelated']!r}")
+    if not isinstance(options["random"], bool):
+        raise ConfigError(f"{where}.random must be true or false, got {options['random']!r}")
+
+
+def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
+    """Relative change of P(gold), (P' - P) / P, with the fact's neurons suppressed (x0) /
+    enhanced (x2) at the target position: on the fact's own prompts (related) and on the
+    first prompt of ``n_unrelated`` other facts of the run (unrelated; a seeded choice per
+    fact, the same whatever the sharding); the same for a random neuron set of equal size."""
+    from ..intervene import MODE_FACTORS, random_neuron_set, scores_under_interventions
+    from ..models import get_family
+
+    lang, method = unit["lang"], unit["method"]
+    opts = ctx.options
+    loc = ctx.record("localization", fact.id, lang, method)
+    sets = {method: [tuple(n) for n in loc["neurons"]]}
+    seed = ctx.config.seed
+    if opts["random"]:
+        rng = random.Random(f"{seed}:random:{fact.id}:{lang}:{method}")
+        sets["random"] = random_neuron_set(get_family(ctx.model), len(sets[method]), rng, ctx.config.localization["layers"])
+    others = [f for f in ctx.facts if f.id != fact.id and lang in f.prompts]
+    unrelated = random.Random(f"{seed}:unrelated:{fact.id}").sample(others, min(opts["n_unrelated"], len(others)))
+    jobs = [(name, mode) for name in sets for mode in opts["modes"]]
+    interventions = [(sets[name], MODE_FACTORS[mode]) for name, mode in jobs]
+
+    def changes(prompt: str, target: str) -> tuple[float, list[float]]:
+        clean, after = scores_under_interventions(ctx.model, ctx.tokenizer, prompt, target, interventions,
+                                                  objective="prob")
+        return clean, [(a - clean) / clean if clean > 0 else float("nan") for a in after.tolist()]
+
+    related = [changes(p, fact.target(lang)) for p in fact.prompts[lang]]
+    unrel = [changes(f.prompts[lang][0], f.target(lang)) for f in unrelated]
+    out: dict[str, Any] = {"sizes": {name: len(s) for name, s in sets.items()},
+                           "p_gold": [c for c, _ in related], "unrelated_facts": [f.id for f in unrelated],
+                           "related": {}, "unrelated": {}}
+    for j, (name, mode) in enumerate(jobs):
+        out["related"].setdefault(name, {})[mode] = _mean([v[j] for _, v in related])
+        out["unrelated"].setdefault(name, {})[mode] = _mean([v[j] for _, v in unrel]) if unrel else None
+    if opts["random"]:
+        out["random_neurons"] = [list(n) for n in sets["random"]]
+    return out
+
+
+def effect_summary(records: list[dict], config) -> list[dict]:
+    from ..intervene import mean_ci
+
+    rows = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["lang"]), []).append(r)
+    for (method, lang), recs in sorted(groups.items()):
+        ok = [r["result"] for r in recs if r["status"] == "ok"]
+        failed = len(recs) - len(ok)
+        names = list(dict.fromkeys(n for r in ok for n in r["related"]))
+        modes = list(dict.fromkeys(m for r in ok for n in r["related"] for m in r["related"][n]))
+        for name in names:
+            for mode in modes:
+                rel = [r["related"][name][mode] for r in ok if _finite(r["related"].get(name, {}).get(mode))]
+                unr = [r["unrelated"][name][mode] for r in ok if _finite(r["unrelated"].get(name, {}).get(mode))]
+                rm, rci = mean_ci(rel)
+                um, uci = mean_ci(unr)
+                sizes = [r["sizes"][name] for r in ok]
+                rows.append(dict(method=method, lang=lang, neurons=name, mode=mode, facts=len(ok), failed=failed,
+                                 mean_size=_mean(sizes), empty_sets=sum(s == 0 for s in sizes),
+                                 related_mean=rm, related_ci=rci, unrelated_mean=um, unrelated_ci=uci,
+                                 ratio=abs(rm / um) if um and _finite(um) and _finite(rm) else float("nan")))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# LIKN overlap (language-independent neurons = intersection of a fact's sets over languages)
+
+
+def likn_overlap_compute(ctx: StudyContext, fact, unit: dict) -> dict:
+    method = unit["method"]
+    sets = {lang: {tuple(n) for n in ctx.record("localization", fact.id, lang, method)["neurons"]}
+            for lang in ctx.config.languages}
+    langs = list(sets)
+    inter = set.intersection(*sets.values()) if sets else set()
+    union = set.union(*sets.values()) if sets else set()
+    return {"languages": langs, "sizes": {l: len(s) for l, s in sets.items()},
+            "intersection": sorted([list(n) for n in inter]), "size": len(inter),
+            "union_size": len(union), "jaccard": len(inter) / len(union) if union else float("nan"),
+            "layers": sorted(l for l, _ in inter)}
+
+
+def likn_overlap_summary(records: list[dict], config) -> list[dict]:
+    rows = []
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["method"], []).append(r)
+    for method, recs in sorted(groups.items()):
+        ok = [r["result"] for r in recs if r["status"] == "ok"]
+        sizes = [r["size"] for r in ok]
+        rows.append(dict(method=method, facts=len(recs), failed=len(recs) - len(ok),
+                         nonempty=sum(s > 0 for s in sizes), empty=sum(s == 0 for s in sizes),
+                         mean_size=_mean(sizes), mean_jaccard=_mean([r["jaccard"] for r in ok if _finite(r["jaccard"])]),
+                         **{f"mean_size_{l}": _mean([r["sizes"][l] for r in ok]) for l in (ok[0]["languages"] if ok else [])}))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _mean(values) -> float:
+    values = [v for v in values if _finite(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _median(values) -> float:
+    values = sorted(v for v in values if _finite(v))
+    if not values:
+        return float("nan")
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+register_study(Study(
+    "localization", localization_compute, localization_summary, per="lang_method",
+    description="knowledge neurons of each fact in each language and method (AMIG / KN)"))
+register_study(Study(
+    "effect", effect_compute, effect_summary, per="lang_method", requires=("localization",),
+    defaults={"n_unrelated": 5, "modes": ["suppress", "enhance"], "random": True}, check=_check_effect,
+    description="relative change of P(gold) when the neurons are suppressed / enhanced, vs random sets"))
+register_study(Study(
+    "likn_overlap", likn_overlap_compute, likn_overlap_summary, per="method", requires=("localization",),
+    min_languages=2, description="language-independent neurons: intersection of each fact's neuron sets over languages"))

@@ -1,0 +1,131 @@
+"""`amig report`: tables and plots of a run folder (tiny GPT-2, shipped facts)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny import tiny_sharp
+
+from amig_plugin.pipeline import parse_config, run
+from amig_plugin.pipeline.studies import STUDIES
+from amig_plugin.report import build_report, layer_counts, markdown_table, overlap_data
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-gpt2-report")
+    model, tok = tiny_sharp("gpt2", seed=5)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def config(model_dir: Path, n: int = 30, **over) -> dict:
+    studies = {"localization": {}, "effect": {"n_unrelated": 2}, "likn_overlap": {}}
+    if "dkn" in STUDIES:
+        studies["dkn"] = {"k": 6}
+    if "factcheck" in STUDIES:
+        studies["factcheck"] = {}
+    cfg = {"model": str(model_dir), "threads": 1, "methods": ["amig"], "languages": ["en", "zh"],
+           "data": {"kind": "shipped", "n": n}, "localization": {"steps": 4, "cache": False, "heatmap_facts": 1},
+           "studies": studies, "progress": False}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run_dir(model_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    assert run(parse_config(config(model_dir)), out).summary["complete"]
+    return out
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_writes_tables_plots_and_page(run_dir):
+    index = build_report(run_dir)
+    out = index.parent
+    page = index.read_text(encoding="utf-8")
+    for name in ("layers.png", "heatmap.png", "overlap.png", "effect.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000, name
+        assert f"]({name})" in page, name
+    assert "complete: **True**" in page
+    overview = {r["study"]: r for r in read_csv(out / "overview.csv")}
+    assert overview["localization"]["expected"] == "60" and overview["localization"]["missing"] == "0"
+    for study in overview:
+        if study in ("localization", "effect", "likn_overlap", "dkn"):
+            assert (out / f"{study}.csv").is_file() and f"## {study}" in page
+    effect = read_csv(out / "effect.csv")
+    assert {(r["neurons"], r["mode"], r["lang"]) for r in effect} == {
+        (n, m, l) for n in ("amig", "random") for m in ("suppress", "enhance") for l in ("en", "zh")}
+
+
+def test_layer_table_counts_every_neuron(run_dir):
+    build_report(run_dir)
+    rows = read_csv(run_dir / "report" / "layers.csv")
+    records = [json.loads(l) for l in (run_dir / "results" / "localization.jsonl").read_text().splitlines()]
+    for lang in ("en", "zh"):
+        total = sum(len(r["result"]["neurons"]) for r in records if r["lang"] == lang and r["status"] == "ok")
+        counted = sum(int(r["count"]) for r in rows if r["kind"] == "knowledge neurons" and r["lang"] == lang)
+        assert counted == total > 0
+    likn = [json.loads(l) for l in (run_dir / "results" / "likn_overlap.jsonl").read_text().splitlines()]
+    assert sum(int(r["count"]) for r in rows if r["kind"] == "LIKN") == sum(r["result"]["size"] for r in likn)
+
+
+def test_overlap_and_layer_counts_by_hand():
+    def rec(fact, lang, neurons):
+        return {"status": "ok", "fact_id": fact, "lang": lang, "method": "amig", "result": {"neurons": neurons}}
+
+    loc = [rec("a", "en", [[0, 1], [1, 2], [2, 3]]), rec("a", "zh", [[1, 2], [2, 4]]),
+           rec("b", "en", [[0, 5]]), rec("b", "zh", [[1, 6]]), rec("c", "en", [[0, 7]])]  # c: no zh record
+    per_layer, sizes, jaccard = overlap_data(loc, "amig", ("en", "zh"), 3)
+    assert per_layer == {"en only": [2, 0, 1], "both": [0, 1, 0], "zh only": [0, 1, 1]}
+    assert sizes == [1, 0] and jaccard == [0.25, 0.0]
+    rows = layer_counts(loc, [], [], 3)
+    en = [r["count"] for r in rows if r["lang"] == "en"]
+    assert en == [3, 1, 1]
+
+
+def test_heatmap_recomputed_when_not_stored(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    stored = sorted((copy / "attributions").glob("*.pt"))
+    assert len(stored) == 2  # the first fact, en and zh
+    before = {p.name: torch.load(p, weights_only=False)["attributions"] for p in stored}
+    for p in stored:
+        p.unlink()
+    build_report(copy)
+    assert not (copy / "report" / "heatmap.png").exists()
+    build_report(copy, recompute=True, threads=1)
+    assert (copy / "report" / "heatmap.png").read_bytes().startswith(PNG)
+    for name, tensor in before.items():
+        assert torch.allclose(torch.load(copy / "attributions" / name, weights_only=False)["attributions"], tensor,
+                              atol=1e-6)
+
+
+def test_report_of_an_incomplete_run(model_dir, tmp_path):
+    out = tmp_path / "run"
+    run(parse_config(config(model_dir, n=4, studies={"localization": {}, "effect": {"n_unrelated": 1}})), out, limit=5)
+    index = build_report(out)
+    page = index.read_text(encoding="utf-8")
+    assert "complete: **False**" in page
+    overview = {r["study"]: r for r in read_csv(index.parent / "overview.csv")}
+    assert int(overview["localization"]["missing"]) + int(overview["effect"]["missing"]) == 16 - 5
+
+
+def test_markdown_table_escapes_and_formats():
+    text = markdown_table([{"a": 0.000012345, "b": "x|y", "c": float("nan"), "d": 3}])
+    assert "1.23e-05" in text and "x\\|y" in text and "| - |" in text

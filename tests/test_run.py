@@ -1,0 +1,315 @@
+"""`amig run`: config validation, kill -9 and resume, corrupted last lines, sharding, merge.
+
+Tiny GPT-2 (tests/tiny.py) saved to a folder, shipped facts; every run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny import tiny_sharp
+
+from amig_plugin.pipeline import ConfigError, RunFolder, RunLocked, merge_run, parse_config, run
+from amig_plugin.pipeline.config import load_config
+from amig_plugin.store import StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny GPT-2 + word tokenizer saved with save_pretrained (loadable by load_model)."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    model, tok = tiny_sharp("gpt2", seed=3)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_config(model_dir: Path, **over) -> dict:
+    cfg = {
+        "model": str(model_dir), "threads": 1, "seed": 0, "methods": ["amig", "kn"], "languages": ["en", "zh"],
+        "data": {"kind": "shipped", "n": 12},
+        "localization": {"steps": 4, "cache": False, "heatmap_facts": 1},
+        "studies": {"localization": {}, "effect": {"n_unrelated": 2}, "likn_overlap": {}},
+        "progress": False,
+    }
+    for key, value in over.items():
+        cfg[key] = value
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def results(run_dir: Path) -> dict[str, dict]:
+    """unit -> record without timing/process metadata, over every study's merged results."""
+    out = {}
+    for path in sorted((run_dir / "results").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            rec.pop("meta", None)
+            rec.pop("traceback", None)
+            out[rec["unit"]] = rec
+    return out
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e["OMP_NUM_THREADS"] = "1"
+    e.pop("WORLD_SIZE", None)
+    return e
+
+
+def amig(*args) -> list[str]:
+    return [sys.executable, "-m", "amig_plugin.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir, tmp_path_factory) -> Path:
+    """An uninterrupted single-process run (in process)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    cfg = parse_config(make_config(tiny_model_dir))
+    summary = run(cfg, out).summary
+    assert summary["complete"]
+    return out
+
+
+def n_records(run_dir: Path) -> int:
+    total = 0
+    for path in (run_dir / "records").glob("*/rank*.jsonl"):
+        with open(path, "rb") as f:
+            total += f.read().count(b"\n")
+    return total
+
+
+# ----------------------------------------------------------------------------------------
+# config validation
+
+
+@pytest.mark.parametrize("patch, names", [
+    ({"langauges": ["en"]}, ["'langauges'", "languages"]),
+    ({"data": {"kind": "shipped", "nn": 3}}, ["'nn'", "'data'", "did you mean 'n'"]),
+    ({"localization": {"stpes": 3}}, ["'stpes'", "'localization'", "steps"]),
+    ({"studies": {"efect": {}}}, ["'efect'", "'studies'", "effect", "localization"]),
+    ({"studies": {"effect": {"n_unrelatd": 2}}}, ["'n_unrelatd'", "'studies.effect'", "n_unrelated"]),
+    ({"localization": {"tau": {"de": 0.3}}}, ["'de'", "'localization.tau'", "en, zh"]),
+    ({"methods": ["amgi"]}, ["'amgi'", "amig, kn"]),
+    ({"dtype": "bf61"}, ["'bf61'", "bfloat16"]),
+    ({"data": {"kind": "bmlama"}}, ["'data.path'"]),
+    ({"data": {"kind": "csv"}}, ["'data.kind'", "bmlama, jsonl, shipped"]),
+    ({"localization": {"steps": 0}}, ["'localization.steps'"]),
+    ({"studies": {"effect": {"modes": ["erase"]}}}, ["erase", "suppress"]),
+])
+def test_bad_config_names_the_key(tiny_model_dir, patch, names):
+    cfg = make_config(tiny_model_dir)
+    cfg.update(patch)
+    with pytest.raises(ConfigError) as info:
+        parse_config(cfg)
+    for name in names:
+        assert name in str(info.value), (name, str(info.value))
+
+
+def test_missing_required_key(tiny_model_dir):
+    cfg = make_config(tiny_model_dir)
+    del cfg["model"]
+    with pytest.raises(ConfigError, match="missing key 'model'"):
+        parse_config(cfg)
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, tiny_model_dir):
+    path = write_config(tmp_path / "bad.yaml", {**make_config(tiny_model_dir), "thraeds": 2})
+    proc = subprocess.run(amig("run", str(path), "--out", str(tmp_path / "r")), capture_output=True, text=True,
+                          env=env(), timeout=120)
+    assert proc.returncode == 2
+    assert "unknown key 'thraeds'" in proc.stderr and "did you mean 'threads'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dependencies_are_added_and_example_configs_parse(tiny_model_dir):
+    cfg = parse_config({**make_config(tiny_model_dir), "studies": {"effect": {}}})
+    assert list(cfg.studies) == ["localization", "effect"]
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+# ----------------------------------------------------------------------------------------
+# kill -9 and resume
+
+
+def test_kill9_and_resume_equals_uninterrupted(tmp_path, tiny_model_dir, reference):
+    cfg_path = write_config(tmp_path / "cfg.yaml", make_config(tiny_model_dir))
+    out = tmp_path / "run"
+    expected = results(reference)
+    kills = 0
+    for threshold in (6, 30):  # two kills at different points, then a clean finish
+        proc = subprocess.Popen(amig("run", str(cfg_path), "--out", str(out)), env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 90
+        while n_records(out) < threshold and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert n_records(out) < len(expected), "the run finished before it could be killed"
+    assert kills == 2
+    proc = subprocess.run(amig("run", str(cfg_path), "--out", str(out)), env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"]
+    for name, s in summary["studies"].items():
+        assert s["missing"] == 0 and s["duplicates"] == 0 and s["extra"] == 0, (name, s)
+    assert results(out) == expected
+    starts = [e for e in RunFolder(out).read_log() if e["event"] == "start"]
+    assert len(starts) == 3 and all("versions" in e and "config" in e and "seeds" in e for e in starts)
+
+
+def test_corrupted_last_line_is_detected_and_repaired(tmp_path, tiny_model_dir, reference):
+    out = tmp_path / "run"
+    cfg = parse_config(make_config(tiny_model_dir))
+    run(cfg, out)
+    shard = out / "records" / "effect" / "rank0.jsonl"
+    data = shard.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    cut = data[:last_start + (len(data) - last_start) // 2]  # a crash in the middle of the last write
+    shard.write_bytes(cut)
+    summary = merge_run(out)  # read-only: the cut line is reported, not removed
+    assert summary["studies"]["effect"]["partial_lines"] == ["records/effect/rank0.jsonl"]
+    assert summary["studies"]["effect"]["missing"] == 1 and not summary["complete"]
+    assert shard.read_bytes() == cut
+    result = run(cfg, out)
+    assert result.computed == 1
+    assert (out / "records" / "effect" / "rank0.jsonl.corrupt").is_file()
+    assert result.summary["complete"]
+    assert results(out) == results(reference)
+
+
+def test_damage_before_the_last_line_is_an_error(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    cfg = parse_config(make_config(tiny_model_dir, data={"kind": "shipped", "n": 2},
+                                   studies={"localization": {}}))
+    run(cfg, out)
+    shard = out / "records" / "localization" / "rank0.jsonl"
+    lines = shard.read_bytes().split(b"\n")
+    lines[1] = lines[1][:20]
+    shard.write_bytes(b"\n".join(lines))
+    with pytest.raises(StoreError, match="rank0.jsonl:2"):
+        run(cfg, out)
+
+
+# ----------------------------------------------------------------------------------------
+# sharding
+
+
+def test_two_process_torchrun_equals_one_process(tmp_path, tiny_model_dir, reference):
+    """torchrun --nproc_per_node=2 (gloo on CPU) gives the results of one process; here it
+    also resumes a run that one process started (20 units), so nothing may be recomputed
+    twice when the process count changes."""
+    out = tmp_path / "run"
+    cfg = make_config(tiny_model_dir)
+    first = run(parse_config(cfg), out, limit=20)
+    assert first.computed == 20 and first.summary is not None and not first.summary["complete"]
+    cfg_path = write_config(tmp_path / "cfg.yaml", cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "amig_plugin.cli", "run", str(cfg_path), "--out", str(out)]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in (out / "records" / "localization").glob("rank*.jsonl")) == ["rank0.jsonl", "rank1.jsonl"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and all(s["duplicates"] == 0 and s["extra"] == 0 for s in summary["studies"].values())
+    assert results(out) == results(reference)
+    ranks = {json.loads(l)["meta"]["rank"] for l in (out / "results" / "effect.jsonl").read_text().splitlines()}
+    assert ranks == {0, 1}
+    starts = [e for e in RunFolder(out).read_log() if e["event"] == "start"]
+    assert sorted((e["rank"], e["world"]) for e in starts) == [(0, 1), (0, 2), (1, 2)]
+
+
+# ----------------------------------------------------------------------------------------
+# failures, merge checks, config changes, locks
+
+
+def test_failing_facts_are_recorded_and_counted(tmp_path, tiny_model_dir):
+    from amig_plugin.data import shipped_facts
+
+    facts = [f.to_dict() for f in shipped_facts(["en"])[:4]]
+    facts[1]["prompts"]["en"] = ["the capital " * 40 + "is <mask> ."]  # longer than the model's 64 positions
+    path = tmp_path / "facts.jsonl"
+    path.write_text("".join(json.dumps(f) + "\n" for f in facts), encoding="utf-8")
+    cfg = parse_config(make_config(tiny_model_dir, languages=["en"], methods=["amig"],
+                                   data={"kind": "jsonl", "path": str(path)},
+                                   studies={"localization": {}, "effect": {"n_unrelated": 1}}))
+    out = tmp_path / "run"
+    summary = run(cfg, out).summary
+    loc = summary["studies"]["localization"]
+    assert (loc["expected"], loc["ok"], loc["failed"], loc["missing"]) == (4, 3, 1, 0)
+    assert summary["studies"]["effect"]["failed"] >= 1  # its dependency failed
+    bad = [json.loads(l) for l in (out / "results" / "localization.jsonl").read_text().splitlines()]
+    bad = [r for r in bad if r["status"] == "error"]
+    assert len(bad) == 1 and bad[0]["fact_id"] == facts[1]["id"] and bad[0]["error"]
+    assert summary["complete"]  # complete = nothing missing; failures are results too
+    again = run(cfg, out)  # resuming does not retry (nor drop) failures
+    assert again.computed == 0 and again.summary["studies"]["localization"]["failed"] == 1
+    retried = run(cfg, out, retry_failed=True)
+    assert retried.computed >= 2
+    s = retried.summary["studies"]["localization"]
+    assert (s["failed"], s["duplicates"], s["records"]) == (1, 0, 5)  # latest attempt counts, first kept
+
+
+def test_merge_detects_duplicates_and_missing(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    cfg = parse_config(make_config(tiny_model_dir, data={"kind": "shipped", "n": 3}, studies={"localization": {}}))
+    run(cfg, out)
+    shard0 = out / "records" / "localization" / "rank0.jsonl"
+    lines = shard0.read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "records" / "localization" / "rank1.jsonl").write_text(lines[0], encoding="utf-8")
+    shard0.write_text("".join(lines[1:]), encoding="utf-8")
+    summary = merge_run(out)
+    s = summary["studies"]["localization"]
+    assert s["duplicates"] == 0 and s["missing"] == 0  # moved, not duplicated
+    (out / "records" / "localization" / "rank2.jsonl").write_text(lines[0] + lines[1], encoding="utf-8")
+    summary = merge_run(out)
+    s = summary["studies"]["localization"]
+    assert s["duplicates"] == 2 and not summary["complete"]
+    os.remove(out / "records" / "localization" / "rank2.jsonl")
+    shard0.write_text("".join(lines[2:]), encoding="utf-8")
+    s = merge_run(out)["studies"]["localization"]
+    assert s["missing"] == 1 and s["missing_units"] == [json.loads(lines[1])["unit"]]
+
+
+def test_changed_settings_are_refused_added_studies_accepted(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    base = make_config(tiny_model_dir, data={"kind": "shipped", "n": 2}, studies={"localization": {}})
+    run(parse_config(base), out)
+    changed = {**base, "localization": {**base["localization"], "steps": 5}}
+    with pytest.raises(ConfigError, match="localization.steps: 4 -> 5"):
+        run(parse_config(changed), out)
+    more = {**base, "studies": {"effect": {"n_unrelated": 1}}, "data": {"kind": "shipped", "n": 3}}
+    result = run(parse_config(more), out)
+    assert result.summary["complete"]
+    assert set(result.summary["studies"]) == {"localization", "effect"}
+    assert result.summary["studies"]["localization"]["ok"] == 12  # 3 facts x 2 langs x 2 methods: 8 reused
+
+
+def test_a_second_live_process_is_refused(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    cfg = parse_config(make_config(tiny_model_dir, data={"kind": "shipped", "n": 1}, studies={"localization": {}}))
+    lock = RunFolder(out).lock_rank(0)
+    try:
+        with pytest.raises(RunLocked, match="rank 0"):
+            run(cfg, out)
+    finally:
+        lock.close()
