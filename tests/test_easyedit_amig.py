@@ -46,7 +46,7 @@ def train_tiny_gpt2(directory: str, steps: int = 300, seed: int = 0):
         tok = GPT2Tokenizer.from_pretrained(directory)
         eos = tok.convert_tokens_to_ids("<|endoftext|>")
         torch.manual_seed(seed)
-        config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_inner=128, vocab_size=len(tok), n_positions=32,
+        config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_inner=128, vocab_size=len(tok), n_positions=128,
                             bos_token_id=eos, eos_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         model = GPT2LMHeadModel(config)
         enc = [tok("<|endoftext|>" + s)["input_ids"] for s in SENTENCES]

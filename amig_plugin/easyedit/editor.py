@@ -19,7 +19,11 @@ and Gemma raise ``NotImplementedError``), and accepts an already loaded
   causal-only ``compute_edit_quality`` when the model is a masked LM, and maps the
   architecture to EasyEdit-KN's adapter (``gpt2``/``bert``/``llama``) when running
   EasyEdit's own ``KN`` on a model whose name it does not know (e.g. Gemma: gated MLP
-  like Llama).
+  like Llama), and (``cjk_no_space=True``, default) scores causal prompts that end in a CJK
+  character as ``prompt + target`` instead of EasyEdit's ``prompt + " " + target``
+  (:func:`~amig_plugin.easyedit.evaluate.cjk_aware_prediction_acc`; other prompts are
+  scored by EasyEdit's own function), and, for MEMIT, presents transformers-5 decoder-block
+  outputs to its ``compute_z`` as the tuples it expects (:mod:`amig_plugin.easyedit.shims`).
 
 Nothing is patched outside those calls. ``AMIG`` is registered on construction.
 """
@@ -94,16 +98,19 @@ def editor_class():
         LMs with cloze metrics (see :mod:`amig_plugin.easyedit.editor`)."""
 
         @classmethod
-        def from_hparams(cls, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
-            return cls(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir)
+        def from_hparams(cls, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None,
+                         cjk_no_space: bool = True):
+            return cls(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir, cjk_no_space=cjk_no_space)
 
-        def __init__(self, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+        def __init__(self, hparams, model=None, tokenizer=None, log_dir: Optional[str] = None,
+                     cjk_no_space: bool = True):
             from ..loading import load_model
             from ..models import UnsupportedModelError, get_family
             from .registration import register
 
             register()
             self._log_dir = log_dir
+            self._cjk_no_space = cjk_no_space
             self._depth = 0
             name = hparams.model_name
             if model is None and not isinstance(name, str):
@@ -145,6 +152,18 @@ def editor_class():
                     from .masked_lm import compute_masked_lm_edit_quality
 
                     stack.enter_context(_patched(editor_mod, "compute_edit_quality", compute_masked_lm_edit_quality))
+                elif self.kind == "causal" and self._cjk_no_space:
+                    from .evaluate import cjk_aware_prediction_acc
+
+                    for mod_name in ("easyeditor.evaluate.evaluate", "easyeditor.evaluate.portability_evaluate"):
+                        mod = importlib.import_module(mod_name)
+                        if hasattr(mod, "test_prediction_acc"):
+                            stack.enter_context(_patched(mod, "test_prediction_acc",
+                                                         cjk_aware_prediction_acc(mod.test_prediction_acc)))
+                if self.alg_name == "MEMIT":
+                    from .shims import memit_tuple_block_outputs
+
+                    stack.enter_context(memit_tuple_block_outputs())
                 if self.alg_name == "KN":
                     kn_type = _kn_model_type(self.model)
                     kn_main = importlib.import_module("easyeditor.models.kn.kn_main")
@@ -187,7 +206,7 @@ def editor_class():
     return _CLASS
 
 
-def load_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+def load_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = None, cjk_no_space: bool = True):
     """``AMIGEditor.from_hparams(hparams, model=..., tokenizer=...)``; ``hparams`` may be a
     path to an AMIG YAML (other methods: pass their EasyEdit hparams object)."""
     import os
@@ -196,4 +215,5 @@ def load_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = No
         from .hparams import AMIGHyperParams
 
         hparams = AMIGHyperParams.from_hparams(hparams)
-    return editor_class().from_hparams(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir)
+    return editor_class().from_hparams(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir,
+                                       cjk_no_space=cjk_no_space)

@@ -1,0 +1,275 @@
+"""Head-to-head comparison of EasyEdit methods (AMIG, KN, ROME, MEMIT, FT) on the same
+requests, through EasyEdit's own editor and metrics (``amig compare``).
+
+Requests come from a fact file (:mod:`amig_plugin.data`; default: the shipped
+English/Chinese facts), sampled across relations (:func:`amig_plugin.data.sample_facts`):
+
+* ``prompt``: the fact's first prompt in ``lang`` that contains the subject, cut at
+  ``<mask>`` for causal LMs (``"The capital of France is"``), kept whole for masked LMs;
+* ``ground_truth``: the gold object; ``target_new``: another candidate object of the same
+  relation (:func:`amig_plugin.data.wrong_objects`, seeded);
+* ``rephrase_prompt``: the fact's next prompt in ``lang``;
+* ``locality["neighborhood"]``: the first prompt of a fact of another relation and its
+  gold object (EasyEdit compares the post-edit prediction with the pre-edit one);
+* ``portability["other_language"]``: the same fact asked in ``other_lang`` with the new
+  target in that language (candidate lists are parallel across languages; else the object
+  of another fact of the relation with the same ``lang`` object).
+
+Each method runs from its own YAML (AMIG: :class:`AMIGHyperParams`; the others: EasyEdit's
+own hparams classes) in an :class:`~amig_plugin.easyedit.editor.AMIGEditor` sharing one
+loaded model, with a reset after every request (``keep_original_weight=True`` on PyPI,
+``sequential_edit=False`` on main). ROME/MEMIT covariance statistics come from a local
+corpus (:mod:`amig_plugin.easyedit.stats`) or ROME's ``mom2_adjustment`` is turned off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..data import Fact, MASK_PLACEHOLDER, causal_prompt_and_target, group_by_relation, sample_facts, wrong_objects
+
+__all__ = [
+    "METHODS",
+    "build_requests",
+    "load_method_hparams",
+    "prepare_covariance",
+    "run_method",
+    "format_table",
+    "requests_fingerprint",
+]
+
+METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT")
+
+_HPARAM_CLASSES = {
+    "KN": ("easyeditor.models.kn", "KNHyperParams"),
+    "ROME": ("easyeditor.models.rome", "ROMEHyperParams"),
+    "MEMIT": ("easyeditor.models.memit", "MEMITHyperParams"),
+    "FT": ("easyeditor.models.ft", "FTHyperParams"),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# requests
+
+
+def _translate(fact: Fact, target: str, lang: str, other: str, relation_facts: Sequence[Fact]) -> Optional[str]:
+    cands, others = fact.candidates.get(lang, ()), fact.candidates.get(other, ())
+    if len(cands) == len(others) and target in cands:
+        return others[list(cands).index(target)]
+    for f in relation_facts:
+        if lang in f.object and other in f.object and f.object[lang] == target:
+            return f.object[other]
+    return None
+
+
+def _prompt(prompt: str, target: str, masked: bool) -> str:
+    return prompt if masked else causal_prompt_and_target(prompt, target)[0]
+
+
+def build_requests(facts: Sequence[Fact], n: int, *, lang: str = "en", other_lang: Optional[str] = "zh",
+                   seed: int = 0, masked: bool = False) -> List[dict]:
+    """``n`` EasyEdit requests from ``facts`` (see the module docstring). Facts without a
+    prompt containing the subject, a rephrase prompt or a wrong candidate are skipped."""
+    pool = [f for f in facts if lang in f.object]
+    by_relation = group_by_relation(pool)
+    ordered = sample_facts(pool, len(pool), seed=seed)
+    requests: List[dict] = []
+    for i, fact in enumerate(ordered):
+        if len(requests) >= n:
+            break
+        gold = fact.object[lang]
+        prompts = [p for p in fact.prompts[lang] if fact.subject[lang] in p]
+        if len(prompts) < 1 or len(fact.prompts[lang]) < 2:
+            continue
+        wrong = wrong_objects(fact, lang, by_relation[fact.relation], seed=seed)
+        if not wrong:
+            continue
+        new = wrong[0]
+        main_prompt = prompts[0]
+        rephrase = next(p for p in fact.prompts[lang] if p != main_prompt)
+        neighbour = next((f for f in ordered[i + 1:] + ordered[:i] if f.relation != fact.relation), None)
+        req = {
+            "fact_id": fact.id,
+            "prompt": _prompt(main_prompt, gold, masked),
+            "ground_truth": gold,
+            "target_new": new,
+            "subject": fact.subject[lang],
+            "rephrase_prompt": _prompt(rephrase, gold, masked),
+            "locality": {},
+            "portability": {},
+        }
+        if neighbour is not None:
+            nb_prompt = neighbour.prompts[lang][0]
+            req["locality"]["neighborhood"] = {"prompt": _prompt(nb_prompt, neighbour.object[lang], masked),
+                                               "ground_truth": neighbour.object[lang]}
+        if other_lang and other_lang in fact.object:
+            new_other = _translate(fact, new, lang, other_lang, by_relation[fact.relation])
+            if new_other is not None:
+                req["portability"]["other_language"] = {
+                    "prompt": _prompt(fact.prompts[other_lang][0], fact.object[other_lang], masked),
+                    "ground_truth": new_other,
+                }
+        requests.append(req)
+    if len(requests) < n:
+        raise ValueError(f"only {len(requests)} usable facts for {n} requests (lang={lang}); use fewer or another fact file")
+    return requests
+
+
+def requests_fingerprint(requests: Sequence[dict]) -> str:
+    return hashlib.sha1(json.dumps(list(requests), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def edit_arguments(requests: Sequence[dict]) -> dict:
+    """``BaseEditor.edit`` keyword arguments for ``requests`` (locality/portability keys that
+    every request has)."""
+    kwargs: Dict[str, Any] = dict(
+        prompts=[r["prompt"] for r in requests],
+        ground_truth=[r["ground_truth"] for r in requests],
+        target_new=[r["target_new"] for r in requests],
+        subject=[r["subject"] for r in requests],
+        rephrase_prompts=[r["rephrase_prompt"] for r in requests],
+    )
+    for group, arg in (("locality", "locality_inputs"), ("portability", "portability_inputs")):
+        keys = set.intersection(*(set(r[group]) for r in requests)) if requests else set()
+        if keys:
+            kwargs[arg] = {k: {"prompt": [r[group][k]["prompt"] for r in requests],
+                               "ground_truth": [r[group][k]["ground_truth"] for r in requests]} for k in sorted(keys)}
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------------
+# hparams and covariance statistics
+
+
+def load_method_hparams(method: str, path: str, model_name: Optional[str] = None):
+    """The hparams object of ``method`` from its YAML (AMIG: ours; others: EasyEdit's)."""
+    if method == "AMIG":
+        from .hparams import AMIGHyperParams
+
+        hparams = AMIGHyperParams.from_hparams(path)
+    elif method in _HPARAM_CLASSES:
+        from .compat import import_easyeditor
+
+        import_easyeditor()
+        module, cls = _HPARAM_CLASSES[method]
+        if not os.path.isfile(path):
+            raise ValueError(f"{method}: no hparams file {path}")
+        hparams = getattr(importlib.import_module(module), cls).from_hparams(path)
+        if getattr(hparams, "alg_name", None) != method:
+            raise ValueError(f"{path}: alg_name is {getattr(hparams, 'alg_name', None)!r}, expected {method!r}")
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if model_name is not None:
+        hparams.model_name = model_name
+    return hparams
+
+
+def prepare_covariance(model, tok, hparams, *, mode: str, corpus: str, stats_dir: str, max_tokens: int,
+                       progress: bool = True) -> str:
+    """Make ROME/MEMIT runnable offline. ``mode``: ``local`` (statistics from ``corpus``,
+    cached under ``stats_dir``) or ``off`` (ROME without ``mom2_adjustment``; MEMIT cannot
+    run without statistics). Returns a description of what was used."""
+    if hparams.alg_name == "ROME" and (mode == "off" or not hparams.mom2_adjustment):
+        hparams.mom2_adjustment = False
+        return "ROME: mom2_adjustment off (no covariance statistics)"
+    if mode == "off":
+        raise ValueError("MEMIT always needs covariance statistics; use --mom2 local")
+    from .stats import ensure_mom2_stats, local_corpus
+
+    texts = local_corpus(corpus)
+    label = "amig-local-" + (os.path.basename(corpus) if os.path.exists(corpus) else corpus).replace("+", "-")
+    hparams.mom2_dataset = label
+    hparams.mom2_n_samples = len(texts)
+    hparams.stats_dir = stats_dir
+    layer_names = [hparams.rewrite_module_tmp.format(layer) for layer in hparams.layers]
+    paths = ensure_mom2_stats(model, tok, layer_names, stats_dir=stats_dir, ds_name=label,
+                              sample_size=len(texts), precision=hparams.mom2_dtype, texts=texts,
+                              max_tokens=max_tokens, progress=progress)
+    import numpy as np
+
+    with np.load(paths[0]) as data:
+        count = int(data["mom2.count"]) if "mom2.count" in data else -1
+    return (f"{hparams.alg_name}: covariance (mom2) statistics from local corpus '{corpus}' ({count} token "
+            f"positions; Wikipedia unreachable), cached in {Path(paths[0]).parent}")
+
+
+# ----------------------------------------------------------------------------------------
+# running
+
+
+def run_method(editor, requests: Sequence[dict], seed: int = 0) -> List[dict]:
+    """``editor.edit`` on ``requests`` with a reset after each request; EasyEdit's metrics."""
+    import numpy as np
+    import torch
+
+    from .editor import independent_edit_kwargs
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    metrics, _, _ = editor.edit(**edit_arguments(requests), verbose=False, **independent_edit_kwargs())
+    return metrics
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy of EasyEdit metrics (numpy scalars, tensors)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _clean(obj.tolist())
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    return obj
+
+
+def slim_metrics(metrics: Sequence[dict]) -> List[dict]:
+    return [_clean({k: m[k] for k in ("case_id", "time", "pre", "post") if k in m}) for m in metrics]
+
+
+# ----------------------------------------------------------------------------------------
+# table
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def format_table(rows: Sequence[dict], other_lang: Optional[str] = "zh") -> str:
+    """Markdown table. ``rows``: ``{"method", "summary" (from summarize), "note"}``; the
+    first row is the unedited model (pre-edit metrics of the first method)."""
+    port = f"portability ({other_lang}, same fact)" if other_lang else "portability"
+    head = f"| method | requests | rewrite acc | rephrase acc | locality | {port} | s / edit | notes |\n"
+    head += "|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    if rows:
+        first = next((r for r in rows if r.get("summary")), None)
+        if first is not None:
+            pre = first["summary"]["pre"]
+            lines.append(f"| (unedited) | {first['summary']['requests']} | {_fmt(pre.get('rewrite_acc'))} | "
+                         f"{_fmt(pre.get('rephrase_acc'))} | 1 (by definition) | "
+                         f"{_fmt(pre.get('portability.other_language_acc'))} | - | pre-edit metrics |")
+    for r in rows:
+        s = r.get("summary")
+        if not s:
+            lines.append(f"| {r['method']} | - | - | - | - | - | - | failed: {r.get('error', '?')} |")
+            continue
+        post = s["post"]
+        lines.append(
+            f"| {r['method']} | {s['requests']} | {_fmt(post.get('rewrite_acc'))} | {_fmt(post.get('rephrase_acc'))} | "
+            f"{_fmt(post.get('locality.neighborhood_acc'))} | {_fmt(post.get('portability.other_language_acc'))} | "
+            f"{_fmt(s.get('seconds_per_edit'), 1)} | {r.get('note', '')} |"
+        )
+    return head + "\n".join(lines)
