@@ -14,11 +14,11 @@ Public API
 - :data:`MASK_PLACEHOLDER`, :data:`LANGUAGE_CODES`, :class:`FactFormatError`
 - :class:`Fact` (``languages``, ``prompt()``, ``target()``, ``restrict()``,
   ``to_dict()``, ``from_dict()``, ``validate()``)
-- :func:`split_prompt_at_mask`, :func:`causal_prompt_and_target`
+- :func:`split_prompt_at_mask`, :data:`CAUSAL_MODES`, :func:`causal_prompt_and_target`
 - :func:`load_facts`, :func:`save_facts`, :func:`shipped_facts`
 - :func:`load_bmlama`, :func:`bmlama_paths`
 - :func:`load_mlama`, :func:`load_mlama_with_report`, :class:`MLamaReport`
-- :func:`wrong_objects`, :func:`group_by_relation`
+- :func:`wrong_objects`, :func:`group_by_relation`, :func:`sample_facts`
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "Fact",
     "validate_language_code",
     "split_prompt_at_mask",
+    "CAUSAL_MODES",
     "causal_prompt_and_target",
     "load_facts",
     "save_facts",
@@ -52,6 +53,7 @@ __all__ = [
     "load_mlama_with_report",
     "wrong_objects",
     "group_by_relation",
+    "sample_facts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -390,30 +392,47 @@ def split_prompt_at_mask(prompt: str) -> tuple[str, str]:
     return before, after
 
 
-_CAUSAL_MODES = ("cut",)
+#: How a cloze prompt becomes a causal-LM query (see :func:`causal_prompt_and_target`).
+CAUSAL_MODES: tuple[str, ...] = ("cut", "sentence")
+_CAUSAL_MODES = CAUSAL_MODES
 
 
 def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tuple[str, str]:
     """Turn a cloze prompt and its object into ``(prefix, target_text)`` for a causal LM.
 
-    Mode ``"cut"`` (the only one so far) keeps the text before ``<mask>`` as the
-    prefix and DROPS the text after it: the model is scored on continuing the prefix
-    with the target. If whitespace stands just before ``<mask>`` it is removed from the
-    prefix and one space is put in front of the target, so that BPE / SentencePiece
-    models see the word-initial token (``"The capital of France is"`` + ``" Paris"``).
-    Languages written without spaces (Chinese, Japanese) get nothing added:
-    ``"法国的首都是<mask>。"`` -> (``"法国的首都是"``, ``"巴黎"``).
+    The prefix is always the text before ``<mask>``: a causal model predicts the object
+    from what precedes it, and the position that predicts the object's first token (the
+    last prefix token) is where knowledge neurons are attributed and edited. The modes
+    differ in what happens to the text AFTER the mask:
 
-    A mask in the middle of a sentence is fine as long as something comes before it
-    (``"X的首都是<mask>。"``). A prompt that starts with the mask (``"<mask>是法国的首都。"``)
-    leaves an empty prefix: a causal model cannot predict the object from nothing, so
-    this raises :class:`FactFormatError`; rewrite the prompt with the mask at the end of
-    a clause. (Scoring the whole sentence by likelihood with the object filled in would
-    handle such prompts; that is future work, not a mode here.)
+    - ``"cut"`` (default) DROPS it: the model is scored on continuing the prefix with
+      the object, ``P(object | prefix)``.
+    - ``"sentence"`` KEEPS it: the scored continuation is the object followed by the
+      rest of the sentence, ``P(object + rest | prefix)`` (teacher-forced). This is the
+      sentence likelihood of the filled-in prompt up to the factor ``P(prefix)``, which
+      no candidate object and no edit at the target position changes, so candidate
+      rankings and relative changes equal those of the full sentence likelihood. Use it
+      for prompts whose mask stands mid-sentence (most BMLAMA Chinese prompts,
+      ``"贝鲁特是<mask>的首都。"``), where the prefix alone (``"贝鲁特是"``) barely
+      constrains the object. Trailing whitespace of the sentence is dropped.
+
+    If whitespace stands just before ``<mask>`` it is removed from the prefix and one
+    space is put in front of the target, so that BPE / SentencePiece models see the
+    word-initial token (``"The capital of France is"`` + ``" Paris"``). Languages
+    written without spaces (Chinese, Japanese) get nothing added:
+    ``"法国的首都是<mask>。"`` -> (``"法国的首都是"``, ``"巴黎"``) in ``cut`` mode and
+    ``"巴黎是<mask>的首都。"`` -> (``"巴黎是"``, ``"法国的首都。"``) in ``sentence`` mode.
+    With a prompt that has nothing after the mask but a full stop, ``sentence`` mode
+    scores the object plus the full stop.
+
+    A prompt that starts with the mask (``"<mask>是法国的首都。"``) leaves an empty
+    prefix: there is no position that predicts the object from the subject, so this
+    raises :class:`FactFormatError` in both modes; rewrite the prompt with the mask
+    after the subject.
     """
-    if mode not in _CAUSAL_MODES:
-        raise ValueError(f"unknown mode {mode!r}; supported modes: {list(_CAUSAL_MODES)}")
-    before, _after = split_prompt_at_mask(prompt)
+    if mode not in CAUSAL_MODES:
+        raise ValueError(f"unknown mode {mode!r}; supported modes: {list(CAUSAL_MODES)}")
+    before, after = split_prompt_at_mask(prompt)
     if not target:
         raise FactFormatError("the target is empty; give the gold object")
     if before[-1:].isspace():
@@ -424,11 +443,12 @@ def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tup
         target_text = target
     if not prefix.strip():
         raise FactFormatError(
-            f"prompt {prompt!r} has nothing before {MASK_PLACEHOLDER}: a causal model "
-            "cannot predict the object from an empty prefix; rewrite the prompt so the "
-            f"{MASK_PLACEHOLDER} ends a clause (e.g. 'X的首都是{MASK_PLACEHOLDER}。') "
-            "(sentence-likelihood scoring of such prompts is not implemented)"
+            f"prompt {prompt!r} has nothing before {MASK_PLACEHOLDER} (empty prefix): a "
+            "causal model cannot predict the object from nothing; rewrite the prompt so "
+            f"the subject comes before {MASK_PLACEHOLDER} (e.g. 'X的首都是{MASK_PLACEHOLDER}。')"
         )
+    if mode == "sentence":
+        target_text = target_text + after.rstrip()
     return prefix, target_text
 
 
@@ -633,9 +653,13 @@ def load_bmlama(paths: Mapping[str, PathLike], template_lang: str = "en") -> lis
     counts = {lang: len(parsed[lang][1]) for lang in langs}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{parsed[l][0]}: {counts[l]} rows" for l in langs)
+        shortest = min(counts.values())
+        longest = max(langs, key=lambda l: counts[l])
+        first_extra = f"{parsed[longest][0]}:{parsed[longest][1][shortest][0]}"
         raise FactFormatError(
-            f"row count mismatch across languages ({detail}); BMLAMA files are parallel "
-            "(row i of every file is the same fact): use files from the same release"
+            f"row count mismatch across languages ({detail}); first row without a "
+            f"counterpart: {first_extra}. BMLAMA files are parallel (row i of every file "
+            "is the same fact): use files from the same release"
         )
     tlang = template_lang if template_lang in parsed else langs[0]
     tpath, trows = parsed[tlang]

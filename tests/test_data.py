@@ -143,6 +143,21 @@ def test_causal_cut_rejects_empty_prefix_and_unknown_mode():
         causal_prompt_and_target("The capital of France is <mask>.", "Paris", mode="likelihood")
 
 
+def test_causal_sentence_mode_keeps_the_rest_of_the_sentence():
+    # Mid-sentence mask (BMLAMA zh): the rest of the sentence follows the object.
+    assert causal_prompt_and_target("巴黎是<mask>的首都。", "法国", mode="sentence") == ("巴黎是", "法国的首都。")
+    assert causal_prompt_and_target("Ronaldo is <mask> citizen. ", "Brazil", mode="sentence") == (
+        "Ronaldo is", " Brazil citizen.")
+    # Mask at the end: the full stop is scored too; the prefix is the same as in cut mode.
+    assert causal_prompt_and_target("法国的首都是<mask>。", "巴黎", mode="sentence") == ("法国的首都是", "巴黎。")
+    assert causal_prompt_and_target("It is <mask>", "Paris", mode="sentence") == ("It is", " Paris")
+    with pytest.raises(FactFormatError, match="empty prefix"):
+        causal_prompt_and_target("<mask>是法国的首都。", "巴黎", mode="sentence")
+    from amig_plugin.data import CAUSAL_MODES
+
+    assert CAUSAL_MODES == ("cut", "sentence")
+
+
 # ------------------------------------------------------------------- shipped set
 
 
@@ -291,6 +306,8 @@ def test_bmlama_errors_name_file_and_line(tmp_path):
     # Row count mismatch names both files.
     bad = write_tsv(tmp_path / "zh.tsv", ZH_ROWS[:2])
     with pytest.raises(FactFormatError, match=r"row count mismatch.*en\.tsv: 3 rows.*zh\.tsv: 2 rows"):
+        load_bmlama({"en": en, "zh": bad})
+    with pytest.raises(FactFormatError, match=r"first row without a counterpart: .*en\.tsv:4\b"):
         load_bmlama({"en": en, "zh": bad})
     # Unknown language code names the file.
     zh = write_tsv(tmp_path / "zh.tsv", ZH_ROWS)

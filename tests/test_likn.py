@@ -1,0 +1,383 @@
+"""LIKN: intersections, the cross-lingual editing experiment, the `amig likn` command, loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import amig_plugin.likn as likn_mod
+from amig_plugin.cache import LocalizationCache
+from amig_plugin.data import Fact, FactFormatError
+from amig_plugin.intervene import WeightBackup
+from amig_plugin.likn import (
+    FactLIKN,
+    aggregate,
+    apply_value_edit,
+    compute_likn,
+    fact_query,
+    intersect_neuron_sets,
+    parallel_new_object,
+    plan_edits,
+    run_likn_experiment,
+    setting_label,
+    success_ratios,
+)
+from amig_plugin.models import get_family
+
+CAPITALS = [("france", "paris", "法国", "巴黎"), ("germany", "berlin", "germany", "berlin"),
+            ("japan", "tokyo", "japan", "tokyo"), ("italy", "rome", "italy", "rome"),
+            ("spain", "madrid", "spain", "madrid")]
+
+
+def tiny_facts(langs=("en", "zh"), n=5) -> list[Fact]:
+    """Capital facts the word tokenizer of tests/tiny.py can read; parallel candidates."""
+    en_objs = [c[1] for c in CAPITALS]
+    zh_objs = [c[3] for c in CAPITALS]
+    facts = []
+    for country, city, zh_country, zh_city in CAPITALS[:n]:
+        prompts = {"en": [f"the capital of {country} is <mask> ."], "zh": [f"{zh_country} 的 首都 是 <mask> 。"],
+                   "de": [f"capital of {country} is <mask> ."]}
+        subject = {"en": country, "zh": zh_country, "de": country}
+        obj = {"en": city, "zh": zh_city, "de": city}
+        cands = {"en": en_objs, "zh": zh_objs, "de": en_objs}
+        facts.append(Fact(id=f"cap-{country}", relation="P36", subject={l: subject[l] for l in langs},
+                          object={l: obj[l] for l in langs}, prompts={l: prompts[l] for l in langs},
+                          candidates={l: cands[l] for l in langs}))
+    return facts
+
+
+# ------------------------------------------------------------------------------ intersection
+
+
+def test_intersection_finds_exactly_the_planted_shared_neurons():
+    planted = [(1, 17), (2, 5)]
+    en = planted + [(0, 3), (2, 9)]
+    zh = [(0, 4), (2, 5), (1, 18), (1, 17)]
+    de = [[1, 17], [2, 5], [2, 6]]  # JSON-style lists match tuples
+    assert intersect_neuron_sets({"en": en, "zh": zh}) == planted
+    assert intersect_neuron_sets({"en": en, "zh": zh, "de": de}) == planted
+    # exact (layer, index) match: the same index in another layer is another neuron
+    assert intersect_neuron_sets({"en": [(1, 17)], "zh": [(2, 17)]}) == []
+    assert intersect_neuron_sets({"en": [(3, 1)], "zh": [(1, 3)]}) == []
+    assert intersect_neuron_sets({"en": en}) == sorted(en)
+    with pytest.raises(ValueError):
+        intersect_neuron_sets({})
+
+
+def test_likn_report_keeps_and_counts_empty_intersections():
+    facts = tiny_facts(n=4)
+    locs = {
+        facts[0].id: {"en": [(1, 17), (2, 5), (0, 1)], "zh": [(1, 17), (2, 5)]},  # planted: 2 shared
+        facts[1].id: {"en": [(0, 1)], "zh": [(0, 2)]},  # empty
+        facts[2].id: {"en": [], "zh": [(2, 3)]},  # empty (no English neuron)
+        facts[3].id: {"en": [(2, 3), (1, 17)], "zh": [(2, 3)]},  # 1 shared
+    }
+    rep = compute_likn(facts, locs, ["en", "zh"], num_layers=3, ffn_width=64)
+    assert [f.fact_id for f in rep.facts] == [f.id for f in facts]  # nothing dropped
+    assert [f.shared for f in rep.facts] == [[(1, 17), (2, 5)], [], [], [(2, 3)]]
+    s = rep.summary()
+    assert s["facts"] == 4 and s["nonempty"] == 2 and s["nonempty_fraction"] == 0.5
+    assert s["empty_fact_ids"] == [facts[1].id, facts[2].id]
+    assert s["shared_size"]["histogram"] == {"0": 2, "1": 1, "2": 1}
+    assert s["shared_size"]["max"] == 2 and s["shared_size"]["mean"] == 0.75
+    assert s["layer_distribution"]["shared"] == {"1": 1, "2": 2}
+    assert s["layer_distribution"]["en"] == {"0": 2, "1": 2, "2": 2}
+    assert s["per_language"]["en"]["empty_sets"] == 1
+    assert s["recurring_shared_neurons"][0][:2] == [1, 17] or s["recurring_shared_neurons"][0][2] == 1
+    # chance overlap: mean of |en||zh| / (3 * 64)
+    assert s["chance_expected_shared_size"] == pytest.approx((3 * 2 + 1 * 1 + 0 * 1 + 2 * 1) / 4 / 192)
+    md = rep.to_markdown()
+    assert "2 of 4 facts" in md and "(empty)" in md
+    js = json.loads(json.dumps(rep.to_json()))
+    assert FactLIKN.from_dict(js["facts"][0]).shared == [(1, 17), (2, 5)]
+    with pytest.raises(KeyError, match="no localization"):
+        compute_likn(facts, {facts[0].id: {"en": []}}, ["en", "zh"])
+    with pytest.raises(ValueError, match="at least 2 languages"):
+        compute_likn(facts, locs, ["en"])
+
+
+# ------------------------------------------------------------------------------ edits
+
+
+def _fl(a, b, shared=None):
+    shared = sorted(set(a) & set(b)) if shared is None else shared
+    return FactLIKN("f", "P36", ("en", "zh"), {"en": a, "zh": b}, shared)
+
+
+def test_plan_edits_and_labels():
+    a, b = [(0, 1), (1, 2), (2, 3)], [(1, 2), (2, 7)]
+    edits = {e.name: e for e in plan_edits(_fl(a, b), num_layers=3, ffn_width=64, seed=1)}
+    assert list(edits) == ["LIKN", "KN[en]", "KN[zh]", "Seq-KN", "Random"]
+    assert edits["LIKN"].neurons == [(1, 2)]
+    assert edits["Seq-KN"].neurons == sorted(set(a) | set(b))  # both sets, nothing undone
+    assert [l for l, _ in edits["Seq-KN"].steps] == ["en", "zh"]
+    assert len(edits["Random"].neurons) == 1
+    again = {e.name: e for e in plan_edits(_fl(a, b), num_layers=3, ffn_width=64, seed=1)}
+    assert again["Random"] == edits["Random"]  # seeded
+    assert setting_label("KN[en]", "zh") == "Mono-KN (en→zh)"
+    assert setting_label("KN[zh]", "zh") == "Own-KN (zh)"
+    assert setting_label("Seq-KN", "en") == "Seq-KN"
+    with pytest.raises(ValueError, match="random_control"):
+        plan_edits(_fl(a, b))
+
+
+def test_parallel_new_object_is_the_same_object_in_every_language():
+    f = tiny_facts()[0]
+    new = parallel_new_object(f, ["en", "zh"], seed=3)
+    k = f.candidates["en"].index(new["en"])
+    assert new["zh"] == f.candidates["zh"][k] and new["en"] != "paris" and new["zh"] != "巴黎"
+    broken = Fact(id="x", relation="P36", subject=f.subject, object=f.object, prompts=f.prompts,
+                  candidates={"en": ["paris", "rome"], "zh": ["罗马", "巴黎"]})  # gold at another index
+    assert parallel_new_object(broken, ["en", "zh"]) is None
+
+
+def test_seq_kn_value_edit_keeps_the_first_language_edit(models):
+    """The paper's Seq-KN code restored the model after editing language A and then edited
+    language B: A's neurons were no longer edited when it measured. Ours keeps both."""
+    model, tok = models("gpt2")
+    family = get_family(model)
+    a, b = [(0, 1), (1, 2), (2, 3)], [(1, 2), (2, 7)]
+    seq = {e.name: e for e in plan_edits(_fl(a, b), random_control=False)}["Seq-KN"]
+    before = {n: family.value_vectors(n[0])[n[1]].detach().clone() for n in set(a) | set(b)}
+    old, new = {"en": "paris", "zh": "巴黎"}, {"en": "rome", "zh": "berlin"}
+    backup = apply_value_edit(family, tok, seq, old, new)
+    try:
+        from amig_plugin.intervene import target_embedding
+
+        d = {l: 8 * target_embedding(family, tok, new[l]) - target_embedding(family, tok, old[l]) for l in old}
+        for n in set(a) | set(b):
+            delta = family.value_vectors(n[0])[n[1]] - before[n]
+            expect = (d["en"] if n in a else 0) + (d["zh"] if n in b else 0)
+            torch.testing.assert_close(delta, expect, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(family.value_vectors(0)[1], before[(0, 1)])  # A-only neuron still edited
+    finally:
+        backup.restore()
+    for n, v in before.items():
+        assert torch.equal(family.value_vectors(n[0])[n[1]], v)  # bit-exact restore
+
+
+def _locs_for(facts, sets):
+    return {f.id: sets(i) for i, f in enumerate(facts)}
+
+
+def test_seq_kn_activation_scales_both_sets_at_once(models, monkeypatch):
+    model, tok = models("gpt2")
+    facts = tiny_facts(n=3)
+    a, b = [(0, 1), (1, 2), (2, 3)], [(1, 2), (2, 7)]
+    rep = compute_likn(facts, _locs_for(facts, lambda i: {"en": a, "zh": b}), ["en", "zh"])
+    seen = []
+    real = likn_mod.scores_under_interventions
+
+    def spy(model, tokenizer, prompt, target, interventions, **kw):
+        seen.extend((tuple(map(tuple, n)), f) for n, f in interventions)
+        return real(model, tokenizer, prompt, target, interventions, **kw)
+
+    monkeypatch.setattr(likn_mod, "scores_under_interventions", spy)
+    recs = likn_mod.activation_protocol(model, tok, facts, rep, n_unrelated=1, random_control=False, progress=False)
+    union = tuple(sorted(set(a) | set(b)))
+    assert (union, 0.0) in seen and (union, 2.0) in seen  # the paper's bug would scale only b
+    seq_rows = [r for rec in recs for r in rec["rows"] if r["setting"] == "Seq-KN"]
+    assert seq_rows and all(r["n_neurons"] == len(union) for r in seq_rows)
+
+
+def test_seq_kn_value_protocol_measures_with_both_edits_applied(models, monkeypatch):
+    model, tok = models("gpt2")
+    family = get_family(model)
+    facts = tiny_facts(n=3)
+    a, b = [(0, 1), (1, 2)], [(1, 2), (2, 7)]
+    rep = compute_likn(facts, _locs_for(facts, lambda i: {"en": a, "zh": b}), ["en", "zh"])
+    original = {n: family.value_vectors(n[0])[n[1]].detach().clone() for n in set(a) | set(b)}
+    states = []
+    real = likn_mod.score_pairs
+
+    def spy(model, tokenizer, pairs, **kw):
+        states.append({n: not torch.equal(family.value_vectors(n[0])[n[1]], v) for n, v in original.items()})
+        return real(model, tokenizer, pairs, **kw)
+
+    monkeypatch.setattr(likn_mod, "score_pairs", spy)
+    likn_mod.value_protocol(model, tok, facts[:1] + facts[1:], rep, n_unrelated=1, random_control=False,
+                            progress=False)
+    # per fact: clean, LIKN, KN[en], KN[zh], Seq-KN
+    first = states[:5]
+    assert not any(first[0].values())
+    assert first[1] == {n: n in set(a) & set(b) for n in original}
+    assert first[2] == {n: n in a for n in original}
+    assert first[3] == {n: n in b for n in original}
+    assert all(first[4].values())  # Seq-KN: A's and B's edits both present when measured
+    for n, v in original.items():
+        assert torch.equal(family.value_vectors(n[0])[n[1]], v)
+
+
+# ------------------------------------------------------------------------------ the experiment
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    return LocalizationCache(tmp_path / "cache.jsonl")
+
+
+def test_experiment_all_settings_on_the_same_facts_and_cached(models, cache, tmp_path, monkeypatch):
+    model, tok = models("gpt2")
+    facts = tiny_facts()
+    out = tmp_path / "out"
+    exp = run_likn_experiment(model, tok, facts, ["en", "zh"], cache=cache, out_dir=out, progress=False,
+                              n_unrelated=2, localize_settings=dict(steps=4))
+    assert cache.misses == len(facts) * 2 and cache.hits == 0
+    ids = [f.id for f in facts]
+    for protocol in ("activation", "value"):
+        for subset in ("all", "likn"):
+            rows = exp.tables()[protocol][subset]
+            expected = sorted(ids) if subset == "all" else sorted(f.fact_id for f in exp.likn.facts if f.shared)
+            settings = {r["setting"] for r in rows}
+            assert {"LIKN", "Seq-KN", "Random", "Mono-KN (en→zh)", "Mono-KN (zh→en)", "Own-KN (en)", "Own-KN (zh)"} <= settings
+            assert all(r["fact_ids"] == expected for r in rows), "every setting must run on the same facts"
+    for rec in exp.activation:
+        assert len(rec["rows"]) == 5 * 2 * 2  # edits x languages x modes
+    assert len(success_ratios(exp.tables()["activation"]["all"])) == 2 * 5  # LIKN, Mono, Seq, Own, Random
+    # report files: markdown + JSON
+    md = (out / "likn_report.md").read_text(encoding="utf-8")
+    assert "Mono-KN (en→zh)" in md and "success (paper's)" in md
+    js = json.loads((out / "likn_results.json").read_text(encoding="utf-8"))
+    assert set(js["tables"]) == {"activation", "value"} and js["likn"]["summary"]["facts"] == len(facts)
+
+    # second run: localizations from the cache, measurements from out/measurements.jsonl
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(likn_mod, "scores_under_interventions", boom)
+    monkeypatch.setattr(likn_mod, "score_pairs", boom)
+    cache2 = LocalizationCache(cache.path)
+    exp2 = run_likn_experiment(model, tok, facts, ["en", "zh"], cache=cache2, out_dir=out, progress=False,
+                               n_unrelated=2, localize_settings=dict(steps=4))
+    assert cache2.hits == len(facts) * 2 and cache2.misses == 0
+    assert exp2.tables()["activation"]["all"][0]["related_mean"] == exp.tables()["activation"]["all"][0]["related_mean"]
+
+
+def test_likn_equals_intersection_of_localizations_three_languages(models, cache):
+    model, tok = models("llama")
+    facts = tiny_facts(langs=("en", "zh", "de"), n=2)
+    rep, locs = likn_mod.find_likn(model, tok, facts, ["en", "zh", "de"], cache=cache, progress=False, steps=4)
+    for f in rep.facts:
+        sets = [set(locs[f.fact_id][l].neurons) for l in ("en", "zh", "de")]
+        assert set(f.shared) == sets[0] & sets[1] & sets[2]
+        assert f.per_lang["de"] == locs[f.fact_id]["de"].neurons
+
+
+def test_sentence_mode_scores_the_rest_of_the_sentence(models, cache):
+    model, tok = models("gpt2")
+    f = tiny_facts(n=1)[0]
+    assert fact_query(f, "zh", causal_mode="sentence") == ("法国 的 首都 是", " 巴黎 。")
+    assert fact_query(f, "zh", causal_mode="cut") == ("法国 的 首都 是 <mask> 。", "巴黎")
+    assert fact_query(f, "zh", causal_mode="sentence", kind="masked") == ("法国 的 首都 是 <mask> 。", "巴黎")
+    kn = likn_mod.localize_fact(model, tok, f, "zh", cache=cache, causal_mode="sentence", steps=4)
+    assert kn.prompts == ["法国 的 首都 是"] and kn.target == " 巴黎 。"
+    with pytest.raises(ValueError, match="causal_mode"):
+        fact_query(f, "zh", causal_mode="likelihood")
+
+
+def test_experiment_rejects_bad_input(models):
+    model, tok = models("gpt2")
+    facts = tiny_facts(n=2)
+    with pytest.raises(ValueError, match="at least 2 languages"):
+        run_likn_experiment(model, tok, facts, ["en"], cache=None)
+    with pytest.raises(ValueError, match="at least 2 facts"):
+        run_likn_experiment(model, tok, facts[:1], ["en", "zh"], cache=None)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        run_likn_experiment(model, tok, facts, ["en", "zh"], cache=None, protocols=("rome",))
+    with pytest.raises(KeyError, match="no language 'de'"):
+        run_likn_experiment(model, tok, facts, ["en", "de"], cache=None)
+
+
+def test_aggregate_subsets():
+    recs = [dict(fact_id="a", likn_size=0, rows=[dict(edit="LIKN", setting="LIKN", lang="en", mode="suppress",
+                                                     n_neurons=0, related=0.0, unrelated=0.0, correct_before=True,
+                                                     correct_after=True, unrelated_scored=0,
+                                                     unrelated_correct_before=0, unrelated_correct_after=0)]),
+            dict(fact_id="b", likn_size=2, rows=[dict(edit="LIKN", setting="LIKN", lang="en", mode="suppress",
+                                                     n_neurons=2, related=-0.5, unrelated=0.1, correct_before=True,
+                                                     correct_after=False, unrelated_scored=1,
+                                                     unrelated_correct_before=1, unrelated_correct_after=1)])]
+    [all_row] = aggregate(recs, "all")
+    [likn_row] = aggregate(recs, "likn")
+    assert all_row["facts"] == 2 and all_row["empty_edits"] == 1 and all_row["related_mean"] == -0.25
+    assert likn_row["facts"] == 1 and likn_row["lost"] == 1 and likn_row["ratio"] == pytest.approx(5.0)
+    assert likn_row["ratio_unstable"]  # one fact: no CI, flagged
+
+
+# ------------------------------------------------------------------------------ CLI and loaders
+
+
+def write_tsv(path: Path, rows, header="Prompt\tAns\tCandidate Ans\tSubject", eol="\n") -> Path:
+    path.write_text(eol.join([header] + ["\t".join(r) for r in rows]) + eol, encoding="utf-8")
+    return path
+
+
+EN = [["the capital of france is <mask> .", "paris", "paris, rome", "france"],
+      ["the capital of italy is <mask> .", "rome", "paris, rome", "italy"]]
+ZH = [["法国 的 首都 是 <mask> 。", "巴黎", "巴黎, rome", "法国"],
+      ["italy 的 首都 是 <mask> 。", "rome", "巴黎, rome", "italy"]]
+
+
+def test_cli_loader_bmlama_quirks_and_three_languages(tmp_path):
+    from amig_plugin.commands.likn import load_fact_data
+
+    write_tsv(tmp_path / "en.tsv", EN)
+    write_tsv(tmp_path / "de.tsv", EN)
+    # BMLAMA zh quirks: CRLF line ends, header with 5 fields over 4-field rows
+    write_tsv(tmp_path / "zh.tsv", ZH, header="Prompt\tAns\tCandidate\tAns\tSubject", eol="\r\n")
+    facts, source, notes = load_fact_data(str(tmp_path), ["en", "zh", "de"])
+    assert source.startswith("BMLAMA") and not notes
+    assert [f.languages for f in facts] == [("de", "en", "zh")] * 2
+    assert facts[0].prompt("zh") == "法国 的 首都 是 <mask> 。" and facts[0].candidates["zh"] == ("巴黎", "rome")
+    assert parallel_new_object(facts[0], ["en", "zh", "de"]) == {"en": "rome", "zh": "rome", "de": "rome"}
+
+
+def test_cli_loader_errors_name_file_and_line(tmp_path):
+    from amig_plugin.commands.likn import load_fact_data
+
+    write_tsv(tmp_path / "en.tsv", EN)
+    write_tsv(tmp_path / "zh.tsv", [r[:2] + r[3:] for r in ZH], header="Prompt\tAns\tSubject")
+    with pytest.raises(FactFormatError, match=r"zh\.tsv:1: missing column"):
+        load_fact_data(str(tmp_path), ["en", "zh"])
+    write_tsv(tmp_path / "zh.tsv", ZH[:1])
+    with pytest.raises(FactFormatError, match=r"row count mismatch.*first row without a counterpart: .*en\.tsv:3"):
+        load_fact_data(str(tmp_path), ["en", "zh"])
+    write_tsv(tmp_path / "zh.tsv", [ZH[0], ZH[1][:3]])
+    with pytest.raises(FactFormatError, match=r"zh\.tsv:3: expected 4 tab-separated fields"):
+        load_fact_data(str(tmp_path), ["en", "zh"])
+    write_tsv(tmp_path / "xx.tsv", EN)
+    with pytest.raises(FactFormatError, match=r"xx\.tsv: unknown language code 'xx'"):
+        load_fact_data(str(tmp_path), ["en", "xx"])
+    with pytest.raises(FactFormatError, match="not a BMLAMA directory"):
+        load_fact_data(str(tmp_path), ["en", "fr"])
+    bad = tmp_path / "facts.jsonl"
+    good = json.dumps(tiny_facts(n=1)[0].to_dict(), ensure_ascii=False)
+    bad.write_text(good + "\n" + good.replace('"subject"', '"subjekt"') + "\n", encoding="utf-8")
+    with pytest.raises(FactFormatError, match=r"facts\.jsonl:2: unknown field"):
+        load_fact_data(str(bad), ["en", "zh"])
+    bad.write_text(good + "\n", encoding="utf-8")
+    facts, _, notes = load_fact_data(str(bad), ["en", "de"])
+    assert facts == [] and "lack one of" in notes[0]
+
+
+def test_cli_end_to_end_on_a_saved_tiny_model(models, tmp_path, monkeypatch, capsys):
+    from amig_plugin.cli import main
+
+    model, tok = models("gpt2")
+    folder = tmp_path / "tiny-gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n" for f in tiny_facts()), encoding="utf-8")
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
+    args = ["likn", "--model", str(folder), "--data", str(data), "--langs", "en,zh", "--n", "4", "--steps", "3",
+            "--out", str(tmp_path / "out"), "--n-unrelated", "2", "--protocols", "activation"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "Mono-KN (zh→en)" in out.out and "0 reused, 8 computed" in out.err
+    assert main(args) == 0
+    assert "8 reused, 0 computed" in capsys.readouterr().err
+    assert main(["likn", "--model", str(folder), "--data", str(data), "--langs", "en"]) == 2
