@@ -164,7 +164,8 @@ def test_engine_matches_naive_reference(kind, method, objective):
     R, acts, bases, clean, base_scores = ref_ig(model, tok, kind, prompt, TARGET2, method=method,
                                                 objective=objective, steps=5)
     assert R.abs().max() > 0
-    for strategy in ("auto", "full"):
+    strategies = ("auto", "full") if kind == "bert" else ("auto", "cache", "layer_skip", "full")
+    for strategy in strategies:
         res = neuron_attributions(model, tok, prompt, TARGET2, method=method, objective=objective, steps=5,
                                   ig_batch_size=7, strategy=strategy)  # 3 layers x 5 steps: batches mix layers
         assert res.layers == [0, 1, 2]
