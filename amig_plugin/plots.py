@@ -97,35 +97,52 @@ def layer_distribution(panels: Sequence[Sequence[tuple[str, Mapping[str, Sequenc
     return _save(fig, path)
 
 
-def attribution_heatmap(panels: Sequence[dict], path: Path, suptitle: str = "") -> Path:
+def max_abs_pool(a: np.ndarray, max_columns: int) -> tuple[np.ndarray, int]:
+    """Columns pooled in bins of ``b`` neurons keeping the signed value of largest |IG|, so
+    that single large attributions stay visible when W neurons exceed the pixels."""
+    b = max(1, math.ceil(a.shape[1] / max_columns))
+    if b == 1:
+        return a, 1
+    pad = (-a.shape[1]) % b
+    padded = np.pad(a, ((0, 0), (0, pad)))
+    blocks = padded.reshape(a.shape[0], -1, b)
+    pick = np.abs(blocks).argmax(-1)
+    return np.take_along_axis(blocks, pick[..., None], -1)[..., 0], b
+
+
+def attribution_heatmap(panels: Sequence[dict], path: Path, suptitle: str = "", max_columns: int = 700) -> Path:
     """Layer x neuron attribution maps, one panel per dict with ``attributions`` [L, W]
     (numpy), ``layers``, ``title``, and optional ``neurons`` [(layer, index)] (marked).
 
     The colour scale is symmetric around 0 and clipped at the 99.99th percentile of |IG|
     so that the few large attributions do not wash out the rest; knowledge neurons are
-    circled; a strip on the right shows each layer's largest attribution.
+    circled; a strip on the right shows each layer's largest attribution. Wider FFNs are
+    max-|IG| pooled to ``max_columns`` columns (:func:`max_abs_pool`).
     """
     n = len(panels)
-    fig = plt.figure(figsize=(13, 3.4 * n + 0.6))
-    grid = fig.add_gridspec(n, 3, width_ratios=[12, 1.4, 0.22], wspace=0.05, hspace=0.6)
+    height = 3.6 * n + 0.8
+    fig = plt.figure(figsize=(13, height))
+    grid = fig.add_gridspec(n, 3, width_ratios=[12, 1.4, 0.22], wspace=0.05, hspace=0.42,
+                            top=1 - 0.75 / height, bottom=0.45 / height)
     for k, panel in enumerate(panels):
         a = np.asarray(panel["attributions"], dtype=float)
         layers = list(panel["layers"])
         ax = fig.add_subplot(grid[k, 0])
         side = fig.add_subplot(grid[k, 1], sharey=ax)
         vmax = float(np.quantile(np.abs(a), 0.9999)) or float(np.abs(a).max()) or 1.0
-        im = ax.imshow(a, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
-                       extent=(-0.5, a.shape[1] - 0.5, len(layers) - 0.5, -0.5))
+        shown, b = max_abs_pool(a, max_columns)
+        im = ax.imshow(shown, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+                       extent=(-0.5, shown.shape[1] * b - 0.5, len(layers) - 0.5, -0.5))
         row_of = {l: i for i, l in enumerate(layers)}
         marks = [(row_of[l], i) for l, i in panel.get("neurons", []) if l in row_of]
         if marks:
             ax.scatter([i for _, i in marks], [r for r, _ in marks], s=46, facecolors="none", edgecolors="black",
-                       linewidths=0.9, label=f"knowledge neurons ({len(marks)})")
-            ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+                       linewidths=0.9)
         ax.set_yticks(range(len(layers)))
         ax.set_yticklabels([str(l) for l in layers], fontsize=7)
         ax.set_ylabel("layer")
-        ax.set_xlabel("neuron index in the FFN hidden vector")
+        ax.set_xlabel("neuron index in the FFN hidden vector"
+                      + (f"  (each column: the largest |IG| of {b} neurons)" if b > 1 else ""))
         ax.set_title(panel.get("title", ""), fontsize=10)
         cbar = fig.colorbar(im, cax=fig.add_subplot(grid[k, 2]))
         cbar.set_label("IG attribution", fontsize=8)

@@ -252,7 +252,8 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
 
     hm_panels, hm_fact = _heatmap_panels(folder, loc, heatmap_fact, recompute, threads)
     if hm_panels:
-        plots.attribution_heatmap(hm_panels, out / "heatmap.png", suptitle=f"{model}: IG attributions of fact {hm_fact}")
+        plots.attribution_heatmap(hm_panels, out / "heatmap.png",
+                                  suptitle=f"{model}: IG attributions of fact {hm_fact} (circles: knowledge neurons)")
         figures.append(("heatmap.png", "Attribution heatmap",
                         f"Layer x neuron IG attributions of fact {hm_fact} (mean over its prompts), knowledge neurons circled."))
 
@@ -299,3 +300,45 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     index = out / "index.md"
     atomic_write_text(index, "\n".join(lines) + "\n")
     return index
+
+
+def diff_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, study: str = "localization") -> dict:
+    """Compare the ``study`` records two run folders have in common (e.g. a sharded run and
+    a single-process one): for localization, the neuron sets and the largest difference of
+    the neurons' scores; for other studies, equality of the results."""
+    recs = []
+    for run_dir in (run_a, run_b):
+        folder = RunFolder(run_dir)
+        merged = {}
+        for path, store in folder.iter_records(study):
+            for rec in store:
+                unit = rec.get("unit", rec["key"])
+                if unit not in merged or rec.get("attempt", 1) > merged[unit].get("attempt", 1):
+                    merged[unit] = rec
+        recs.append(merged)
+    a, b = recs
+    common = sorted(set(a) & set(b))
+    same, differ, max_score_diff, status_differ = 0, [], 0.0, []
+    for unit in common:
+        ra, rb = a[unit], b[unit]
+        if ra.get("status") != rb.get("status"):
+            status_differ.append(unit)
+            continue
+        if ra.get("status") != "ok":
+            same += ra.get("error") == rb.get("error")
+            continue
+        if study == "localization":
+            sa = {tuple(n): s for n, s in zip(ra["result"]["neurons"], ra["result"]["scores"])}
+            sb = {tuple(n): s for n, s in zip(rb["result"]["neurons"], rb["result"]["scores"])}
+            if set(sa) == set(sb):  # the same set (the order by score may differ on near-ties)
+                same += 1
+                max_score_diff = max([max_score_diff, *(abs(sa[n] - sb[n]) for n in sa)])
+            else:
+                differ.append({"unit": unit, "only_a": sorted(set(sa) - set(sb)), "only_b": sorted(set(sb) - set(sa))})
+        elif ra["result"] == rb["result"]:
+            same += 1
+        else:
+            differ.append({"unit": unit})
+    return {"study": study, "a": str(run_a), "b": str(run_b), "common": len(common), "same": same,
+            "differ": differ, "status_differ": status_differ, "only_a": len(set(a) - set(b)),
+            "only_b": len(set(b) - set(a)), "max_score_diff": max_score_diff}

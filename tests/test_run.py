@@ -20,6 +20,7 @@ from tiny import tiny_sharp
 
 from amig_plugin.pipeline import ConfigError, RunFolder, RunLocked, merge_run, parse_config, run
 from amig_plugin.pipeline.config import load_config
+from amig_plugin.report import diff_runs
 from amig_plugin.store import StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def make_config(model_dir: Path, **over) -> dict:
     cfg = {
         "model": str(model_dir), "threads": 1, "seed": 0, "methods": ["amig", "kn"], "languages": ["en", "zh"],
-        "data": {"kind": "shipped", "n": 12},
+        "data": {"kind": "shipped", "n": 8},
         "localization": {"steps": 4, "cache": False, "heatmap_facts": 1},
         "studies": {"localization": {}, "effect": {"n_unrelated": 2}, "likn_overlap": {}},
         "progress": False,
@@ -141,8 +142,12 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, tiny_model_dir):
 def test_dependencies_are_added_and_example_configs_parse(tiny_model_dir):
     cfg = parse_config({**make_config(tiny_model_dir), "studies": {"effect": {}}})
     assert list(cfg.studies) == ["localization", "effect"]
+    from amig_plugin.pipeline import STUDIES
+
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        load_config(path)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if all(name in STUDIES for name in raw.get("studies") or {}):  # likn/dkn plug-ins may be absent
+            load_config(path)
 
 
 # ----------------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def test_kill9_and_resume_equals_uninterrupted(tmp_path, tiny_model_dir, referen
     out = tmp_path / "run"
     expected = results(reference)
     kills = 0
-    for threshold in (6, 30):  # two kills at different points, then a clean finish
+    for threshold in (5, 25):  # two kills at different points, then a clean finish
         proc = subprocess.Popen(amig("run", str(cfg_path), "--out", str(out)), env=env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 90
@@ -166,9 +171,7 @@ def test_kill9_and_resume_equals_uninterrupted(tmp_path, tiny_model_dir, referen
         proc.wait()
         assert n_records(out) < len(expected), "the run finished before it could be killed"
     assert kills == 2
-    proc = subprocess.run(amig("run", str(cfg_path), "--out", str(out)), env=env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(load_config(cfg_path), out)  # the third start finishes the run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"]
     for name, s in summary["studies"].items():
@@ -232,6 +235,8 @@ def test_two_process_torchrun_equals_one_process(tmp_path, tiny_model_dir, refer
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and all(s["duplicates"] == 0 and s["extra"] == 0 for s in summary["studies"].values())
     assert results(out) == results(reference)
+    d = diff_runs(out, reference)
+    assert (d["common"], d["same"], d["differ"], d["max_score_diff"]) == (32, 32, [], 0.0)
     ranks = {json.loads(l)["meta"]["rank"] for l in (out / "results" / "effect.jsonl").read_text().splitlines()}
     assert ranks == {0, 1}
     starts = [e for e in RunFolder(out).read_log() if e["event"] == "start"]

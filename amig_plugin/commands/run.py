@@ -5,6 +5,7 @@
     amig run RUN_DIR                      # resume with the folder's own config.yaml
     amig merge RUN_DIR [--strict]         # join the shards, check completeness/duplicates
     amig report RUN_DIR                   # tables (markdown, CSV), PNG plots, index.md
+    amig diff RUN_A RUN_B                 # same neurons? (e.g. a sharded run vs one process)
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    import json
+
+    from ..report import diff_runs
+
+    d = diff_runs(args.run_a, args.run_b, study=args.study)
+    print(f"{d['study']}: {d['common']} units in both runs, {d['same']} identical, {len(d['differ'])} differ, "
+          f"{len(d['status_differ'])} ok in one run only; {d['only_a']} only in A, {d['only_b']} only in B; "
+          f"largest score difference of identical neuron sets: {d['max_score_diff']:.3g}")
+    for item in d["differ"][:20]:
+        print("  differs:", json.dumps(item))
+    return 0 if not d["differ"] and not d["status_differ"] else 1
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("run", help="run (or resume) the studies of a YAML config in a run folder; "
                                           "shard with torchrun --nproc_per_node=N")
@@ -82,3 +97,9 @@ def add_commands(subparsers) -> None:
                    help="recompute the heatmap fact's attributions with the run's model when none is stored")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("diff", help="compare the records two run folders have in common (e.g. sharded vs one process)")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--study", default="localization")
+    p.set_defaults(func=cmd_diff)

@@ -151,21 +151,43 @@ def factcheck_summary(records: list[dict], config) -> list[dict]:
 
 
 def likn_compute(ctx, fact, unit: dict) -> dict:
+    """The LIKN editing experiment over the run's facts (run stage): localizations come from
+    the shared cache the localization study filled (same settings); measurements are kept
+    in ``RUN/stores/likn-<method>/`` so that a killed experiment resumes."""
     from .. import likn
 
     method = unit["method"]
     opts = ctx.options
-    kwargs = dict(method=method, cache=ctx.cache, n_unrelated=opts["n_unrelated"], seed=ctx.config.seed,
-                  protocols=tuple(opts["protocols"]), progress=ctx.config.progress)
+    tau = ctx.config.localization["tau"]
+    if isinstance(tau, dict):
+        raise ValueError("the likn study localizes with one tau for every language: set localization.tau to a "
+                         "number or null (the paper's per-language default)")
+    settings = {k: v for k, v in ctx.config.localize_settings(ctx.config.languages[0]).items()}
+    settings["tau"] = tau
+    out_dir = ctx.run_dir.path / "stores" / f"likn-{method}" if ctx.run_dir is not None else None
+    kwargs = dict(method=method, cache=ctx.cache if ctx.cache is not None else False, protocols=tuple(opts["protocols"]),
+                  n_unrelated=opts["n_unrelated"], seed=ctx.config.seed, out_dir=out_dir, progress=ctx.config.progress,
+                  localize_settings=settings, config={"model": ctx.config.model, "data": ctx.config.data.get("path") or "shipped"})
     params = inspect.signature(likn.run_likn_experiment).parameters
-    if "localize_settings" in params:
-        kwargs["localize_settings"] = ctx.config.localize_settings(ctx.config.languages[0]) | {"tau": ctx.config.localization["tau"]}
-    kwargs = {k: v for k, v in kwargs.items() if k in params}
-    facts = [f for f in ctx.facts
-             if all(ctx.lookup(_key("localization", f.id, l, method)) is not None for l in ctx.config.languages)]
-    experiment = likn.run_likn_experiment(ctx.model, ctx.tokenizer, facts, ctx.config.languages, **kwargs)
-    out = experiment.to_dict() if hasattr(experiment, "to_dict") else {"result": likn._jsonable(experiment)}
+    experiment = likn.run_likn_experiment(ctx.model, ctx.tokenizer, ctx.facts, ctx.config.languages,
+                                          **{k: v for k, v in kwargs.items() if k in params})
+    out = likn._jsonable(experiment.to_json())
+    out.pop("records", None)  # per-edit measurements stay in the store (large)
     return out
+
+
+def likn_summary(records: list[dict], config) -> list[dict]:
+    rows = []
+    for r in records:
+        if r["status"] != "ok":
+            rows.append(dict(method=r["method"], error=r.get("error")))
+            continue
+        for protocol, subsets in r["result"].get("tables", {}).items():
+            for subset, table in subsets.items():
+                for row in table:
+                    rows.append({"method": r["method"], "protocol": protocol, "facts_subset": subset,
+                                 **{k: v for k, v in row.items() if not isinstance(v, (dict, list))}})
+    return rows
 
 
 def _key(study, fact_id, lang, method):
@@ -193,7 +215,7 @@ def register_available() -> None:
     if likn is not None and hasattr(likn, "run_likn_experiment") and "likn" not in STUDIES:
         AVAILABLE["likn"] = "registered"
         register_study(Study(
-            "likn", likn_compute, None, per="method", stage="run", requires=("localization",), min_languages=2,
+            "likn", likn_compute, likn_summary, per="method", stage="run", requires=("localization",), min_languages=2,
             defaults={"n_unrelated": 5, "protocols": ["activation"]},
             description="cross-lingual editing: LIKN vs Mono-KN vs Seq-KN (amig_plugin.likn)"))
 
