@@ -68,7 +68,8 @@ def cmd_demo(args) -> int:
 
     model, tok = _load(args)
     return run_demo(model, tok, n_facts=args.facts, steps=args.steps, ig_batch_size=args.ig_batch_size,
-                    objective=args.objective, langs=args.langs.split(","), seed=args.seed)
+                    objective=args.objective, langs=args.langs.split(","), seed=args.seed,
+                    prompts_per_fact=args.prompts_per_fact)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_localize)
 
     p = sub.add_parser("demo", help="localize shipped facts in English and Chinese with AMIG and KN; suppression/enhancement effects vs random")
-    p.add_argument("--facts", type=int, default=6, help="facts per language")
+    p.add_argument("--facts", type=int, default=4, help="facts per language")
+    p.add_argument("--prompts-per-fact", type=int, default=1, help="paraphrases localized per fact (sharing filter when > 1)")
     p.add_argument("--langs", default="en,zh")
     p.add_argument("--seed", type=int, default=0)
     _add_ig_options(p)

@@ -13,8 +13,8 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from .data import Fact, shipped_facts
+from .cache import LocalizationCache
 from .intervene import EffectCase, localization_effect
-from .neurons import localize
 
 
 def pick_facts(facts: list[Fact], n: int, langs: list[str]) -> list[Fact]:
@@ -34,9 +34,11 @@ def pick_facts(facts: list[Fact], n: int, langs: list[str]) -> list[Fact]:
     return picked
 
 
-def run_demo(model, tokenizer, *, n_facts: int = 6, steps: int = 20, ig_batch_size: int = 64,
-             objective: str = "prob", langs: list[str] = ("en", "zh"), seed: int = 0) -> int:
+def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = 20, ig_batch_size: int = 64,
+             objective: str = "prob", langs: list[str] = ("en", "zh"), seed: int = 0,
+             prompts_per_fact: int = 1) -> int:
     facts = pick_facts(shipped_facts(), n_facts, list(langs))
+    cache = LocalizationCache.for_model(model)  # a second demo run reuses the localizations
     print(f"\n== AMIG vs KN localization on {len(facts)} shipped facts, languages {', '.join(langs)} "
           f"(m={steps} steps, objective={objective}) ==")
     for lang in langs:
@@ -44,13 +46,13 @@ def run_demo(model, tokenizer, *, n_facts: int = 6, steps: int = 20, ig_batch_si
         t0 = time.time()
         rows = []
         for fact in tqdm(facts, desc=f"localize [{lang}]"):
-            prompts = list(fact.prompts[lang])
+            prompts = list(fact.prompts[lang])[:prompts_per_fact]
             target = fact.target(lang)
             sets = {}
             info = {}
             for method in ("amig", "kn"):
-                kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, steps=steps,
-                              objective=objective, ig_batch_size=ig_batch_size, fact_id=fact.id)
+                kn = cache.localize(model, tokenizer, prompts, target, lang=lang, method=method, steps=steps,
+                                    objective=objective, ig_batch_size=ig_batch_size, fact_id=fact.id)
                 sets[method] = kn.neurons
                 info[method] = kn
             cases.append(EffectCase(fact.id, prompts, target, sets))
@@ -60,7 +62,8 @@ def run_demo(model, tokenizer, *, n_facts: int = 6, steps: int = 20, ig_batch_si
                         f"{max(a.completeness_residuals):.2g} | {max(k.completeness_residuals):.2g} | "
                         f"{', '.join(f'L{l}×{c}' for l, c in sorted(layers.items()))} |")
         elapsed = time.time() - t0
-        print(f"\n[{lang}] knowledge neurons ({elapsed / max(len(facts), 1):.1f} s per fact for both methods, all prompts)")
+        print(f"\n[{lang}] knowledge neurons ({elapsed / max(len(facts), 1):.1f} s per fact for both methods, "
+              f"{prompts_per_fact} prompt(s) each; cache {cache.path}: {cache.hits} reused)")
         print("| fact | target | P(gold) | #AMIG | #KN | AMIG residual | KN residual | AMIG layers |")
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
