@@ -130,3 +130,38 @@ def test_compare_command_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     assert main(argv + ["--methods", "AMIG,FT"]) == 0
     err = capsys.readouterr().err
     assert "AMIG: reusing saved results" in err and "FT: reusing saved results" in err
+
+
+@needs_easyeditor
+def test_cjk_aware_prediction_acc(tmp_path):
+    """Prompts ending in CJK text are scored as prompt + target (no space); others are
+    passed to EasyEdit's own function unchanged; EasyEdit's result shapes are kept."""
+    import importlib
+
+    from amig_plugin.easyedit.compat import cuda_to_cpu, import_easyeditor
+    from amig_plugin.easyedit.evaluate import cjk_aware_prediction_acc, teacher_forced_predictions
+    from test_easyedit_amig import train_tiny_gpt2
+
+    import_easyeditor()
+    original = importlib.import_module("easyeditor.evaluate.evaluate_utils").test_prediction_acc
+    model, tok = train_tiny_gpt2(str(tmp_path / "tiny-gpt2"), steps=30)
+    tok.pad_token = tok.eos_token  # as EasyEdit's loader sets it
+
+    class H:
+        max_length = 40
+
+    wrapped = cjk_aware_prediction_acc(original)
+    with cuda_to_cpu(True):  # EasyEdit moves inputs to f"cuda:{device}"; the model stays on CPU
+        _check(wrapped, original, model, tok, H, teacher_forced_predictions)
+
+
+def _check(wrapped, original, model, tok, H, teacher_forced_predictions):
+    en = wrapped(model, tok, H, "The capital of France is", "Paris", 0)
+    assert en == original(model, tok, H, "The capital of France is", "Paris", 0)
+    preds, gold = teacher_forced_predictions(model, tok, "法国的首都是", "巴黎")
+    assert len(gold) == len(tok("巴黎")["input_ids"])
+    zh = wrapped(model, tok, H, "法国的首都是", "巴黎", 0)
+    assert zh == [sum(int(a == b) for a, b in zip(preds, gold)) / len(gold)]
+    assert wrapped(model, tok, H, "法国的首都是", "巴黎", 0, locality=True) == [preds]
+    mixed = wrapped(model, tok, H, ["法国的首都是", "The capital of France is"], ["巴黎", "Paris"], 0)
+    assert mixed == [zh[0], en[0]]
