@@ -966,6 +966,26 @@ def activation_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def sturdy_table(rows: Sequence[dict]) -> str:
+    """Markdown: numbers that do not divide by the unrelated mean: the paired difference
+    related − unrelated (per fact, mean ± 95% CI) and the medians."""
+    by: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        by.setdefault((r["lang"], r["setting"]), {})[r["mode"]] = r
+    lines = ["| measured in | setting | suppress: related − unrelated | suppress: median related / unrelated | "
+             "enhance: related − unrelated | enhance: median related / unrelated |",
+             "|---|---|---|---|---|---|"]
+    for (lang, setting), m in by.items():
+        s, e = m.get("suppress"), m.get("enhance")
+        if s is None or e is None:
+            continue
+        lines.append(f"| {lang} | {setting} | {_pct(s['specific_mean'], s['specific_ci'])} | "
+                     f"{_pct(s['related_median'], float('nan'))} / {_pct(s['unrelated_median'], float('nan'))} | "
+                     f"{_pct(e['specific_mean'], e['specific_ci'])} | "
+                     f"{_pct(e['related_median'], float('nan'))} / {_pct(e['unrelated_median'], float('nan'))} |")
+    return "\n".join(lines)
+
+
 def value_table(rows: Sequence[dict]) -> str:
     """Markdown: one line per (language, setting) of the value-vector protocol."""
     lines = ["| measured in | setting | facts | mean #neurons | related ΔP(old) | log10 P(new) ratio | "
@@ -1024,7 +1044,9 @@ class LIKNExperiment:
         for subset, title in (("likn", f"facts with a non-empty LIKN ({n_likn})"), ("all", f"all {s['facts']} facts")):
             if "activation" in tables:
                 parts += [f"## Suppression ×0 / enhancement ×2 at the target position — {title}", "",
-                          activation_table(tables["activation"][subset]), ""]
+                          activation_table(tables["activation"][subset]), "",
+                          "Paired differences and medians (no division by the unrelated mean):", "",
+                          sturdy_table(tables["activation"][subset]), ""]
             if "value" in tables:
                 parts += [f"## Value-vector edit old → new (Dai et al.'s rule) — {title}", "",
                           value_table(tables["value"][subset]), ""]
