@@ -402,3 +402,15 @@ def test_sequential_hparam_accumulates_under_pypi_resets(gpt2_dir, tmp_path, mon
     assert next_token(editor.model, editor.tok, "The capital of France is") == " Rome"
     end_sequence(editor.model, restore=True)
     assert same(original, state(editor.model)) and sequence_state(editor.model) is None
+
+
+def test_from_json_and_to_dict_round_trip(tmp_path):
+    import json
+
+    h = make_hparams("gpt2", tau=0.25, layers=[0, 1])
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(h.to_dict()))
+    assert AMIGHyperParams.from_json(path) == h == AMIGHyperParams.from_hparams(str(path))
+    path.write_text(json.dumps({**h.to_dict(), "stepz": 3}))
+    with pytest.raises(HParamsError, match="did you mean 'steps'"):
+        AMIGHyperParams.from_json(path)

@@ -120,7 +120,16 @@ class AMIGHyperParams:
 
     @classmethod
     def from_json(cls, fpath: Union[str, os.PathLike]) -> "AMIGHyperParams":
-        return cls.from_hparams(os.fspath(fpath) if os.fspath(fpath).endswith(".json") else fpath)
+        """EasyEdit's ``HyperParams.from_json``, with the same validation."""
+        path = os.fspath(fpath)
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except FileNotFoundError:
+            raise HParamsError(f"{path}: no such hparams file") from None
+        except json.JSONDecodeError as exc:
+            raise HParamsError(f"{path}: invalid JSON: {exc}") from None
+        return cls.from_dict(config, source=path)
 
     @classmethod
     def from_dict(cls, config: Any, source: str = "hparams") -> "AMIGHyperParams":
