@@ -16,6 +16,7 @@ settings (``--fresh`` recomputes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -154,7 +155,9 @@ def cmd_compare(args) -> int:
         editor.apply_algo = capturing
         start = time.time()
         try:
-            metrics = C.run_method(editor, requests, seed=args.seed)
+            # EasyEdit prints progress to stdout: keep stdout for the table
+            with contextlib.redirect_stdout(sys.stderr):
+                metrics = C.run_method(editor, requests, seed=args.seed)
         except Exception as exc:  # keep the other methods' rows
             if os.environ.get("AMIG_DEBUG"):
                 raise
