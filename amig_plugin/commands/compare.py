@@ -1,7 +1,7 @@
 """``amig compare``: AMIG vs EasyEdit's KN, ROME, MEMIT and FT on the same requests.
 
     amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT] [--n 20]
-                 [--facts FILE] [--lang en] [--other-lang zh] [--hparams-dir hparams]
+                 [--facts FILE|BMLAMA_DIR] [--lang en] [--other-lang zh] [--hparams-dir hparams]
                  [--hparams METHOD=YAML] [--set METHOD.key=value] [--mom2 local|off]
                  [--mom2-corpus facts+pydoc|facts|pydoc|FILE] [--mom2-tokens 20000]
                  [--out results.json] [--fresh] [--threads N]
@@ -109,7 +109,13 @@ def cmd_compare(args) -> int:
     masked = family.kind == "masked"
     print(f"model: {model_name} ({type(model).__name__}), loaded in {time.time() - t0:.1f}s; easyeditor {easyedit_flavour()}",
           file=sys.stderr)
-    facts = load_facts(args.facts) if args.facts else shipped_facts()
+    if args.facts and os.path.isdir(args.facts):  # a BMLAMA folder with <lang>.tsv files
+        from ..data import bmlama_paths, load_bmlama
+
+        langs = [args.lang] + ([args.other_lang] if args.other_lang not in ("", "none") else [])
+        facts = load_bmlama(bmlama_paths(args.facts, langs), template_lang=args.lang)
+    else:
+        facts = load_facts(args.facts) if args.facts else shipped_facts()
     other = None if args.other_lang in ("", "none") else args.other_lang
     requests = C.build_requests(facts, args.n, lang=args.lang, other_lang=other, seed=args.seed, masked=masked)
     fingerprint = C.requests_fingerprint(requests)
@@ -206,7 +212,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--model", default=None, help="model name or folder (default: the embedded Gemma-3-270M)")
     p.add_argument("--methods", default="AMIG,KN,ROME,MEMIT,FT")
     p.add_argument("--n", type=int, default=20, help="number of requests (facts)")
-    p.add_argument("--facts", default=None, help="fact file (JSONL, see FACTS_FORMAT.md); default: the shipped facts")
+    p.add_argument("--facts", default=None,
+                   help="fact file (JSONL, see FACTS_FORMAT.md) or a BMLAMA folder (<lang>.tsv); default: the shipped facts")
     p.add_argument("--lang", default="en", help="language of the edited prompts")
     p.add_argument("--other-lang", default="zh", help="language of the portability prompt ('none' to skip)")
     p.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,8 @@ English/Chinese facts), sampled across relations (:func:`amig_plugin.data.sample
   ``<mask>`` for causal LMs (``"The capital of France is"``), kept whole for masked LMs;
 * ``ground_truth``: the gold object; ``target_new``: another candidate object of the same
   relation (:func:`amig_plugin.data.wrong_objects`, seeded);
-* ``rephrase_prompt``: the fact's next prompt in ``lang``;
+* ``rephrase_prompt``: the fact's next prompt in ``lang`` (none when the fact has one
+  prompt, as in BMLAMA: the rephrase column is then empty);
 * ``locality["neighborhood"]``: the first prompt of a fact of another relation and its
   gold object (EasyEdit compares the post-edit prediction with the pre-edit one);
 * ``portability["other_language"]``: the same fact asked in ``other_lang`` with the new
@@ -88,14 +89,14 @@ def build_requests(facts: Sequence[Fact], n: int, *, lang: str = "en", other_lan
             break
         gold = fact.object[lang]
         prompts = [p for p in fact.prompts[lang] if fact.subject[lang] in p]
-        if len(prompts) < 1 or len(fact.prompts[lang]) < 2:
+        if not prompts:
             continue
         wrong = wrong_objects(fact, lang, by_relation[fact.relation], seed=seed)
         if not wrong:
             continue
         new = wrong[0]
         main_prompt = prompts[0]
-        rephrase = next(p for p in fact.prompts[lang] if p != main_prompt)
+        rephrase = next((p for p in fact.prompts[lang] if p != main_prompt), None)
         neighbour = next((f for f in ordered[i + 1:] + ordered[:i] if f.relation != fact.relation), None)
         req = {
             "fact_id": fact.id,
@@ -103,10 +104,11 @@ def build_requests(facts: Sequence[Fact], n: int, *, lang: str = "en", other_lan
             "ground_truth": gold,
             "target_new": new,
             "subject": fact.subject[lang],
-            "rephrase_prompt": _prompt(rephrase, gold, masked),
             "locality": {},
             "portability": {},
         }
+        if rephrase is not None:
+            req["rephrase_prompt"] = _prompt(rephrase, gold, masked)
         if neighbour is not None:
             nb_prompt = neighbour.prompts[lang][0]
             req["locality"]["neighborhood"] = {"prompt": _prompt(nb_prompt, neighbour.object[lang], masked),
@@ -136,8 +138,9 @@ def edit_arguments(requests: Sequence[dict]) -> dict:
         ground_truth=[r["ground_truth"] for r in requests],
         target_new=[r["target_new"] for r in requests],
         subject=[r["subject"] for r in requests],
-        rephrase_prompts=[r["rephrase_prompt"] for r in requests],
     )
+    if requests and all("rephrase_prompt" in r for r in requests):
+        kwargs["rephrase_prompts"] = [r["rephrase_prompt"] for r in requests]
     for group, arg in (("locality", "locality_inputs"), ("portability", "portability_inputs")):
         keys = set.intersection(*(set(r[group]) for r in requests)) if requests else set()
         if keys:
