@@ -381,3 +381,26 @@ def test_cli_end_to_end_on_a_saved_tiny_model(models, tmp_path, monkeypatch, cap
     assert main(args) == 0
     assert "8 reused, 0 computed" in capsys.readouterr().err
     assert main(["likn", "--model", str(folder), "--data", str(data), "--langs", "en"]) == 2
+
+
+def test_signed_value_edit_follows_the_activation_sign(models):
+    """Gated MLPs have negative neurons: the update is oriented by sign(a_i) on the prompt."""
+    from amig_plugin.intervene import target_embedding
+    from amig_plugin.likn import Edit, activation_signs
+
+    model, tok = models("llama")
+    family = get_family(model)
+    neurons = [(0, i) for i in range(12)] + [(2, i) for i in range(12)]
+    prompt, target = "the capital of france is <mask> .", "paris"
+    signs = activation_signs(family, tok, prompt, target, neurons)
+    assert set(signs.values()) == {1.0, -1.0}  # both kinds present in this tiny model
+    before = {n: family.value_vectors(n[0])[n[1]].detach().clone() for n in neurons}
+    edit = Edit("KN[en]", (("en", tuple(neurons)),))
+    backup = apply_value_edit(family, tok, edit, {"en": "paris"}, {"en": "rome"}, queries={"en": (prompt, target)})
+    try:
+        d = 8 * target_embedding(family, tok, "rome") - target_embedding(family, tok, "paris")
+        for n in neurons:
+            torch.testing.assert_close(family.value_vectors(n[0])[n[1]] - before[n], signs[n] * d, atol=1e-5, rtol=1e-5)
+    finally:
+        backup.restore()
+    assert all(torch.equal(family.value_vectors(n[0])[n[1]], v) for n, v in before.items())
