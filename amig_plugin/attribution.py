@@ -205,15 +205,25 @@ class _RowRunner:
         with torch.no_grad():
             return target_scores(self.patched_logits(R, patches_at), self.target_ids, self.objective)
 
+    def _scores(self, row_layers: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """F [R] in row order. Runners that reorder rows (layer skipping) return logits in
+        their own order plus the inverse permutation, applied to the [R] scores rather than
+        to the [R, T, V] logits (whose indexing backward would allocate a vocab-sized zero
+        tensor per batch)."""
+        out = self.logits(row_layers, z)
+        logits, inverse = out if isinstance(out, tuple) else (out, None)
+        scores = target_scores(logits, self.target_ids, self.objective)
+        return scores if inverse is None else scores[inverse]
+
     def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = next(self.model.parameters()).dtype
         z = values.to(self.device, dtype).detach().clone()
         if not need_grad:
             with torch.no_grad():
-                return target_scores(self.logits(row_layers, z), self.target_ids, self.objective), None
+                return self._scores(row_layers, z), None
         z.requires_grad_(True)
         with torch.enable_grad():
-            scores = target_scores(self.logits(row_layers, z), self.target_ids, self.objective)
+            scores = self._scores(row_layers, z)
             (grads,) = torch.autograd.grad(scores.sum(), z)
         return scores.detach(), grads.float()
 
@@ -241,7 +251,12 @@ class _CachedCausalRunner(_RowRunner):
             out = self.model(input_ids=self.ids[:tp].unsqueeze(0), use_cache=True)
         self.cache = out.past_key_values
         self.suffix = self.ids[tp:]
-        self.score_offsets = (query.score_positions - tp).to(self.device)
+        offsets = (query.score_positions - tp).to(self.device)
+        # the suffix is exactly the scored positions: keep all its logits (no indexing)
+        self.score_offsets = None if torch.equal(offsets.cpu(), torch.arange(len(self.suffix))) else offsets
+
+    def _keep_scored(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.score_offsets is None else logits[:, self.score_offsets]
 
     def _expanded_cache(self, R: int):
         if hasattr(self.cache, "batch_repeat_interleave"):
@@ -257,7 +272,7 @@ class _CachedCausalRunner(_RowRunner):
                 past_key_values=self._expanded_cache(R),
                 use_cache=True,
             )
-        return out.logits[:, self.score_offsets]
+        return self._keep_scored(out.logits)
 
     def logits(self, row_layers, z):
         return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
@@ -331,7 +346,7 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
         finally:
             for h in handles:
                 h.remove()
-        return out.logits[:, self.score_offsets][inverse]
+        return self._keep_scored(out.logits), inverse
 
 
 class _LayerSkipMaskedRunner(_RowRunner):
@@ -366,8 +381,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
                                                position=self.query.target_position, fn=lambda _o, v=values: v)]
             with NeuronHooks(self.family, patches):
                 h = _layer_output(blocks[layer](h))
-        logits = self.model.cls(h[:, self.score_positions])
-        return logits[inverse]
+        return self.model.cls(h[:, self.score_positions]), inverse
 
     def patched_logits(self, R, patches_at):
         patches = patches_at(self.query.target_position)
