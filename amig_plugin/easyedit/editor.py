@@ -116,8 +116,14 @@ def editor_class():
             if model is None and not isinstance(name, str):
                 model, tokenizer = name
             if model is None:
+                import torch
+
                 dtype = "float16" if getattr(hparams, "fp16", False) else None
-                model, tokenizer = load_model(name, device="cpu", dtype=dtype)
+                device = "cpu"  # EasyEdit then moves the model to its device
+                dev = getattr(hparams, "device", None)
+                if torch.cuda.is_available() and not getattr(hparams, "model_parallel", False) and dev is not None:
+                    device = f"cuda:{dev}" if isinstance(dev, int) or str(dev).isdigit() else str(dev)
+                model, tokenizer = load_model(name, device=device, dtype=dtype)
             if tokenizer is None:
                 raise ValueError("AMIGEditor: pass tokenizer= together with model=")
             if not isinstance(name, str):
