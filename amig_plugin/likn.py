@@ -92,6 +92,7 @@ __all__ = [
     "value_protocol",
     "aggregate",
     "success_ratios",
+    "success_bootstrap",
     "LIKNExperiment",
     "run_likn_experiment",
 ]
@@ -930,6 +931,65 @@ def success_ratios(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+def success_bootstrap(records: Sequence[dict], subset: str = "likn", n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Percentile-bootstrap 95% intervals (facts resampled with replacement, the same
+    resample for every setting) of the paper's success ratio per (language, setting), and
+    for each Mono-KN setting the share of resamples in which LIKN's success exceeds it.
+    Shows how unstable the ratio is: it divides by mean unrelated changes near 0."""
+    keep = [r for r in records if r.get("rows") and (subset == "all" or r["likn_size"] > 0)]
+    if not keep:
+        return []
+    cells: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
+    for k, rec in enumerate(keep):
+        for row in rec["rows"]:
+            if row.get("mode") in MODES:
+                rel, unrel = cells.setdefault((row["lang"], row["setting"], row["mode"]),
+                                              ([float("nan")] * len(keep), [float("nan")] * len(keep)))
+                rel[k], unrel[k] = row["related"], row["unrelated"]
+    pairs = sorted({(l, s) for l, s, _ in cells})
+
+    def success(lang: str, setting: str, idx: Sequence[int]) -> float:
+        total = 0.0
+        for mode in MODES:
+            rel, unrel = cells[(lang, setting, mode)]
+            r = [rel[i] for i in idx if not math.isnan(rel[i])]
+            u = [unrel[i] for i in idx if not math.isnan(unrel[i])]
+            if not r or not u or statistics.fmean(u) == 0:
+                return float("inf")
+            total += abs(statistics.fmean(r) / statistics.fmean(u))
+        return total
+
+    rng = random.Random(seed)
+    n = len(keep)
+    samples: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        for p in pairs:
+            samples[p].append(success(*p, idx))
+    order = {"LIKN": 0, "Mono-KN": 1, "Seq-KN": 2, "Own-KN": 3, "Random": 4}
+    pairs.sort(key=lambda p: (p[0], order.get(setting_kind(p[1]), 9), p[1]))
+    out = []
+    for lang, setting in pairs:
+        vals = sorted(samples[(lang, setting)])
+        row = dict(lang=lang, setting=setting, facts=n, success=success(lang, setting, range(n)),
+                   ci_low=vals[int(0.025 * (n_boot - 1))], ci_high=vals[int(0.975 * (n_boot - 1))])
+        if setting_kind(setting) == "Mono-KN" and (lang, "LIKN") in samples:
+            likn_vals = samples[(lang, "LIKN")]
+            row["p_likn_beats"] = sum(a > b for a, b in zip(likn_vals, samples[(lang, setting)])) / n_boot
+        out.append(row)
+    return out
+
+
+def bootstrap_table(rows: Sequence[dict]) -> str:
+    lines = ["| measured in | setting | success (paper's) | bootstrap 95% interval | LIKN > this setting in |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        p = f"{100 * r['p_likn_beats']:.0f}% of resamples" if "p_likn_beats" in r else ""
+        lines.append(f"| {r['lang']} | {r['setting']} | {_num(r['success'])} | [{_num(r['ci_low'])}, "
+                     f"{_num(r['ci_high'])}] | {p} |")
+    return "\n".join(lines)
+
+
 def _pct(mean: float, ci: float) -> str:
     if math.isnan(mean):
         return "n/a"
@@ -1027,8 +1087,9 @@ class LIKNExperiment:
     def to_json(self) -> dict:
         tables = self.tables()
         succ = {subset: success_ratios(tables["activation"][subset]) for subset in ("likn", "all")} if "activation" in tables else {}
+        boot = {subset: success_bootstrap(self.activation, subset) for subset in ("likn", "all")} if self.activation else {}
         return dict(config=self.config, likn=self.likn.to_json(), tables=tables, success=succ,
-                    records=dict(activation=self.activation, value=self.value))
+                    success_bootstrap=boot, records=dict(activation=self.activation, value=self.value))
 
     def to_markdown(self, max_facts: int | None = 30) -> str:
         s = self.likn.summary()
@@ -1046,7 +1107,9 @@ class LIKNExperiment:
                 parts += [f"## Suppression ×0 / enhancement ×2 at the target position — {title}", "",
                           activation_table(tables["activation"][subset]), "",
                           "Paired differences and medians (no division by the unrelated mean):", "",
-                          sturdy_table(tables["activation"][subset]), ""]
+                          sturdy_table(tables["activation"][subset]), "",
+                          "The paper's success ratio with percentile-bootstrap intervals over facts:", "",
+                          bootstrap_table(success_bootstrap(self.activation, subset)), ""]
             if "value" in tables:
                 parts += [f"## Value-vector edit old → new (Dai et al.'s rule) — {title}", "",
                           value_table(tables["value"][subset]), ""]
@@ -1061,6 +1124,17 @@ class LIKNExperiment:
                   "one language after the other, nothing undone); Random: as many random neurons as the LIKN."]
         return "\n".join(parts) + "\n"
 
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "LIKNExperiment":
+        """Rebuild from ``out_dir/likn_results.json`` (no model needed): re-render with
+        :meth:`save` / :meth:`to_markdown`."""
+        with open(Path(out_dir) / "likn_results.json", encoding="utf-8") as fh:
+            d = json.load(fh)
+        lk = d["likn"]
+        likn = LIKNReport(tuple(lk["languages"]), lk["method"], [FactLIKN.from_dict(f) for f in lk["facts"]],
+                          num_layers=lk.get("num_layers"), ffn_width=lk.get("ffn_width"))
+        return cls(d["config"], likn, _unjson(d["records"]["activation"]), _unjson(d["records"]["value"]))
+
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -1071,6 +1145,29 @@ class LIKNExperiment:
         with open(paths["likn"], "w", encoding="utf-8") as fh:
             json.dump(_jsonable(self.likn.to_json()), fh, ensure_ascii=False, indent=1)
         return paths
+
+
+_NUMERIC = ("related", "unrelated", "log10_new_ratio", "logp_before", "logp_after", "logp_old_before",
+            "logp_old_after", "logp_new_before", "logp_new_after")
+
+
+def _unjson(records: list[dict]) -> list[dict]:
+    """Per-fact records read back from JSON: NaN/inf (written as null / "inf") restored."""
+    def num(v):
+        if v is None:
+            return float("nan")
+        if isinstance(v, str) and v in ("inf", "-inf"):
+            return float(v)
+        return v
+
+    for rec in records:
+        for row in rec.get("rows", []):
+            for k in _NUMERIC:
+                if k in row:
+                    row[k] = num(row[k])
+            if "unrelated_each" in row:
+                row["unrelated_each"] = [num(v) for v in row["unrelated_each"]]
+    return records
 
 
 def _jsonable(obj):

@@ -243,6 +243,13 @@ def test_experiment_all_settings_on_the_same_facts_and_cached(models, cache, tmp
     js = json.loads((out / "likn_results.json").read_text(encoding="utf-8"))
     assert set(js["tables"]) == {"activation", "value"} and js["likn"]["summary"]["facts"] == len(facts)
 
+    boot = js["success_bootstrap"]["likn"]
+    assert {b["setting"] for b in boot} >= {"LIKN", "Mono-KN (en→zh)"}
+    assert all(b["ci_low"] <= b["ci_high"] for b in boot)
+    assert all(0 <= b["p_likn_beats"] <= 1 for b in boot if b["setting"].startswith("Mono"))
+    # re-rendering from the saved JSON gives the same report, without the model
+    again = likn_mod.LIKNExperiment.load(out)
+    assert again.to_markdown() == exp.to_markdown()
     # second run: localizations from the cache, measurements from out/measurements.jsonl
     def boom(*a, **k):
         raise AssertionError("recomputed")
@@ -380,6 +387,9 @@ def test_cli_end_to_end_on_a_saved_tiny_model(models, tmp_path, monkeypatch, cap
     assert "Mono-KN (zh→en)" in out.out and "0 reused, 8 computed" in out.err
     assert main(args) == 0
     assert "8 reused, 0 computed" in capsys.readouterr().err
+    assert main(["likn", "--report-only", "--out", str(tmp_path / "out")]) == 0
+    assert "Mono-KN (zh→en)" in capsys.readouterr().out
+    assert main(["likn", "--report-only"]) == 2  # needs --out
     assert main(["likn", "--model", str(folder), "--data", str(data), "--langs", "en"]) == 2
 
 

@@ -69,6 +69,15 @@ def cmd_likn(args) -> int:
     from ..data import sample_facts
     from ..likn import run_likn_experiment
 
+    if args.report_only:
+        from ..likn import LIKNExperiment
+
+        if not args.out:
+            raise ValueError("--report-only needs --out DIR (a folder written by an earlier `amig likn`)")
+        exp = LIKNExperiment.load(args.out)
+        exp.save(args.out)
+        print(exp.to_markdown(max_facts=args.show_facts))
+        return 0
     langs = [l.strip() for l in args.langs.split(",") if l.strip()]
     if len(langs) < 2:
         raise ValueError(f"--langs needs at least 2 languages (comma-separated), got {args.langs!r}")
@@ -146,6 +155,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help="localization cache root (default $AMIG_CACHE or ~/.cache/amig-plugin)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the localization cache")
     p.add_argument("--show-facts", type=int, default=30, help="facts listed in the printed LIKN table")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render --out's report from its likn_results.json (no model, no computation)")
     _add_ig_options(p)
     p.set_defaults(func=cmd_likn)
 
