@@ -1113,6 +1113,10 @@ class LIKNExperiment:
             if "value" in tables:
                 parts += [f"## Value-vector edit old → new (Dai et al.'s rule) — {title}", "",
                           value_table(tables["value"][subset]), ""]
+        skipped = [r["fact_id"] for r in self.value if r.get("skipped")]
+        if skipped:
+            parts += [f"Value protocol: {len(skipped)} facts skipped (no candidate object that is the same in every "
+                      f"language): {', '.join(skipped[:10])}{' …' if len(skipped) > 10 else ''}.", ""]
         parts += ["ΔP: mean over facts of (P_after − P_before)/P_before of the gold object, ± the 95% CI half-width; "
                   "related = the fact's own prompt, unrelated = the mean over other facts' prompts (same edit). "
                   "Success (paper's) = |related/unrelated| (enhance) + |related/unrelated| (suppress), as in the "

@@ -414,3 +414,16 @@ def test_signed_value_edit_follows_the_activation_sign(models):
     finally:
         backup.restore()
     assert all(torch.equal(family.value_vectors(n[0])[n[1]], v) for n, v in before.items())
+
+
+def test_value_protocol_reports_facts_without_a_parallel_new_object(models, cache):
+    model, tok = models("gpt2")
+    facts = tiny_facts(n=3)
+    f = facts[0]
+    facts[0] = Fact(id=f.id, relation=f.relation, subject=f.subject, object=f.object, prompts=f.prompts,
+                    candidates={"en": ["paris", "rome"], "zh": ["rome", "巴黎"]})  # not parallel
+    exp = run_likn_experiment(model, tok, facts, ["en", "zh"], cache=cache, protocols=("value",), n_unrelated=1,
+                              progress=False, localize_settings=dict(steps=3))
+    assert [r["fact_id"] for r in exp.value if r.get("skipped")] == [f.id]
+    assert "1 facts skipped" in exp.to_markdown()
+    assert all(f.id not in r["fact_ids"] for r in exp.tables()["value"]["all"])
