@@ -130,15 +130,41 @@ def path_alphas(steps: int, quadrature: str) -> torch.Tensor:
     return (k + offset) / steps
 
 
+class _TargetScore(torch.autograd.Function):
+    """F [R] from logits [R, T, V] with a hand-written backward:
+    ∂ log P(t_k)/∂logits_k = onehot(t_k) − softmax(logits_k), times F for the prob objective.
+    Autograd's log_softmax + gather would write three vocab-sized tensors per row in the
+    backward (a zero fill, a scatter, the softmax gradient); this writes one."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, prob: bool) -> torch.Tensor:
+        ctx.in_dtype = logits.dtype
+        if logits.dtype not in (torch.float32, torch.float64):
+            logits = logits.float()  # half-precision models: score in float32
+        lse = torch.logsumexp(logits, dim=-1)  # [R, T]
+        total = (logits.gather(-1, index).squeeze(-1) - lse).sum(-1)  # Σ_k log P(t_k)
+        score = total.exp() if prob else total
+        ctx.save_for_backward(logits, lse, index, score)
+        ctx.prob = prob
+        return score
+
+    @staticmethod
+    def backward(ctx, grad_score: torch.Tensor):
+        logits, lse, index, score = ctx.saved_tensors
+        g = grad_score * score if ctx.prob else grad_score  # ∂out/∂(Σ log P) per row, [R]
+        grad = torch.exp(logits - lse.unsqueeze(-1))  # softmax
+        grad.mul_(-g.view(-1, 1, 1))
+        grad.scatter_add_(-1, index, g.view(-1, 1, 1).expand_as(index).to(grad.dtype))
+        return grad.to(ctx.in_dtype), None, None
+
+
 def target_scores(logits: torch.Tensor, target_ids: torch.Tensor, objective: str) -> torch.Tensor:
     """logits [R, T, V] at the score positions, target_ids [T] -> F [R] (float32).
 
     logprob: Σ_k log P(t_k | teacher-forced prefix);  prob: exp of that (product of probs).
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
     index = target_ids.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    total = logp.gather(-1, index).squeeze(-1).sum(-1)
-    return total.exp() if objective == "prob" else total
+    return _TargetScore.apply(logits, index, objective == "prob")
 
 
 @contextmanager
@@ -159,6 +185,34 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
 
 def _layer_output(out):
     return out[0] if isinstance(out, tuple) else out
+
+
+def _last_logits_only(model: nn.Module, n: int) -> dict:
+    """``logits_to_keep=n`` where the model's forward takes it (the LM head on the last n
+    positions only), else nothing."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+
+
+def _cut_cache(cache, length: int):
+    """The key/value cache of the first ``length`` positions, cut in place from a longer
+    one: legacy tuples and plain ``DynamicLayer`` caches; None for anything else (sliding
+    windows keep extra state), which the caller recomputes."""
+    if isinstance(cache, tuple):
+        return tuple(tuple(t[..., :length, :].contiguous() for t in layer) for layer in cache)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" or not isinstance(getattr(layer, "keys", None), torch.Tensor)
+                         for layer in layers):
+        return None
+    for layer in layers:
+        layer.keys = layer.keys[..., :length, :].contiguous()
+        layer.values = layer.values[..., :length, :].contiguous()
+    return cache if cache.get_seq_length() == length else None
 
 
 # ----------------------------------------------------------------------------------------
@@ -215,7 +269,10 @@ class _RowRunner:
         scores = target_scores(logits, self.target_ids, self.objective)
         return scores if inverse is None else scores[inverse]
 
-    def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool,
+            grad_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """F [R] of the rows, and ∂F/∂z [R, W] when ``need_grad`` (rows outside the boolean
+        mask ``grad_rows`` ride along for their score only: their gradient rows are 0)."""
         dtype = next(self.model.parameters()).dtype
         z = values.to(self.device, dtype).detach().clone()
         if not need_grad:
@@ -224,8 +281,16 @@ class _RowRunner:
         z.requires_grad_(True)
         with torch.enable_grad():
             scores = self._scores(row_layers, z)
-            (grads,) = torch.autograd.grad(scores.sum(), z)
+            total = scores.sum() if grad_rows is None else scores[grad_rows.to(scores.device)].sum()
+            (grads,) = torch.autograd.grad(total, z)
         return scores.detach(), grads.float()
+
+    def clean_state(self, layers: Sequence[int]) -> tuple[torch.Tensor, float]:
+        """(clean neuron vectors at the target position [L, W] float32, clean F)."""
+        activations = neuron_vectors(self.family, self.query.input_ids.unsqueeze(0), self.query.target_position, layers)[0]
+        with torch.no_grad():
+            score = float(self.run(torch.tensor([layers[0]]), activations[:1], need_grad=False)[0][0])
+        return activations, score
 
 
 class _FullRunner(_RowRunner):
@@ -244,16 +309,49 @@ class _CachedCausalRunner(_RowRunner):
     """Causal LMs: the prefix before the target position is unchanged by any patch, so its
     key/value cache is computed once; each row recomputes only positions tp..n-1."""
 
+    capture_block_inputs = False  # the layer-skipping subclass needs the hidden states entering each block
+
     def __init__(self, family, query, objective):
         super().__init__(family, query, objective)
         tp = query.target_position
-        with torch.no_grad():
-            out = self.model(input_ids=self.ids[:tp].unsqueeze(0), use_cache=True)
-        self.cache = out.past_key_values
         self.suffix = self.ids[tp:]
         offsets = (query.score_positions - tp).to(self.device)
         # the suffix is exactly the scored positions: keep all its logits (no indexing)
         self.score_offsets = None if torch.equal(offsets.cpu(), torch.arange(len(self.suffix))) else offsets
+        self._clean_pass()
+
+    def _clean_pass(self) -> None:
+        """One unpatched pass over the whole input gives everything the clean model
+        contributes: the neuron vectors of every layer at the target position, the clean
+        score F(a), the hidden states entering each block (layer skipping) and the prefix's
+        key/value cache (cut to the positions before the target position). Small passes are
+        bound by reading the weights, so one pass instead of four matters; where the cache
+        cannot be cut safely (sliding-window layers) a second pass over the prefix makes it."""
+        tp, T = self.query.target_position, len(self.suffix)
+        capture = {layer: [] for layer in range(self.family.num_layers)}
+        block_inputs: list[torch.Tensor] = []
+        handles = []
+        if self.capture_block_inputs:
+            handles = [block.register_forward_pre_hook(lambda _m, args: block_inputs.append(args[0].detach()))
+                       for block in self.family.blocks()]
+        try:
+            with torch.no_grad(), NeuronHooks(self.family, capture=capture):
+                out = self.model(input_ids=self.ids.unsqueeze(0), use_cache=True, **_last_logits_only(self.model, T))
+        finally:
+            for h in handles:
+                h.remove()
+        self.clean_vectors = torch.stack([capture[layer][0][0, tp].float() for layer in sorted(capture)])  # [L, W]
+        self.clean_score = float(target_scores(self._keep_scored(out.logits[:, -T:]), self.target_ids, self.objective)[0])
+        self.block_inputs = [h[:, tp:] for h in block_inputs]  # [1, T, H] entering each block
+        cache = _cut_cache(out.past_key_values, tp)
+        if cache is None:
+            with torch.no_grad():
+                cache = self.model(input_ids=self.ids[:tp].unsqueeze(0), use_cache=True,
+                                   **_last_logits_only(self.model, 1)).past_key_values
+        self.cache = cache
+
+    def clean_state(self, layers):
+        return self.clean_vectors[list(layers)], self.clean_score
 
     def _keep_scored(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.score_offsets is None else logits[:, self.score_offsets]
@@ -285,27 +383,15 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
     through forward pre-hooks; each block's key/value cache is expanded to the rows it sees.
     """
 
-    def __init__(self, family, query, objective):
-        super().__init__(family, query, objective)
-        tp = query.target_position
-        self.block_inputs: list[torch.Tensor] = []
-        handles = [block.register_forward_pre_hook(self._capture_hook) for block in family.blocks()]
-        try:
-            with torch.no_grad():
-                self.model(input_ids=self.ids.unsqueeze(0))
-        finally:
-            for h in handles:
-                h.remove()
-        self.block_inputs = [h[:, tp:] for h in self.block_inputs]  # [1, T, H] entering each block
-
-    def _capture_hook(self, module, args):
-        self.block_inputs.append(args[0].detach())
+    capture_block_inputs = True
 
     @staticmethod
     def supported(cache) -> bool:
         return hasattr(cache, "layers") and all(hasattr(l, "batch_repeat_interleave") for l in cache.layers)
 
     def logits(self, row_layers, z):
+        if not self.supported(self.cache):  # legacy tuple caches: the prefix cache alone
+            return super().logits(row_layers, z)
         order = torch.argsort(row_layers, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -356,10 +442,19 @@ class _LayerSkipMaskedRunner(_RowRunner):
 
     def __init__(self, family, query, objective):
         super().__init__(family, query, objective)
-        with torch.no_grad():
+        capture = {layer: [] for layer in range(family.num_layers)}
+        with torch.no_grad(), NeuronHooks(family, capture=capture):
             out = self.model.bert(input_ids=self.ids.unsqueeze(0), output_hidden_states=True)
         self.hidden_in = out.hidden_states  # L+1 tensors [1, n, H]; [l] enters layer l
         self.score_positions = query.score_positions.to(self.device)
+        tp = query.target_position
+        self.clean_vectors = torch.stack([capture[layer][0][0, tp].float() for layer in sorted(capture)])  # [L, W]
+        with torch.no_grad():
+            logits = self.model.cls(out.hidden_states[-1][:, self.score_positions])
+        self.clean_score = float(target_scores(logits, self.target_ids, objective)[0])
+
+    def clean_state(self, layers):
+        return self.clean_vectors[list(layers)], self.clean_score
 
     def logits(self, row_layers, z):
         order = torch.argsort(row_layers, stable=True)
@@ -415,10 +510,9 @@ def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strate
     if strategy != "auto":
         raise ValueError(f"unknown strategy {strategy!r}; use 'auto', 'layer_skip', 'cache' or 'full'")
     if family.kind == "causal" and query.target_position > 0:
-        runner = _CachedCausalRunner(family, query, objective)
-        if _LayerSkipCausalRunner.supported(runner.cache) and _blocks_dominate(family):
-            return _LayerSkipCausalRunner(family, query, objective)
-        return runner
+        if _blocks_dominate(family):
+            return _LayerSkipCausalRunner(family, query, objective)  # plain prefix cache where layers can't be skipped
+        return _CachedCausalRunner(family, query, objective)
     if family.kind == "masked" and hasattr(family.model, "bert") and hasattr(family.model, "cls"):
         return _LayerSkipMaskedRunner(family, query, objective)
     return _FullRunner(family, query, objective)
@@ -428,15 +522,40 @@ def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strate
 # activations and baselines
 
 
+class _StopForward(Exception):
+    """Raised by a hook once the last needed neuron vector is captured."""
+
+
+@contextmanager
+def _stop_after(family: ModelFamily, layer: int) -> Iterator[None]:
+    """Abort the forward right after ``layer``'s neuron site (the blocks above and the LM
+    head would be wasted work); the caller catches :class:`_StopForward`."""
+    module, side = family.neuron_hook_module(layer)
+
+    def stop(*_args):
+        raise _StopForward
+
+    handle = module.register_forward_pre_hook(stop) if side == "input" else module.register_forward_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def neuron_vectors(family: ModelFamily, input_ids: torch.Tensor, position: int, layers: Sequence[int], batch_size: int = 64) -> torch.Tensor:
-    """Neuron vectors at ``position`` of every input row: input_ids [B, n] -> [B, L, W] float32."""
+    """Neuron vectors at ``position`` of every input row: input_ids [B, n] -> [B, L, W] float32.
+    The forward stops at the last requested layer's neuron site."""
     out = []
     device = family.device()
     for start in range(0, input_ids.shape[0], batch_size):
         chunk = input_ids[start:start + batch_size].to(device)
         capture = {layer: [] for layer in layers}
-        with torch.no_grad(), NeuronHooks(family, capture=capture):
-            family.model(input_ids=chunk[:, : position + 1] if family.kind == "causal" else chunk)
+        # NeuronHooks first: hooks run in registration order, so the capture precedes the stop
+        with torch.no_grad(), NeuronHooks(family, capture=capture), _stop_after(family, max(layers)):
+            try:
+                family.model(input_ids=chunk[:, : position + 1] if family.kind == "causal" else chunk)
+            except _StopForward:
+                pass
         out.append(torch.stack([capture[layer][0][:, position].float() for layer in layers], dim=1))
     return torch.cat(out, dim=0)
 
@@ -464,7 +583,7 @@ def attribute_query(
     steps: int = 20,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 64,
+    ig_batch_size: int = 128,
     quadrature: Quadrature = "midpoint",
     amig_mode: str = "mean",
     strategy: str = "auto",
@@ -478,7 +597,8 @@ def attribute_query(
     model = family.model
     tp = query.target_position
     with frozen_eval(model):
-        activations = neuron_vectors(family, query.input_ids.unsqueeze(0), tp, layers)[0]  # [L, W]
+        runner = make_runner(family, query, objective, strategy)
+        activations, clean = runner.clean_state(layers)  # [L, W], F(a)
         if method == "kn":
             per_baseline = torch.zeros_like(activations).unsqueeze(0)  # [1, L, W]
         else:
@@ -488,9 +608,6 @@ def attribute_query(
             per_baseline = neuron_vectors(family, inputs, tp, layers, batch_size=ig_batch_size)  # [n', L, W]
             if amig_mode == "mean":
                 per_baseline = per_baseline.mean(0, keepdim=True)
-        runner = make_runner(family, query, objective, strategy)
-        with torch.no_grad():
-            clean = float(runner.run(torch.tensor([layers[0]]), activations[:1], need_grad=False)[0][0])
 
         alphas = path_alphas(steps, quadrature)
         n_base, L, W = per_baseline.shape
@@ -498,20 +615,24 @@ def attribute_query(
         # rows: (baseline b, layer l, step k) path points, then (b, l) endpoint rows at α = 0
         diff = activations.unsqueeze(0) - per_baseline  # [B, L, W]
         path = per_baseline.unsqueeze(2) + alphas.view(1, 1, -1, 1) * diff.unsqueeze(2)  # [B, L, m, W]
-        path_rows = path.reshape(-1, W)
-        path_layers = layer_ids.view(1, L, 1).expand(n_base, L, steps).reshape(-1)
-        grads = torch.empty_like(path_rows)
-        batches = range(0, path_rows.shape[0], ig_batch_size)
+        # the endpoint rows (α = 0, for F(a')) ride in the last gradient batch: their own
+        # small batch would cost a whole extra pass over the weights
+        n_path = n_base * L * steps
+        rows = torch.cat([path.reshape(-1, W), per_baseline.reshape(-1, W)])
+        row_layers = torch.cat([layer_ids.view(1, L, 1).expand(n_base, L, steps).reshape(-1),
+                                layer_ids.view(1, L).expand(n_base, L).reshape(-1)])
+        grads = torch.empty(n_path, W, device=activations.device)
+        scores = torch.empty(rows.shape[0])
+        batches = range(0, rows.shape[0], ig_batch_size)
         for start in tqdm(batches, desc="IG", disable=not progress, leave=False):
-            stop = start + ig_batch_size
-            _, g = runner.run(path_layers[start:stop], path_rows[start:stop], need_grad=True)
-            grads[start:stop] = g.to(grads.device)
-        end_rows = per_baseline.reshape(-1, W)
-        end_layers = layer_ids.view(1, L).expand(n_base, L).reshape(-1)
-        end_scores = torch.cat([
-            runner.run(end_layers[s:s + ig_batch_size], end_rows[s:s + ig_batch_size], need_grad=False)[0].cpu()
-            for s in range(0, end_rows.shape[0], ig_batch_size)
-        ])
+            stop = min(start + ig_batch_size, rows.shape[0])
+            is_path = torch.arange(start, stop) < n_path
+            s, g = runner.run(row_layers[start:stop], rows[start:stop], need_grad=bool(is_path.any()),
+                              grad_rows=None if bool(is_path.all()) else is_path)
+            scores[start:stop] = s.float().cpu()
+            if g is not None:
+                grads[start:min(stop, n_path)] = g[is_path.to(g.device)].to(grads.device)
+        end_scores = scores[n_path:]
         mean_grad = grads.view(n_base, L, steps, W).mean(2)  # Σ_k w_k ∂F/∂z, w_k = 1/m
         attributions = (diff * mean_grad).mean(0)  # average over baselines (1 unless per_position)
         baseline_scores = end_scores.view(n_base, L).mean(0)
@@ -544,7 +665,7 @@ def neuron_attributions(
     steps: int = 20,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 64,
+    ig_batch_size: int = 128,
     quadrature: Quadrature = "midpoint",
     amig_mode: str = "mean",
     neuron_site: str = "ffn_hidden",

@@ -54,18 +54,37 @@ class LocalizationCache:
             self._fp_model, self._fp = model, model_fingerprint(model)
         return self._fp
 
+    #: settings that change how the work is batched, not its result (beyond float rounding)
+    EXECUTION_ONLY = ("ig_batch_size", "progress")
+
     @staticmethod
     def key(model_name: str, prompts: Sequence[str], target: str, lang: str | None, method: str, settings: dict) -> str:
         blob = json.dumps([model_name, list(prompts), target, lang, method, sorted(settings.items())],
                           ensure_ascii=False, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()
 
+    def _lookup(self, model_name: str, prompts: list[str], target: str, lang: str | None, method: str,
+                settings: dict) -> tuple[str, dict | None]:
+        """(key to store under, record or None). The key leaves out execution-only settings;
+        records written before that (keyed with ``ig_batch_size``, 64 by default then) are
+        still found."""
+        result_settings = {k: v for k, v in settings.items() if k not in self.EXECUTION_ONLY}
+        key = self.key(model_name, prompts, target, lang, method, result_settings)
+        record = self.store.get(key)
+        if record is None:
+            for batch in dict.fromkeys([settings.get("ig_batch_size", 64), 64]):
+                legacy = {**result_settings, "ig_batch_size": batch}
+                record = self.store.get(self.key(model_name, prompts, target, lang, method, legacy))
+                if record is not None:
+                    break
+        return key, record
+
     def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        key = self.key(f"{model_id(model)}#{self._fingerprint(model)}", prompts, target, lang, method, settings)
-        record = self.store.get(key)
+        key, record = self._lookup(f"{model_id(model)}#{self._fingerprint(model)}", prompts, target, lang, method,
+                                   settings)
         if record is not None:
             self.hits += 1
             kn = KnowledgeNeurons.from_dict(record["neurons"])

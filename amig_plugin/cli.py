@@ -19,7 +19,7 @@ def _add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=20, help="IG path points m (default 20)")
     p.add_argument("--objective", choices=["prob", "logprob"], default="prob", help="F = P(target) (paper) or log P(target)")
     p.add_argument("--quadrature", choices=["midpoint", "left", "right", "linspace"], default="midpoint")
-    p.add_argument("--ig-batch-size", type=int, default=64, help="path points per forward/backward batch")
+    p.add_argument("--ig-batch-size", type=int, default=128, help="path points per forward/backward batch")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
 

@@ -34,7 +34,7 @@ def pick_facts(facts: list[Fact], n: int, langs: list[str]) -> list[Fact]:
     return picked
 
 
-def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = 20, ig_batch_size: int = 64,
+def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = 20, ig_batch_size: int = 128,
              objective: str = "prob", langs: list[str] = ("en", "zh"), seed: int = 0,
              prompts_per_fact: int = 1) -> int:
     facts = pick_facts(shipped_facts(), n_facts, list(langs))

@@ -67,7 +67,7 @@ DEFAULT_MAX_SET_SIZE = 4
 #: studies (LIKN, ``amig run``) so that cached localizations are shared: the cache keys on
 #: the settings as passed.
 LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
-                               amig_mode="mean", layers=None, ig_batch_size=64, top_k=50)
+                               amig_mode="mean", layers=None, ig_batch_size=128, top_k=50)
 
 
 def check_thresholds(low: float, high: float) -> tuple[float, float]:

@@ -270,7 +270,7 @@ def relation_dkn(results: Sequence[DKNResult], lam: float = DEFAULT_LAMBDA, no_d
 
 
 def dkn_score(model, tokenizer, prompt: str, candidate: str, neurons: Sequence[Neuron], *, method: str = "amig",
-              steps: int = 20, objective: str = "prob", ig_batch_size: int = 64) -> dict:
+              steps: int = 20, objective: str = "prob", ig_batch_size: int = 128) -> dict:
     """Mean IG attribution of ``neurons`` for (prompt, candidate), IG over their layers only."""
     if not neurons:
         raise ValueError("no neurons to score with")

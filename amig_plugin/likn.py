@@ -102,7 +102,7 @@ Neuron = tuple[int, int]
 #: The keyword arguments of :func:`amig_plugin.neurons.localize` used by default. They
 #: equal the run engine's defaults (``amig run``), so both share cached localizations.
 DEFAULT_LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
-                                       amig_mode="mean", layers=None, ig_batch_size=64, top_k=50)
+                                       amig_mode="mean", layers=None, ig_batch_size=128, top_k=50)
 
 PROTOCOLS = ("activation", "value")
 MODES = ("suppress", "enhance")

@@ -159,7 +159,7 @@ def localize(
     quadrature: str = "midpoint",
     amig_mode: str = "mean",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 64,
+    ig_batch_size: int = 128,
     fact_id: str | None = None,
     top_k: int = 50,
     progress: bool = False,

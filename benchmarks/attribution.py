@@ -250,7 +250,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--easyedit-batch-size", type=int, default=20, help="EasyEdit's batch_size (must divide steps)")
-    ap.add_argument("--ig-batch-size", type=int, default=64)
+    ap.add_argument("--ig-batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=None, help="alternating passes per engine (default 2, quick 1)")
     ap.add_argument("--gemma", action="store_true", help="also time one real fact on Gemma-3-270M")
     ap.add_argument("--gemma-naive", action="store_true", help="with --gemma: also the naive per-layer loop (8 steps)")

@@ -71,7 +71,7 @@ class AMIGHyperParams:
     # localization
     method: str = "amig"
     steps: int = 20
-    ig_batch_size: int = 64
+    ig_batch_size: int = 128
     objective: str = "prob"
     quadrature: str = "midpoint"
     amig_mode: str = "mean"
