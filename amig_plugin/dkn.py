@@ -409,10 +409,24 @@ def model_key(model) -> str:
     return f"{model_id(family.model)}#{model_fingerprint(family.model)}"
 
 
-def detection_key(model_key_: str, fact: Fact, lang: str, *, k: int, low: float, high: float, method: str,
-                  settings: dict, grow: bool, max_set_size: int) -> str:
-    return _sha(["dkn-v1", model_key_, fact.id, lang, list(fact.prompts[lang]), fact.target(lang), k, low, high, method,
-                 sorted({**LOCALIZE_SETTINGS, **settings}.items()), grow, max_set_size if grow else None])
+def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float, high: float, method: str,
+                   settings: dict, grow: bool, max_set_size: int) -> list[str]:
+    """[key, legacy key]: the key leaves out execution-only settings (``ig_batch_size``);
+    records written before that carry the old default 64 in theirs and are still found."""
+    from .cache import LocalizationCache
+
+    full = {**LOCALIZE_SETTINGS, **settings}
+    result = {k_: v for k_, v in full.items() if k_ not in LocalizationCache.EXECUTION_ONLY}
+
+    def sha(s: dict) -> str:
+        return _sha(["dkn-v1", model_key_, fact.id, lang, list(fact.prompts[lang]), fact.target(lang), k, low, high,
+                     method, sorted(s.items()), grow, max_set_size if grow else None])
+
+    return [sha(result), sha({**result, "ig_batch_size": 64})]
+
+
+def detection_key(model_key_: str, fact: Fact, lang: str, **kwargs) -> str:
+    return detection_keys(model_key_, fact, lang, **kwargs)[0]
 
 
 #: errors that mark a fact as unusable in a language (recorded, never a crash)
@@ -440,9 +454,11 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
         if lang not in fact.prompts:
             errors[fact.id] = f"fact has no {lang!r} prompts"
             continue
-        key = detection_key(mkey, fact, lang, k=k, low=low, high=high, method=method, settings=settings, grow=grow,
-                            max_set_size=max_set_size) if store is not None else None
-        record = store.get(key) if store is not None else None
+        key, record = None, None
+        if store is not None:
+            key, legacy = detection_keys(mkey, fact, lang, k=k, low=low, high=high, method=method, settings=settings,
+                                         grow=grow, max_set_size=max_set_size)
+            record = store.get(key) or store.get(legacy)
         if record is None:
             try:
                 with warnings.catch_warnings(record=True) as caught:
