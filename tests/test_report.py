@@ -131,3 +131,26 @@ def test_report_of_an_incomplete_run(model_dir, tmp_path):
 def test_markdown_table_escapes_and_formats():
     text = markdown_table([{"a": 0.000012345, "b": "x|y", "c": float("nan"), "d": 3}])
     assert "1.23e-05" in text and "x\\|y" in text and "| - |" in text
+
+
+@pytest.mark.skipif("dkn" not in STUDIES, reason="the dkn plug-in is not available")
+def test_dkn_study_shares_the_dkn_store_with_amig_dkn(model_dir, tmp_path, monkeypatch):
+    """With the localization cache on, the run's DKN detections go to (and come from) the
+    store `amig dkn` / `amig factcheck` use: a second run folder computes none again."""
+    from amig_plugin.store import RecordStore
+
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
+    cfg = config(model_dir, n=3, studies={"localization": {}, "dkn": {"k": 6}})
+    cfg["localization"] = {"steps": 4, "cache": True, "heatmap_facts": 0}
+    first = run(parse_config(cfg), tmp_path / "a")
+    stores = list((tmp_path / "cache" / "dkn").glob("*/dkn.jsonl"))
+    assert len(stores) == 1
+    assert len(list(RecordStore(stores[0]))) == 6  # 3 facts x 2 languages
+    second = run(parse_config(cfg), tmp_path / "b")
+    assert first.summary["complete"] and second.summary["complete"]
+    assert len(list(RecordStore(stores[0]))) == 6  # reused, nothing added
+
+    def results(folder):
+        return {(r["fact_id"], r["lang"]): r["result"] for r in map(json.loads, open(folder / "results" / "dkn.jsonl"))}
+
+    assert results(tmp_path / "a") == results(tmp_path / "b")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+from pathlib import Path
 
 from .config import ConfigError
 from .studies import STUDIES, Study, _mean, register_study
@@ -47,8 +49,38 @@ def _check_dkn(options: dict, where: str) -> None:
         raise ConfigError(f"{where}.grow must be true or false, got {options['grow']!r}")
 
 
+_SHARED_DKN_STORES: dict = {}
+
+
+def _shared_dkn(ctx, fact, lang: str, method: str):
+    """(store, key, record) of the DKN store that ``amig dkn`` / ``amig factcheck`` share
+    (``<cache>/dkn/<model>/dkn.jsonl``), used when the run uses the localization cache: the
+    same localization settings give the same top-k neurons, so their detections are reused
+    (and this run's are added). (None, None, None) without the cache."""
+    if ctx.cache is None or ctx.config.localization["objective"] != "prob":  # amig dkn scores P(gold)
+        return None, None, None
+    from ..cache import cache_root
+    from ..dkn import LOCALIZE_SETTINGS, detection_keys, model_key
+    from ..neurons import model_id
+    from ..store import RecordStore
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(ctx.model)).strip("_")[-80:] or "model"
+    path = Path(cache_root()) / "dkn" / name / "dkn.jsonl"
+    if path not in _SHARED_DKN_STORES:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _SHARED_DKN_STORES[path] = (RecordStore(path), model_key(ctx.model))
+    store, mkey = _SHARED_DKN_STORES[path]
+    loc = ctx.config.localize_settings(lang)
+    settings = {k: loc[k] for k in LOCALIZE_SETTINGS if k in loc}
+    opts = ctx.options
+    key, legacy = detection_keys(mkey, fact, lang, k=opts["k"], low=opts["low"], high=opts["high"], method=method,
+                                 settings=settings, grow=opts["grow"], max_set_size=opts["max_set_size"])
+    record = store.get(key) or store.get(legacy)
+    return store, key, (record if record is not None and "result" in record else None)
+
+
 def dkn_compute(ctx, fact, unit: dict) -> dict:
-    from ..dkn import detect_degenerate
+    from ..dkn import DKNResult, detect_degenerate
 
     lang, method = unit["lang"], unit["method"]
     opts = ctx.options
@@ -58,10 +90,19 @@ def dkn_compute(ctx, fact, unit: dict) -> dict:
         raise ValueError(f"dkn.k = {opts['k']} > localization.top_k = {ctx.config.localization['top_k']}: "
                          "raise localization.top_k")
     neurons = [(int(l), int(i)) for l, i, _ in top[:opts["k"]]]
-    result = detect_degenerate(ctx.model, ctx.tokenizer, list(fact.prompts[lang]), fact.target(lang), neurons,
-                               low=opts["low"], high=opts["high"], objective=ctx.config.localization["objective"],
-                               batch_size=opts["batch_size"], grow=opts["grow"], max_set_size=opts["max_set_size"],
-                               lang=lang, fact_id=fact.id, relation=fact.relation)
+    store, key, shared = _shared_dkn(ctx, fact, lang, method)
+    if shared is not None and [tuple(n) for n in shared["result"]["neurons"]] == neurons:
+        result = DKNResult.from_dict(shared["result"])
+    else:
+        result = detect_degenerate(ctx.model, ctx.tokenizer, list(fact.prompts[lang]), fact.target(lang), neurons,
+                                   low=opts["low"], high=opts["high"], objective=ctx.config.localization["objective"],
+                                   batch_size=opts["batch_size"], grow=opts["grow"],
+                                   max_set_size=opts["max_set_size"], lang=lang, fact_id=fact.id,
+                                   relation=fact.relation)
+        result.k_requested = opts["k"]
+        if store is not None:
+            store.add(key, {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": result.to_dict(),
+                            "warnings": []})
     result.k_requested = opts["k"]
     out = result.to_dict()
     out["degenerate_neurons"] = [list(n) for n in result.degenerate_neurons]
