@@ -311,14 +311,22 @@ class _CachedCausalRunner(_RowRunner):
 
     capture_block_inputs = False  # the layer-skipping subclass needs the hidden states entering each block
 
-    def __init__(self, family, query, objective):
+    def __init__(self, family, query, objective, need_clean: bool = True):
         super().__init__(family, query, objective)
         tp = query.target_position
         self.suffix = self.ids[tp:]
         offsets = (query.score_positions - tp).to(self.device)
         # the suffix is exactly the scored positions: keep all its logits (no indexing)
         self.score_offsets = None if torch.equal(offsets.cpu(), torch.arange(len(self.suffix))) else offsets
-        self._clean_pass()
+        if need_clean or self.capture_block_inputs:
+            self._clean_pass()
+        else:  # interventions only need the prefix cache (one pass over the prefix)
+            self.cache = self._prefix_cache()
+
+    def _prefix_cache(self):
+        with torch.no_grad():
+            return self.model(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True,
+                              **_last_logits_only(self.model, 1)).past_key_values
 
     def _clean_pass(self) -> None:
         """One unpatched pass over the whole input gives everything the clean model
@@ -344,13 +352,11 @@ class _CachedCausalRunner(_RowRunner):
         self.clean_score = float(target_scores(self._keep_scored(out.logits[:, -T:]), self.target_ids, self.objective)[0])
         self.block_inputs = [h[:, tp:] for h in block_inputs]  # [1, T, H] entering each block
         cache = _cut_cache(out.past_key_values, tp)
-        if cache is None:
-            with torch.no_grad():
-                cache = self.model(input_ids=self.ids[:tp].unsqueeze(0), use_cache=True,
-                                   **_last_logits_only(self.model, 1)).past_key_values
-        self.cache = cache
+        self.cache = cache if cache is not None else self._prefix_cache()
 
     def clean_state(self, layers):
+        if not hasattr(self, "clean_vectors"):
+            self._clean_pass()
         return self.clean_vectors[list(layers)], self.clean_score
 
     def _keep_scored(self, logits: torch.Tensor) -> torch.Tensor:
@@ -500,11 +506,15 @@ def _blocks_dominate(family: ModelFamily) -> bool:
     return blocks > 2 * head
 
 
-def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str) -> _RowRunner:
+def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str,
+                need_clean: bool = False) -> _RowRunner:
+    """The row evaluator for ``strategy``. ``need_clean``: the caller will ask for
+    :meth:`_RowRunner.clean_state` (IG); interventions leave it False and skip that pass
+    where it costs one (models whose cache cannot be cut)."""
     if strategy == "full":
         return _FullRunner(family, query, objective)
     if strategy == "cache":  # prefix cache without layer skipping (for comparisons)
-        return _CachedCausalRunner(family, query, objective)
+        return _CachedCausalRunner(family, query, objective, need_clean)
     if strategy == "layer_skip":
         return _LayerSkipCausalRunner(family, query, objective)
     if strategy != "auto":
@@ -512,7 +522,7 @@ def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strate
     if family.kind == "causal" and query.target_position > 0:
         if _blocks_dominate(family):
             return _LayerSkipCausalRunner(family, query, objective)  # plain prefix cache where layers can't be skipped
-        return _CachedCausalRunner(family, query, objective)
+        return _CachedCausalRunner(family, query, objective, need_clean)
     if family.kind == "masked" and hasattr(family.model, "bert") and hasattr(family.model, "cls"):
         return _LayerSkipMaskedRunner(family, query, objective)
     return _FullRunner(family, query, objective)
@@ -597,7 +607,7 @@ def attribute_query(
     model = family.model
     tp = query.target_position
     with frozen_eval(model):
-        runner = make_runner(family, query, objective, strategy)
+        runner = make_runner(family, query, objective, strategy, need_clean=True)
         activations, clean = runner.clean_state(layers)  # [L, W], F(a)
         if method == "kn":
             per_baseline = torch.zeros_like(activations).unsqueeze(0)  # [1, L, W]
