@@ -187,6 +187,11 @@ def _layer_output(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _stacked(capture: dict[int, list[torch.Tensor]], position: int, layers: Sequence[int]) -> torch.Tensor:
+    """The first captured neuron vectors at ``position`` of ``layers``: [B, L, W] float32."""
+    return torch.stack([capture[layer][0][:, position].float() for layer in layers], dim=1)
+
+
 def _last_logits_only(model: nn.Module, n: int) -> dict:
     """``logits_to_keep=n`` where the model's forward takes it (the LM head on the last n
     positions only), else nothing."""
@@ -348,7 +353,7 @@ class _CachedCausalRunner(_RowRunner):
         finally:
             for h in handles:
                 h.remove()
-        self.clean_vectors = torch.stack([capture[layer][0][0, tp].float() for layer in sorted(capture)])  # [L, W]
+        self.clean_vectors = _stacked(capture, tp, sorted(capture))[0]  # [L, W]
         self.clean_score = float(target_scores(self._keep_scored(out.logits[:, -T:]), self.target_ids, self.objective)[0])
         self.block_inputs = [h[:, tp:] for h in block_inputs]  # [1, T, H] entering each block
         cache = _cut_cache(out.past_key_values, tp)
@@ -453,8 +458,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
             out = self.model.bert(input_ids=self.ids.unsqueeze(0), output_hidden_states=True)
         self.hidden_in = out.hidden_states  # L+1 tensors [1, n, H]; [l] enters layer l
         self.score_positions = query.score_positions.to(self.device)
-        tp = query.target_position
-        self.clean_vectors = torch.stack([capture[layer][0][0, tp].float() for layer in sorted(capture)])  # [L, W]
+        self.clean_vectors = _stacked(capture, query.target_position, sorted(capture))[0]  # [L, W]
         with torch.no_grad():
             logits = self.model.cls(out.hidden_states[-1][:, self.score_positions])
         self.clean_score = float(target_scores(logits, self.target_ids, objective)[0])
@@ -566,7 +570,7 @@ def neuron_vectors(family: ModelFamily, input_ids: torch.Tensor, position: int, 
                 family.model(input_ids=chunk[:, : position + 1] if family.kind == "causal" else chunk)
             except _StopForward:
                 pass
-        out.append(torch.stack([capture[layer][0][:, position].float() for layer in layers], dim=1))
+        out.append(_stacked(capture, position, layers))
     return torch.cat(out, dim=0)
 
 

@@ -19,6 +19,15 @@ from .neurons import KnowledgeNeurons, localize, model_id
 from .store import RecordStore
 
 
+#: ``ig_batch_size``'s default while it was part of the cache keys: records keyed with it are still found
+LEGACY_IG_BATCH_SIZE = 64
+
+
+def model_folder_name(model) -> str:
+    """A file-name-safe name for ``model``'s cache files (its id, at most 80 characters)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model)).strip("_")[-80:] or "model"
+
+
 def cache_root() -> Path:
     """``$AMIG_CACHE`` or ``~/.cache/amig-plugin``."""
     return Path(os.environ.get("AMIG_CACHE") or Path.home() / ".cache" / "amig-plugin")
@@ -46,8 +55,7 @@ class LocalizationCache:
 
     @classmethod
     def for_model(cls, model, root: str | os.PathLike | None = None) -> "LocalizationCache":
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model)).strip("_")[-80:] or "model"
-        return cls(Path(root or cache_root()) / "localizations" / f"{name}.jsonl")
+        return cls(Path(root or cache_root()) / "localizations" / f"{model_folder_name(model)}.jsonl")
 
     def _fingerprint(self, model) -> str:
         if getattr(self, "_fp_model", None) is not model:
@@ -72,7 +80,7 @@ class LocalizationCache:
         key = self.key(model_name, prompts, target, lang, method, result_settings)
         record = self.store.get(key)
         if record is None:
-            for batch in dict.fromkeys([settings.get("ig_batch_size", 64), 64]):
+            for batch in dict.fromkeys([settings.get("ig_batch_size", LEGACY_IG_BATCH_SIZE), LEGACY_IG_BATCH_SIZE]):
                 legacy = {**result_settings, "ig_batch_size": batch}
                 record = self.store.get(self.key(model_name, prompts, target, lang, method, legacy))
                 if record is not None:

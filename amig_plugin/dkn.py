@@ -46,6 +46,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -413,7 +414,7 @@ def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float
                    settings: dict, grow: bool, max_set_size: int) -> list[str]:
     """[key, legacy key]: the key leaves out execution-only settings (``ig_batch_size``);
     records written before that carry the old default 64 in theirs and are still found."""
-    from .cache import LocalizationCache
+    from .cache import LEGACY_IG_BATCH_SIZE, LocalizationCache
 
     full = {**LOCALIZE_SETTINGS, **settings}
     result = {k_: v for k_, v in full.items() if k_ not in LocalizationCache.EXECUTION_ONLY}
@@ -422,11 +423,26 @@ def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float
         return _sha(["dkn-v1", model_key_, fact.id, lang, list(fact.prompts[lang]), fact.target(lang), k, low, high,
                      method, sorted(s.items()), grow, max_set_size if grow else None])
 
-    return [sha(result), sha({**result, "ig_batch_size": 64})]
+    return [sha(result), sha({**result, "ig_batch_size": LEGACY_IG_BATCH_SIZE})]
 
 
 def detection_key(model_key_: str, fact: Fact, lang: str, **kwargs) -> str:
     return detection_keys(model_key_, fact, lang, **kwargs)[0]
+
+
+def lookup_detection(store, model_key_: str, fact: Fact, lang: str, **kwargs) -> tuple[str, dict | None]:
+    """(key to store a new detection under, the stored record or None), also finding
+    records under the legacy key (:func:`detection_keys`)."""
+    key, legacy = detection_keys(model_key_, fact, lang, **kwargs)
+    return key, store.get(key) or store.get(legacy)
+
+
+def default_store_dir(model) -> Path:
+    """``<cache>/dkn/<model>``: the detection and fact-check stores that ``amig dkn``,
+    ``amig factcheck`` and ``amig run``'s dkn study share."""
+    from .cache import cache_root, model_folder_name
+
+    return Path(cache_root()) / "dkn" / model_folder_name(model)
 
 
 #: errors that mark a fact as unusable in a language (recorded, never a crash)
@@ -456,9 +472,8 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
             continue
         key, record = None, None
         if store is not None:
-            key, legacy = detection_keys(mkey, fact, lang, k=k, low=low, high=high, method=method, settings=settings,
-                                         grow=grow, max_set_size=max_set_size)
-            record = store.get(key) or store.get(legacy)
+            key, record = lookup_detection(store, mkey, fact, lang, k=k, low=low, high=high, method=method,
+                                           settings=settings, grow=grow, max_set_size=max_set_size)
         if record is None:
             try:
                 with warnings.catch_warnings(record=True) as caught:

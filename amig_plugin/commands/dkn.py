@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -111,11 +110,10 @@ def _langs(text: str) -> list[str]:
 
 
 def _setup(args):
-    from ..cache import LocalizationCache, cache_root
+    from ..cache import LocalizationCache
     from ..cli import _load
     from ..data import sample_facts
-    from ..dkn import check_thresholds
-    from ..neurons import model_id
+    from ..dkn import check_thresholds, default_store_dir
     from ..store import RecordStore
 
     check_thresholds(args.low, args.high)
@@ -127,8 +125,7 @@ def _setup(args):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")
     facts = sample_facts(pool, args.n, seed=args.seed)
     model, tok = _load(args)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model)).strip("_")[-80:] or "model"
-    out = Path(args.out) if args.out else cache_root() / "dkn" / name
+    out = Path(args.out) if args.out else default_store_dir(model)
     out.mkdir(parents=True, exist_ok=True)
     stores = {"dkn": RecordStore(out / "dkn.jsonl"), "factcheck": RecordStore(out / "factcheck.jsonl")}
     cache = LocalizationCache.for_model(model)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
-from pathlib import Path
 
 from .config import ConfigError
 from .studies import STUDIES, Study, _mean, register_study
@@ -59,13 +57,10 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     (and this run's are added). (None, None, None) without the cache."""
     if ctx.cache is None or ctx.config.localization["objective"] != "prob":  # amig dkn scores P(gold)
         return None, None, None
-    from ..cache import cache_root
-    from ..dkn import LOCALIZE_SETTINGS, detection_keys, model_key
-    from ..neurons import model_id
+    from ..dkn import LOCALIZE_SETTINGS, default_store_dir, lookup_detection, model_key
     from ..store import RecordStore
 
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(ctx.model)).strip("_")[-80:] or "model"
-    path = Path(cache_root()) / "dkn" / name / "dkn.jsonl"
+    path = default_store_dir(ctx.model) / "dkn.jsonl"
     if path not in _SHARED_DKN_STORES:
         path.parent.mkdir(parents=True, exist_ok=True)
         _SHARED_DKN_STORES[path] = (RecordStore(path), model_key(ctx.model))
@@ -73,9 +68,9 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     loc = ctx.config.localize_settings(lang)
     settings = {k: loc[k] for k in LOCALIZE_SETTINGS if k in loc}
     opts = ctx.options
-    key, legacy = detection_keys(mkey, fact, lang, k=opts["k"], low=opts["low"], high=opts["high"], method=method,
-                                 settings=settings, grow=opts["grow"], max_set_size=opts["max_set_size"])
-    record = store.get(key) or store.get(legacy)
+    key, record = lookup_detection(store, mkey, fact, lang, k=opts["k"], low=opts["low"], high=opts["high"],
+                                   method=method, settings=settings, grow=opts["grow"],
+                                   max_set_size=opts["max_set_size"])
     return store, key, (record if record is not None and "result" in record else None)
 
 
@@ -99,11 +94,10 @@ def dkn_compute(ctx, fact, unit: dict) -> dict:
                                    batch_size=opts["batch_size"], grow=opts["grow"],
                                    max_set_size=opts["max_set_size"], lang=lang, fact_id=fact.id,
                                    relation=fact.relation)
-        result.k_requested = opts["k"]
-        if store is not None:
-            store.add(key, {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": result.to_dict(),
-                            "warnings": []})
     result.k_requested = opts["k"]
+    if shared is None and store is not None:
+        store.add(key, {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": result.to_dict(),
+                        "warnings": []})
     out = result.to_dict()
     out["degenerate_neurons"] = [list(n) for n in result.degenerate_neurons]
     return out
