@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
+from .scoring import LMHead, head_scores, target_scores
 
 Method = Literal["amig", "kn"]
 Objective = Literal["prob", "logprob"]
@@ -130,43 +131,6 @@ def path_alphas(steps: int, quadrature: str) -> torch.Tensor:
     return (k + offset) / steps
 
 
-class _TargetScore(torch.autograd.Function):
-    """F [R] from logits [R, T, V] with a hand-written backward:
-    ∂ log P(t_k)/∂logits_k = onehot(t_k) − softmax(logits_k), times F for the prob objective.
-    Autograd's log_softmax + gather would write three vocab-sized tensors per row in the
-    backward (a zero fill, a scatter, the softmax gradient); this writes one."""
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, prob: bool) -> torch.Tensor:
-        ctx.in_dtype = logits.dtype
-        if logits.dtype not in (torch.float32, torch.float64):
-            logits = logits.float()  # half-precision models: score in float32
-        lse = torch.logsumexp(logits, dim=-1)  # [R, T]
-        total = (logits.gather(-1, index).squeeze(-1) - lse).sum(-1)  # Σ_k log P(t_k)
-        score = total.exp() if prob else total
-        ctx.save_for_backward(logits, lse, index, score)
-        ctx.prob = prob
-        return score
-
-    @staticmethod
-    def backward(ctx, grad_score: torch.Tensor):
-        logits, lse, index, score = ctx.saved_tensors
-        g = grad_score * score if ctx.prob else grad_score  # ∂out/∂(Σ log P) per row, [R]
-        grad = torch.exp(logits - lse.unsqueeze(-1))  # softmax
-        grad.mul_(-g.view(-1, 1, 1))
-        grad.scatter_add_(-1, index, g.view(-1, 1, 1).expand_as(index).to(grad.dtype))
-        return grad.to(ctx.in_dtype), None, None
-
-
-def target_scores(logits: torch.Tensor, target_ids: torch.Tensor, objective: str) -> torch.Tensor:
-    """logits [R, T, V] at the score positions, target_ids [T] -> F [R] (float32).
-
-    logprob: Σ_k log P(t_k | teacher-forced prefix);  prob: exp of that (product of probs).
-    """
-    index = target_ids.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    return _TargetScore.apply(logits, index, objective == "prob")
-
-
 @contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[None]:
     """eval() mode and no parameter gradients for the duration; both restored after."""
@@ -222,7 +186,47 @@ def _cut_cache(cache, length: int):
 
 # ----------------------------------------------------------------------------------------
 # row evaluators: F (and ∂F/∂z) for a batch of rows, row r having layer[r]'s vector at the
-# target position replaced by value[r].
+# target position replaced by value[r]; optionally one extra clean row whose neuron vectors
+# get a zero offset δ_l at every requested layer (∂F/∂δ_l = ∂F/∂a_l at the clean input, with
+# the layers above responding: the gradient of every layer's α = 1 path point at once).
+
+
+@dataclass
+class _RowLogits:
+    """A runner's outputs at the score positions: logits [R', T, V], or the final hidden
+    states [R', T, H] when ``hidden`` (the runner's plain LM head is folded into the score);
+    ``inverse`` maps its rows back to the requested order (None: rows 0..R-1 are in order),
+    ``clean_row`` is the index of the clean row (or None)."""
+
+    logits: torch.Tensor
+    inverse: torch.Tensor | None = None
+    clean_row: int | None = None
+    hidden: bool = False
+
+
+@dataclass
+class RowResult:
+    """F [R] of the rows; ∂F/∂z [R, W] when asked; the clean row's F(a) and ∂F/∂a [L, W]
+    (layers in the order asked) when asked."""
+
+    scores: torch.Tensor
+    grads: torch.Tensor | None = None
+    clean_score: float | None = None
+    clean_grads: torch.Tensor | None = None
+
+
+def _offset_patches(clean_deltas: dict[int, torch.Tensor], rows, position: int) -> dict[int, list[_NeuronPatch]]:
+    """act[rows, position] += δ_l at every layer l (the value is unchanged: δ = 0)."""
+    return {layer: [_NeuronPatch(rows=rows, position=position, fn=lambda old, d=delta: old + d)]
+            for layer, delta in clean_deltas.items()}
+
+
+def _merge(*patch_sets: dict[int, list[_NeuronPatch]]) -> dict[int, list[_NeuronPatch]]:
+    out: dict[int, list[_NeuronPatch]] = {}
+    for patches in patch_sets:
+        for layer, items in patches.items():
+            out.setdefault(layer, []).extend(items)
+    return out
 
 
 class _RowRunner:
@@ -234,6 +238,23 @@ class _RowRunner:
         self.device = family.device()
         self.ids = query.input_ids.to(self.device)
         self.target_ids = query.target_ids.to(self.device)
+        body_and_head = family.body_and_head()
+        self.body, self.head = body_and_head if body_and_head is not None else (None, None)
+
+    def _forward(self, **inputs) -> tuple[torch.Tensor, bool, object]:
+        """(final hidden states [B, n, H] if the head is folded into the score, else logits
+        [B, n, V]; which of the two; the returned key/value cache)."""
+        if self.head is not None:
+            out = self.body(**inputs)
+            return out.last_hidden_state, True, getattr(out, "past_key_values", None)
+        out = self.model(**inputs)
+        return out.logits, False, getattr(out, "past_key_values", None)
+
+    def _score(self, outputs: torch.Tensor, hidden: bool) -> torch.Tensor:
+        """F [R] from :meth:`_forward`'s outputs at the score positions."""
+        if hidden:
+            return head_scores(outputs, self.head, self.target_ids, self.objective)
+        return target_scores(outputs, self.target_ids, self.objective)
 
     def _patches(self, row_layers: torch.Tensor, z: torch.Tensor, position: int, row_offset: int = 0):
         patches: dict[int, list[_NeuronPatch]] = {}
@@ -243,12 +264,14 @@ class _RowRunner:
             patches[int(layer)] = [_NeuronPatch(rows=rows + row_offset, position=position, fn=lambda _old, v=values: v)]
         return patches
 
-    def logits(self, row_layers: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # [R, T, V]
+    def logits(self, row_layers: torch.Tensor, z: torch.Tensor,
+               clean_deltas: dict[int, torch.Tensor] | None = None) -> _RowLogits:
+        """Logits of the rows (and of the clean row when ``clean_deltas`` is given)."""
         raise NotImplementedError
 
-    def patched_logits(self, R: int, patches_at: "Callable[[int], dict]") -> torch.Tensor:
-        """Logits [R, T, V] of R copies of the query with ``patches_at(position)`` applied
-        (position = where the target position sits in this runner's input)."""
+    def patched_logits(self, R: int, patches_at: "Callable[[int], dict]") -> _RowLogits:
+        """Outputs at the score positions of R copies of the query with ``patches_at(position)``
+        applied (position = where the target position sits in this runner's input)."""
         raise NotImplementedError
 
     def scaled_scores(self, multipliers: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -262,40 +285,77 @@ class _RowRunner:
                     for layer, m in multipliers.items()}
 
         with torch.no_grad():
-            return target_scores(self.patched_logits(R, patches_at), self.target_ids, self.objective)
+            out = self.patched_logits(R, patches_at)
+            return self._score(out.logits, out.hidden)
 
-    def _scores(self, row_layers: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """F [R] in row order. Runners that reorder rows (layer skipping) return logits in
-        their own order plus the inverse permutation, applied to the [R] scores rather than
-        to the [R, T, V] logits (whose indexing backward would allocate a vocab-sized zero
-        tensor per batch)."""
-        out = self.logits(row_layers, z)
-        logits, inverse = out if isinstance(out, tuple) else (out, None)
-        scores = target_scores(logits, self.target_ids, self.objective)
-        return scores if inverse is None else scores[inverse]
+    def _scores(self, row_layers: torch.Tensor, z: torch.Tensor,
+                clean_deltas: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(F [R] in row order, F of the clean row or None). Runners that reorder rows (layer
+        skipping) return logits in their own order plus the inverse permutation, applied to
+        the [R] scores rather than to the [R, T, V] logits (whose indexing backward would
+        allocate a vocab-sized zero tensor per batch)."""
+        out = self.logits(row_layers, z, clean_deltas)
+        scores = self._score(out.logits, out.hidden)
+        clean = None if out.clean_row is None else scores[out.clean_row]
+        R = z.shape[0]
+        if out.inverse is not None:
+            start = 1 if out.clean_row == 0 else 0
+            return scores[start:start + R][out.inverse], clean
+        return scores[:R], clean
 
     def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool,
-            grad_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            grad_rows: torch.Tensor | None = None, clean_layers: Sequence[int] | None = None) -> RowResult:
         """F [R] of the rows, and ∂F/∂z [R, W] when ``need_grad`` (rows outside the boolean
-        mask ``grad_rows`` ride along for their score only: their gradient rows are 0)."""
+        mask ``grad_rows`` ride along for their score only: their gradient rows are 0).
+        ``clean_layers``: one more row, the clean input, rides along and gives F(a) and
+        ∂F/∂a_l for each of these layers (the α = 1 path points of every layer in one row)."""
         dtype = next(self.model.parameters()).dtype
         z = values.to(self.device, dtype).detach().clone()
-        if not need_grad:
+        if not need_grad and clean_layers is None:
             with torch.no_grad():
-                return self._scores(row_layers, z), None
-        z.requires_grad_(True)
+                return RowResult(self._scores(row_layers, z)[0])
+        deltas = None
+        if clean_layers is not None:
+            width = z.shape[-1]
+            deltas = {int(l): torch.zeros(1, width, device=self.device, dtype=dtype, requires_grad=True)
+                      for l in clean_layers}
+        z.requires_grad_(need_grad)
         with torch.enable_grad():
-            scores = self._scores(row_layers, z)
-            total = scores.sum() if grad_rows is None else scores[grad_rows.to(scores.device)].sum()
-            (grads,) = torch.autograd.grad(total, z)
-        return scores.detach(), grads.float()
+            scores, clean = self._scores(row_layers, z, deltas)
+            total = scores.new_zeros(())
+            if need_grad:
+                total = total + (scores.sum() if grad_rows is None else scores[grad_rows.to(scores.device)].sum())
+            leaves = ([z] if need_grad else []) + (list(deltas.values()) if deltas else [])
+            if clean is not None:
+                total = total + clean
+            grads = torch.autograd.grad(total, leaves)
+        result = RowResult(scores.detach())
+        if need_grad:
+            result.grads = grads[0].float()
+        if deltas:
+            result.clean_score = float(clean.detach())
+            result.clean_grads = torch.cat([g.float() for g in grads[int(need_grad):]])  # [L, W]
+        return result
 
     def clean_state(self, layers: Sequence[int]) -> tuple[torch.Tensor, float]:
         """(clean neuron vectors at the target position [L, W] float32, clean F)."""
         activations = neuron_vectors(self.family, self.query.input_ids.unsqueeze(0), self.query.target_position, layers)[0]
         with torch.no_grad():
-            score = float(self.run(torch.tensor([layers[0]]), activations[:1], need_grad=False)[0][0])
+            score = float(self.run(torch.tensor([layers[0]]), activations[:1], need_grad=False).scores[0])
         return activations, score
+
+
+def _appended_clean_row(runner: _RowRunner, row_layers: torch.Tensor, z: torch.Tensor,
+                        clean_deltas: dict[int, torch.Tensor] | None) -> _RowLogits:
+    """Logits of the rows, plus the clean row appended last when ``clean_deltas`` is given."""
+    R = z.shape[0]
+    if clean_deltas is None:
+        return runner.patched_logits(R, lambda pos: runner._patches(row_layers, z, pos))
+    clean_rows = torch.tensor([R])
+    out = runner.patched_logits(R + 1, lambda pos: _merge(runner._patches(row_layers, z, pos),
+                                                         _offset_patches(clean_deltas, clean_rows, pos)))
+    out.clean_row = R
+    return out
 
 
 class _FullRunner(_RowRunner):
@@ -303,11 +363,11 @@ class _FullRunner(_RowRunner):
 
     def patched_logits(self, R, patches_at):
         with NeuronHooks(self.family, patches_at(self.query.target_position)):
-            out = self.model(input_ids=self.ids.unsqueeze(0).expand(R, -1))
-        return out.logits[:, self.query.score_positions.to(self.device)]
+            values, hidden, _ = self._forward(input_ids=self.ids.unsqueeze(0).expand(R, -1))
+        return _RowLogits(values[:, self.query.score_positions.to(self.device)], hidden=hidden)
 
-    def logits(self, row_layers, z):
-        return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
+    def logits(self, row_layers, z, clean_deltas=None):
+        return _appended_clean_row(self, row_layers, z, clean_deltas)
 
 
 class _CachedCausalRunner(_RowRunner):
@@ -330,6 +390,8 @@ class _CachedCausalRunner(_RowRunner):
 
     def _prefix_cache(self):
         with torch.no_grad():
+            if self.body is not None:  # no LM head needed
+                return self.body(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True).past_key_values
             return self.model(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True,
                               **_last_logits_only(self.model, 1)).past_key_values
 
@@ -349,14 +411,18 @@ class _CachedCausalRunner(_RowRunner):
                        for block in self.family.blocks()]
         try:
             with torch.no_grad(), NeuronHooks(self.family, capture=capture):
-                out = self.model(input_ids=self.ids.unsqueeze(0), use_cache=True, **_last_logits_only(self.model, T))
+                if self.body is not None:
+                    values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True)
+                else:
+                    values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True,
+                                                         **_last_logits_only(self.model, T))
+                self.clean_score = float(self._score(self._keep_scored(values[:, -T:]), hidden)[0])
         finally:
             for h in handles:
                 h.remove()
         self.clean_vectors = _stacked(capture, tp, sorted(capture))[0]  # [L, W]
-        self.clean_score = float(target_scores(self._keep_scored(out.logits[:, -T:]), self.target_ids, self.objective)[0])
         self.block_inputs = [h[:, tp:] for h in block_inputs]  # [1, T, H] entering each block
-        cache = _cut_cache(out.past_key_values, tp)
+        cache = _cut_cache(past, tp)
         self.cache = cache if cache is not None else self._prefix_cache()
 
     def clean_state(self, layers):
@@ -376,15 +442,12 @@ class _CachedCausalRunner(_RowRunner):
 
     def patched_logits(self, R, patches_at):
         with NeuronHooks(self.family, patches_at(0)):
-            out = self.model(
-                input_ids=self.suffix.unsqueeze(0).expand(R, -1),
-                past_key_values=self._expanded_cache(R),
-                use_cache=True,
-            )
-        return self._keep_scored(out.logits)
+            values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0).expand(R, -1),
+                                              past_key_values=self._expanded_cache(R), use_cache=True)
+        return _RowLogits(self._keep_scored(values), hidden=hidden)
 
-    def logits(self, row_layers, z):
-        return self.patched_logits(z.shape[0], lambda pos: self._patches(row_layers, z, pos))
+    def logits(self, row_layers, z, clean_deltas=None):
+        return _appended_clean_row(self, row_layers, z, clean_deltas)
 
 
 class _LayerSkipCausalRunner(_CachedCausalRunner):
@@ -400,9 +463,9 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
     def supported(cache) -> bool:
         return hasattr(cache, "layers") and all(hasattr(l, "batch_repeat_interleave") for l in cache.layers)
 
-    def logits(self, row_layers, z):
+    def logits(self, row_layers, z, clean_deltas=None):
         if not self.supported(self.cache):  # legacy tuple caches: the prefix cache alone
-            return super().logits(row_layers, z)
+            return super().logits(row_layers, z, clean_deltas)
         order = torch.argsort(row_layers, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -411,8 +474,11 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
         L = len(blocks)
         counts = torch.bincount(sorted_layers, minlength=L).tolist()
         first = int(sorted_layers.min())
-        active = [1] * L  # rows each block sees (a single clean row below `first`)
-        running = 0
+        # row 0 is the clean suffix from the embeddings: below `first` it is the only row;
+        # from `first` on it stays only as the clean row (else the rows entering replace it)
+        keep_clean = clean_deltas is not None
+        active = [1] * L  # rows each block sees
+        running = int(keep_clean)
         for k in range(first, L):
             running += counts[k]
             active[k] = running
@@ -420,13 +486,14 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
         for k, layer_cache in enumerate(cache.layers):
             if active[k] > 1:
                 layer_cache.batch_repeat_interleave(active[k])
-        patches: dict[int, list[_NeuronPatch]] = {}
+        patches: dict[int, list[_NeuronPatch]] = (
+            _offset_patches(clean_deltas, torch.tensor([0]), 0) if keep_clean else {})
         handles = []
 
         def entry_hook(k: int):
             def hook(module, args, kwargs):
                 start = self.block_inputs[k].expand(counts[k], -1, -1)
-                hidden = start if k == first else torch.cat([args[0], start], dim=0)
+                hidden = start if (k == first and not keep_clean) else torch.cat([args[0], start], dim=0)
                 return (hidden,) + tuple(args[1:]), kwargs
 
             return hook
@@ -435,15 +502,15 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
             if counts[k]:
                 rows = torch.arange(active[k] - counts[k], active[k])
                 values = z_sorted[sorted_layers == k]
-                patches[k] = [_NeuronPatch(rows=rows, position=0, fn=lambda _o, v=values: v)]
+                patches.setdefault(k, []).append(_NeuronPatch(rows=rows, position=0, fn=lambda _o, v=values: v))
                 handles.append(blocks[k].register_forward_pre_hook(entry_hook(k), with_kwargs=True))
         try:
             with NeuronHooks(self.family, patches):
-                out = self.model(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
+                values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
         finally:
             for h in handles:
                 h.remove()
-        return self._keep_scored(out.logits), inverse
+        return _RowLogits(self._keep_scored(values), inverse, 0 if keep_clean else None, hidden)
 
 
 class _LayerSkipMaskedRunner(_RowRunner):
@@ -466,7 +533,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
     def clean_state(self, layers):
         return self.clean_vectors[list(layers)], self.clean_score
 
-    def logits(self, row_layers, z):
+    def logits(self, row_layers, z, clean_deltas=None):
         order = torch.argsort(row_layers, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -474,19 +541,27 @@ class _LayerSkipMaskedRunner(_RowRunner):
         z_sorted = z[order]
         blocks = self.family.blocks()
         h = None
-        for layer in range(int(sorted_layers.min()), len(blocks)):
+        first = int(sorted_layers.min())
+        if clean_deltas is not None:  # the clean row, row 0, enters at the lowest offset layer
+            first = min(first, min(clean_deltas))
+            h = self.hidden_in[first]
+        for layer in range(first, len(blocks)):
             rows = torch.nonzero(sorted_layers == layer).squeeze(-1)
             patches = {}
+            if clean_deltas is not None and layer in clean_deltas:
+                patches = _offset_patches({layer: clean_deltas[layer]}, torch.tensor([0]), self.query.target_position)
             if rows.numel():
                 start = self.hidden_in[layer].expand(rows.numel(), -1, -1)
                 offset = 0 if h is None else h.shape[0]
                 h = start if h is None else torch.cat([h, start], dim=0)
                 values = z_sorted[rows]
-                patches[layer] = [_NeuronPatch(rows=torch.arange(rows.numel()) + offset,
-                                               position=self.query.target_position, fn=lambda _o, v=values: v)]
+                patches.setdefault(layer, []).append(_NeuronPatch(rows=torch.arange(rows.numel()) + offset,
+                                                                  position=self.query.target_position,
+                                                                  fn=lambda _o, v=values: v))
             with NeuronHooks(self.family, patches):
                 h = _layer_output(blocks[layer](h))
-        return self.model.cls(h[:, self.score_positions]), inverse
+        return _RowLogits(self.model.cls(h[:, self.score_positions]), inverse,
+                          0 if clean_deltas is not None else None)
 
     def patched_logits(self, R, patches_at):
         patches = patches_at(self.query.target_position)
@@ -496,7 +571,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
         for layer in range(first, len(blocks)):
             with NeuronHooks(self.family, {layer: patches[layer]} if layer in patches else {}):
                 h = _layer_output(blocks[layer](h))
-        return self.model.cls(h[:, self.score_positions])
+        return _RowLogits(self.model.cls(h[:, self.score_positions]))
 
 
 def _blocks_dominate(family: ModelFamily) -> bool:
@@ -626,30 +701,51 @@ def attribute_query(
         alphas = path_alphas(steps, quadrature)
         n_base, L, W = per_baseline.shape
         layer_ids = torch.tensor(layers)
-        # rows: (baseline b, layer l, step k) path points, then (b, l) endpoint rows at α = 0
         diff = activations.unsqueeze(0) - per_baseline  # [B, L, W]
         path = per_baseline.unsqueeze(2) + alphas.view(1, 1, -1, 1) * diff.unsqueeze(2)  # [B, L, m, W]
-        # the endpoint rows (α = 0, for F(a')) ride in the last gradient batch: their own
-        # small batch would cost a whole extra pass over the weights
-        n_path = n_base * L * steps
-        rows = torch.cat([path.reshape(-1, W), per_baseline.reshape(-1, W)])
-        row_layers = torch.cat([layer_ids.view(1, L, 1).expand(n_base, L, steps).reshape(-1),
-                                layer_ids.view(1, L).expand(n_base, L).reshape(-1)])
-        grads = torch.empty(n_path, W, device=activations.device)
+        # Path points at α = 1 are the clean input for every layer and baseline: one clean
+        # row with an offset at every layer gives all their gradients (linspace, right).
+        # Path points at α = 0 are the baseline endpoints, whose scores F(a') the
+        # completeness check needs; without one, endpoint rows are added (after the path).
+        # The extra rows ride in the last gradient batch: their own batch would cost a
+        # whole extra pass over the weights.
+        at_clean = alphas == 1.0
+        zero_step = int(torch.nonzero(alphas == 0.0)[0]) if bool((alphas == 0.0).any()) else None
+        kept_steps = torch.nonzero(~at_clean).squeeze(-1)  # path points that need their own row
+        n_path = n_base * L * kept_steps.numel()
+        row_layers = layer_ids.view(1, L, 1).expand(n_base, L, kept_steps.numel()).reshape(-1)
+        rows = path[:, :, kept_steps].reshape(-1, W)
+        if zero_step is None:
+            rows = torch.cat([rows, per_baseline.reshape(-1, W)])
+            row_layers = torch.cat([row_layers, layer_ids.view(1, L).expand(n_base, L).reshape(-1)])
+        grads = torch.empty(n_base, L, steps, W, device=activations.device)
+        kept_grads = torch.empty(n_path, W, device=activations.device)
         scores = torch.empty(rows.shape[0])
-        batches = range(0, rows.shape[0], ig_batch_size)
+        clean_grads = None
+        batches = list(range(0, rows.shape[0], ig_batch_size))
         for start in tqdm(batches, desc="IG", disable=not progress, leave=False):
             stop = min(start + ig_batch_size, rows.shape[0])
             is_path = torch.arange(start, stop) < n_path
-            s, g = runner.run(row_layers[start:stop], rows[start:stop], need_grad=bool(is_path.any()),
-                              grad_rows=None if bool(is_path.all()) else is_path)
-            scores[start:stop] = s.float().cpu()
-            if g is not None:
-                grads[start:min(stop, n_path)] = g[is_path.to(g.device)].to(grads.device)
-        end_scores = scores[n_path:]
-        mean_grad = grads.view(n_base, L, steps, W).mean(2)  # Σ_k w_k ∂F/∂z, w_k = 1/m
+            last = start == batches[-1]
+            out = runner.run(row_layers[start:stop], rows[start:stop], need_grad=bool(is_path.any()),
+                             grad_rows=None if bool(is_path.all()) else is_path,
+                             clean_layers=layers if (last and bool(at_clean.any())) else None)
+            scores[start:stop] = out.scores.float().cpu()
+            if out.grads is not None:
+                kept_grads[start:min(stop, n_path)] = out.grads[is_path.to(out.grads.device)].to(kept_grads.device)
+            if out.clean_grads is not None:
+                clean_grads = out.clean_grads.to(grads.device)  # [L, W]
+        grads[:, :, kept_steps] = kept_grads.view(n_base, L, kept_steps.numel(), W)
+        if clean_grads is not None:
+            grads[:, :, at_clean] = clean_grads.view(1, L, 1, W)
+        if zero_step is None:
+            end_scores = scores[n_path:].view(n_base, L)
+        else:
+            position = int(torch.nonzero(kept_steps == zero_step)[0])
+            end_scores = scores[:n_path].view(n_base, L, kept_steps.numel())[:, :, position]
+        mean_grad = grads.mean(2)  # Σ_k w_k ∂F/∂z, w_k = 1/m
         attributions = (diff * mean_grad).mean(0)  # average over baselines (1 unless per_position)
-        baseline_scores = end_scores.view(n_base, L).mean(0)
+        baseline_scores = end_scores.mean(0)
     return AttributionResult(
         attributions=attributions.float().cpu(),
         layers=layers,

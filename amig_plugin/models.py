@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .data import MASK_PLACEHOLDER, causal_prompt_and_target, split_prompt_at_mask
+from .scoring import LMHead
 
 NeuronSite = Literal["ffn_hidden", "ffn_pre_activation"]
 
@@ -125,6 +126,13 @@ class ModelFamily:
 
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
+
+    def body_and_head(self) -> tuple[nn.Module, LMHead] | None:
+        """(the network below the LM head, whose output's ``last_hidden_state`` is the final
+        normed hidden state; the head) when the logits are exactly a linear map of it, so the
+        engine can fold the head into the score (:func:`amig_plugin.scoring.head_scores`);
+        None where something else happens to the logits (soft-capping, scaling)."""
+        return None
 
     def check_layer(self, layer: int) -> int:
         try:
@@ -247,6 +255,10 @@ class CausalLMFamily(ModelFamily):
         )
 
 
+def _linear_head(module) -> LMHead | None:
+    return LMHead(module.weight, module.bias) if isinstance(module, nn.Linear) else None
+
+
 class GPT2Family(CausalLMFamily):
     """GPT-2 / mGPT (``GPT2LMHeadModel``). Neuron = input of ``mlp.c_proj`` (after GELU).
 
@@ -267,6 +279,10 @@ class GPT2Family(CausalLMFamily):
             return self.blocks()[layer].mlp.c_fc, "output"
         return self.output_projection(layer), "input"
 
+    def body_and_head(self):
+        head = _linear_head(self.model.lm_head)  # GPT2LMHeadModel: logits = lm_head(transformer(...)[0])
+        return (self.model.transformer, head) if head is not None else None
+
 
 class GatedMLPFamily(CausalLMFamily):
     """Llama, Qwen2/3, Gemma/2/3, Mistral: neuron = input of ``mlp.down_proj`` = act(gate(h)) * up(h)."""
@@ -278,6 +294,14 @@ class GatedMLPFamily(CausalLMFamily):
 
     def output_projection(self, layer: int) -> nn.Module:
         return self.blocks()[layer].mlp.down_proj
+
+    def body_and_head(self):
+        config = self.model.config
+        if any(getattr(config, name, None) not in (None, 1, 1.0)
+               for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+            return None  # Gemma-2's soft-capping and the like: keep the model's own logits
+        head = _linear_head(self.model.lm_head)
+        return (self.model.model, head) if head is not None else None
 
 
 # (transformers class name, family); looked up lazily so older transformers still work.

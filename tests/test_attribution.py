@@ -180,6 +180,30 @@ def test_engine_matches_naive_reference(kind, method, objective):
         torch.testing.assert_close(res.baseline_scores, base_scores, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("quadrature", ["linspace", "right", "left"])
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_engine_matches_reference_with_endpoint_steps(kind, quadrature):
+    """Rules with α = 1 (linspace, right) take every layer's clean-point gradient from one
+    clean row with an offset at each layer, and rules with α = 0 (linspace, left) read F(a')
+    from that path point instead of an extra row: both must equal the plain per-layer sum
+    (a wrong clean row, e.g. replacing instead of offsetting the layers above, would cut the
+    gradient paths through the layers above and fail here)."""
+    model, tok = get_model(kind)
+    prompt = prompt_of(kind)
+    strategies = ("auto", "full") if kind == "bert" else ("auto", "cache", "layer_skip", "full")
+    for method, amig_mode in (("kn", "mean"), ("amig", "mean"), ("amig", "per_position")):
+        R, _, _, clean, base_scores = ref_ig(model, tok, kind, prompt, TARGET2, method=method, objective="prob",
+                                             steps=4, quadrature=quadrature, amig_mode=amig_mode)
+        for strategy in strategies:
+            for batch in (5, 64):  # the clean row rides in the last batch: a partial one and the only one
+                res = neuron_attributions(model, tok, prompt, TARGET2, method=method, steps=4, quadrature=quadrature,
+                                          amig_mode=amig_mode, ig_batch_size=batch, strategy=strategy)
+                d = rel_diff(res.attributions, R)
+                assert d < RTOL, f"{method}/{amig_mode} {strategy} batch {batch}: max rel diff {d:.3g}"
+                assert res.score == pytest.approx(clean, rel=1e-5, abs=1e-9)
+                torch.testing.assert_close(res.baseline_scores, base_scores, rtol=1e-4, atol=1e-9)
+
+
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_per_position_amig_matches_reference(kind):
     """amig_mode='per_position' = mean over j of the IG from each masked baseline a'_j."""
@@ -580,6 +604,33 @@ def test_target_scores_hand_written_backward_matches_autograd(objective):
     assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-14)
     assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
     assert torch.autograd.gradcheck(lambda x: target_scores(x, target, objective), (logits.detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("objective", ["prob", "logprob"])
+def test_head_scores_equal_the_head_then_the_score(objective, with_bias):
+    """The LM head folded into the score (one vocabulary-sized tensor, softmax and gradient in
+    place) gives the same F and ∂F/∂hidden as logits = linear(hidden) then the score."""
+    from amig_plugin.scoring import LMHead, head_scores, target_scores
+
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 3, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, dtype=torch.float64) * 3  # large logits: a tiny P(t) for logprob
+    bias = torch.randn(13, dtype=torch.float64) if with_bias else None
+    target = torch.tensor([2, 7, 7])
+    weights = torch.randn(5, dtype=torch.float64)
+    ours = head_scores(hidden, LMHead(weight, bias), target, objective)
+    reference = target_scores(torch.nn.functional.linear(hidden, weight, bias), target, objective)
+    g_ours, = torch.autograd.grad((ours * weights).sum(), hidden)
+    g_ref, = torch.autograd.grad((reference * weights).sum(), hidden)
+    assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+    # the softmax is turned into the gradient in place: a second backward through the same
+    # graph is refused loudly (autograd's version check), never computed from stale values
+    again = head_scores(hidden, LMHead(weight, bias), target, objective).sum()
+    torch.autograd.grad(again, hidden, retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(again, hidden)
 
 
 @pytest.mark.parametrize("batch", [1, 5, 1000])
