@@ -25,9 +25,13 @@ with m = 1 it is the gradient at α = 0 times a, not IG). Offered to reproduce t
 Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
 batched forward; path points of all layers are batched together; causal models reuse the
 clean key/value cache of the prefix, so each path point recomputes only the target
-position's column (prompt-length fewer FLOPs); masked models start each path point at the
-clean hidden state of its layer (layers below are unchanged) and the LM head runs on the
-mask positions only.
+position's column (prompt-length fewer FLOPs); a path point of layer l enters the stack at
+block l with the clean hidden state (layers below are unchanged; masked models likewise) and
+the LM head runs on the scored positions only, folded into the score's hand-written backward
+(:mod:`amig_plugin.scoring`) where the head is a plain linear map. Path points that coincide
+are computed once: α = 1 is the clean input for every layer, so one clean row with a zero
+offset δ_l at every layer gives all of their gradients (∂F/∂δ_l = ∂F/∂a_l, the layers above
+responding), and α = 0 rows double as the endpoint rows F(a').
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .scoring import LMHead, head_scores, target_scores
 
 Method = Literal["amig", "kn"]
@@ -166,6 +171,19 @@ def _last_logits_only(model: nn.Module, n: int) -> dict:
     except (TypeError, ValueError):
         return {}
     return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+
+
+def _broadcast_layer(layer_cache, rows: int) -> None:
+    """One cache layer's batch-1 keys/values seen by ``rows`` rows: a broadcast view where
+    the layer keeps plain tensors (its update concatenates, so nothing writes into the view),
+    else the layer's own copying ``batch_repeat_interleave``."""
+    keys, values = getattr(layer_cache, "keys", None), getattr(layer_cache, "values", None)
+    concatenating = type(layer_cache).__name__ in ("DynamicLayer", "DynamicSlidingWindowLayer")
+    if concatenating and isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.shape[0] == 1:
+        layer_cache.keys = keys.expand(rows, -1, -1, -1)
+        layer_cache.values = values.expand(rows, -1, -1, -1)
+    else:
+        layer_cache.batch_repeat_interleave(rows)
 
 
 def _cut_cache(cache, length: int):
@@ -436,7 +454,10 @@ class _CachedCausalRunner(_RowRunner):
     def _expanded_cache(self, R: int):
         if hasattr(self.cache, "batch_repeat_interleave"):
             cache = copy.deepcopy(self.cache)
-            cache.batch_repeat_interleave(R)
+            for layer_cache in getattr(cache, "layers", None) or ():
+                _broadcast_layer(layer_cache, R)
+            if not getattr(cache, "layers", None):
+                cache.batch_repeat_interleave(R)
             return cache
         return tuple(tuple(t.expand(R, *t.shape[1:]) for t in layer) for layer in self.cache)  # legacy tuples
 
@@ -485,7 +506,7 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
         cache = copy.deepcopy(self.cache)
         for k, layer_cache in enumerate(cache.layers):
             if active[k] > 1:
-                layer_cache.batch_repeat_interleave(active[k])
+                _broadcast_layer(layer_cache, active[k])
         patches: dict[int, list[_NeuronPatch]] = (
             _offset_patches(clean_deltas, torch.tensor([0]), 0) if keep_clean else {})
         handles = []
@@ -526,9 +547,18 @@ class _LayerSkipMaskedRunner(_RowRunner):
         self.hidden_in = out.hidden_states  # L+1 tensors [1, n, H]; [l] enters layer l
         self.score_positions = query.score_positions.to(self.device)
         self.clean_vectors = _stacked(capture, query.target_position, sorted(capture))[0]  # [L, W]
+        self.mlm = family.mlm_transform_and_head()  # None: the model's own MLM head gives logits
         with torch.no_grad():
-            logits = self.model.cls(out.hidden_states[-1][:, self.score_positions])
-        self.clean_score = float(target_scores(logits, self.target_ids, objective)[0])
+            self.clean_score = float(self._score(*self._mlm_outputs(out.hidden_states[-1]))[0])
+
+    def _mlm_outputs(self, h: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(transformed hidden states at the score positions and True when the decoder is
+        folded into the score, else (logits, False))."""
+        h = h[:, self.score_positions]
+        if self.mlm is None:
+            return self.model.cls(h), False
+        transform, self.head = self.mlm
+        return transform(h), True
 
     def clean_state(self, layers):
         return self.clean_vectors[list(layers)], self.clean_score
@@ -560,8 +590,8 @@ class _LayerSkipMaskedRunner(_RowRunner):
                                                                   fn=lambda _o, v=values: v))
             with NeuronHooks(self.family, patches):
                 h = _layer_output(blocks[layer](h))
-        return _RowLogits(self.model.cls(h[:, self.score_positions]), inverse,
-                          0 if clean_deltas is not None else None)
+        values, hidden = self._mlm_outputs(h)
+        return _RowLogits(values, inverse, 0 if clean_deltas is not None else None, hidden)
 
     def patched_logits(self, R, patches_at):
         patches = patches_at(self.query.target_position)
@@ -571,18 +601,8 @@ class _LayerSkipMaskedRunner(_RowRunner):
         for layer in range(first, len(blocks)):
             with NeuronHooks(self.family, {layer: patches[layer]} if layer in patches else {}):
                 h = _layer_output(blocks[layer](h))
-        return _RowLogits(self.model.cls(h[:, self.score_positions]))
-
-
-def _blocks_dominate(family: ModelFamily) -> bool:
-    """Layer skipping saves about half of the decoder blocks' work per path point; it pays
-    when the blocks cost more than twice the LM head (GPT-2 small: 85M vs 39M MACs per
-    token; Gemma-3-270M's 262k-token head, 168M, outweighs its 100M of blocks, measured
-    7.7 s vs 6.9 s per fact)."""
-    out_emb = family.model.get_output_embeddings()
-    head = out_emb.weight.numel() if out_emb is not None else 0
-    blocks = sum(p.numel() for p in family.blocks().parameters())
-    return blocks > 2 * head
+        values, hidden = self._mlm_outputs(h)
+        return _RowLogits(values, hidden=hidden)
 
 
 def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str,
@@ -599,9 +619,10 @@ def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strate
     if strategy != "auto":
         raise ValueError(f"unknown strategy {strategy!r}; use 'auto', 'layer_skip', 'cache' or 'full'")
     if family.kind == "causal" and query.target_position > 0:
-        if _blocks_dominate(family):
-            return _LayerSkipCausalRunner(family, query, objective)  # plain prefix cache where layers can't be skipped
-        return _CachedCausalRunner(family, query, objective, need_clean)
+        if not need_clean:  # interventions: whole-suffix passes on the prefix cache, no IG rows to skip layers for
+            return _CachedCausalRunner(family, query, objective, need_clean=False)
+        # IG: layer skipping (it falls back to the plain prefix cache where the cache can't be split)
+        return _LayerSkipCausalRunner(family, query, objective)
     if family.kind == "masked" and hasattr(family.model, "bert") and hasattr(family.model, "cls"):
         return _LayerSkipMaskedRunner(family, query, objective)
     return _FullRunner(family, query, objective)
@@ -672,7 +693,7 @@ def attribute_query(
     steps: int = 20,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 128,
+    ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
     quadrature: Quadrature = "midpoint",
     amig_mode: str = "mean",
     strategy: str = "auto",
@@ -707,8 +728,9 @@ def attribute_query(
         # row with an offset at every layer gives all their gradients (linspace, right).
         # Path points at α = 0 are the baseline endpoints, whose scores F(a') the
         # completeness check needs; without one, endpoint rows are added (after the path).
-        # The extra rows ride in the last gradient batch: their own batch would cost a
-        # whole extra pass over the weights.
+        # The extra rows ride along (the clean row in the first batch, which holds the lowest
+        # layers' rows, so it never runs alone through a block; endpoint rows in the last):
+        # a batch of their own would cost a whole extra pass over the weights.
         at_clean = alphas == 1.0
         zero_step = int(torch.nonzero(alphas == 0.0)[0]) if bool((alphas == 0.0).any()) else None
         kept_steps = torch.nonzero(~at_clean).squeeze(-1)  # path points that need their own row
@@ -726,10 +748,9 @@ def attribute_query(
         for start in tqdm(batches, desc="IG", disable=not progress, leave=False):
             stop = min(start + ig_batch_size, rows.shape[0])
             is_path = torch.arange(start, stop) < n_path
-            last = start == batches[-1]
             out = runner.run(row_layers[start:stop], rows[start:stop], need_grad=bool(is_path.any()),
                              grad_rows=None if bool(is_path.all()) else is_path,
-                             clean_layers=layers if (last and bool(at_clean.any())) else None)
+                             clean_layers=layers if (start == 0 and bool(at_clean.any())) else None)
             scores[start:stop] = out.scores.float().cpu()
             if out.grads is not None:
                 kept_grads[start:min(stop, n_path)] = out.grads[is_path.to(out.grads.device)].to(kept_grads.device)
@@ -775,7 +796,7 @@ def neuron_attributions(
     steps: int = 20,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 128,
+    ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
     quadrature: Quadrature = "midpoint",
     amig_mode: str = "mean",
     neuron_site: str = "ffn_hidden",

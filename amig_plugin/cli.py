@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import __version__
+from .defaults import DEFAULT_IG_BATCH_SIZE
 
 
 def _add_ig_options(p: argparse.ArgumentParser) -> None:
@@ -19,7 +20,7 @@ def _add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=20, help="IG path points m (default 20)")
     p.add_argument("--objective", choices=["prob", "logprob"], default="prob", help="F = P(target) (paper) or log P(target)")
     p.add_argument("--quadrature", choices=["midpoint", "left", "right", "linspace"], default="midpoint")
-    p.add_argument("--ig-batch-size", type=int, default=128, help="path points per forward/backward batch")
+    p.add_argument("--ig-batch-size", type=int, default=DEFAULT_IG_BATCH_SIZE, help="path points per forward/backward batch")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
 

@@ -13,6 +13,7 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from .data import Fact, shipped_facts
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .cache import LocalizationCache
 from .intervene import EffectCase, localization_effect
 
@@ -34,7 +35,7 @@ def pick_facts(facts: list[Fact], n: int, langs: list[str]) -> list[Fact]:
     return picked
 
 
-def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = 20, ig_batch_size: int = 128,
+def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = 20, ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
              objective: str = "prob", langs: list[str] = ("en", "zh"), seed: int = 0,
              prompts_per_fact: int = 1) -> int:
     facts = pick_facts(shipped_facts(), n_facts, list(langs))

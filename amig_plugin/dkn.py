@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, target_scores
 from .data import Fact, FactFormatError
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .intervene import scale_neurons, scores_under_interventions
 from .models import QueryError, get_family
 
@@ -68,7 +69,7 @@ DEFAULT_MAX_SET_SIZE = 4
 #: studies (LIKN, ``amig run``) so that cached localizations are shared: the cache keys on
 #: the settings as passed.
 LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
-                               amig_mode="mean", layers=None, ig_batch_size=128, top_k=50)
+                               amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
 
 
 def check_thresholds(low: float, high: float) -> tuple[float, float]:

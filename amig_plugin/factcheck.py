@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from .attribution import attribute_query, frozen_eval, target_scores
 from .data import MASK_PLACEHOLDER, Fact, group_by_relation, wrong_objects
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .dkn import FACT_ERRORS, DKNResult, model_key
 from .models import get_family
 
@@ -270,7 +271,7 @@ def relation_dkn(results: Sequence[DKNResult], lam: float = DEFAULT_LAMBDA, no_d
 
 
 def dkn_score(model, tokenizer, prompt: str, candidate: str, neurons: Sequence[Neuron], *, method: str = "amig",
-              steps: int = 20, objective: str = "prob", ig_batch_size: int = 128) -> dict:
+              steps: int = 20, objective: str = "prob", ig_batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
     """Mean IG attribution of ``neurons`` for (prompt, candidate), IG over their layers only."""
     if not neurons:
         raise ValueError("no neurons to score with")

@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from .attribution import frozen_eval
 from .cache import LocalizationCache, model_fingerprint
 from .data import CAUSAL_MODES, Fact, causal_prompt_and_target
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
 from .models import get_family
 from .neurons import KnowledgeNeurons, localize, shared_neurons
@@ -102,7 +103,7 @@ Neuron = tuple[int, int]
 #: The keyword arguments of :func:`amig_plugin.neurons.localize` used by default. They
 #: equal the run engine's defaults (``amig run``), so both share cached localizations.
 DEFAULT_LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
-                                       amig_mode="mean", layers=None, ig_batch_size=128, top_k=50)
+                                       amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
 
 PROTOCOLS = ("activation", "value")
 MODES = ("suppress", "enhance")

@@ -174,6 +174,18 @@ class MaskedLMFamily(ModelFamily):
     def output_projection(self, layer: int) -> nn.Module:
         return self.blocks()[layer].output.dense
 
+    def mlm_transform_and_head(self) -> tuple[nn.Module, LMHead] | None:
+        """(the MLM head's transform, its decoder) when the MLM logits are exactly
+        ``decoder(transform(h))`` (transformers' ``BertOnlyMLMHead``), so the engine can fold the
+        decoder into the score; None for anything else."""
+        from transformers.models.bert.modeling_bert import BertLMPredictionHead, BertOnlyMLMHead
+
+        cls = getattr(self.model, "cls", None)
+        if type(cls) is not BertOnlyMLMHead or type(cls.predictions) is not BertLMPredictionHead:
+            return None
+        head = _linear_head(cls.predictions.decoder)
+        return (cls.predictions.transform, head) if head is not None else None
+
     def baseline_token_id(self, tokenizer) -> int:
         if tokenizer.mask_token_id is None:
             raise QueryError(f"tokenizer {type(tokenizer).__name__} has no mask token; a masked LM needs one")

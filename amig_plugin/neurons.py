@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attribution import AttributionResult, attribute_query
+from .defaults import DEFAULT_IG_BATCH_SIZE
 from .models import ModelFamily, get_family
 
 Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
@@ -159,7 +160,7 @@ def localize(
     quadrature: str = "midpoint",
     amig_mode: str = "mean",
     layers: Sequence[int] | None = None,
-    ig_batch_size: int = 128,
+    ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
     fact_id: str | None = None,
     top_k: int = 50,
     progress: bool = False,

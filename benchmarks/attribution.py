@@ -9,7 +9,9 @@ like with like, our engine runs with EasyEdit's conventions: its hook point for 
 (``torch.linspace(0, 1, m)`` weighted 1/m: ``quadrature="linspace"``) and P(target).
 
 Each engine runs in its own subprocess (fresh peak-RSS accounting), sequentially, with the
-same thread count. Ends with one line:
+same thread count, makes one untimed warm-up call on the first prompt (``--no-warmup`` to
+time it too), and the two alternate ``--repeats`` times (each side's fastest pass counts, so
+a burst of load on a shared machine hurts neither). Ends with one line:
 
     speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d>
 
@@ -30,6 +32,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE
 
 CAUSAL = dict(vocab_size=50257, layers=12, width=768, heads=12, ffn=3072)  # GPT-2 small
 MASKED = dict(vocab_size=28996, layers=12, width=768, heads=12, ffn=3072)  # bert-base-cased
@@ -133,15 +137,38 @@ def benchmark_queries(kind: str, tok, n: int, min_tokens: int = 0) -> list[tuple
     return out
 
 
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB. The peak counts from the last
+    :func:`_reset_peak_rss` where Linux allows it (else from the process start)."""
+    try:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+
+
+def _reset_peak_rss() -> None:
+    """Start the peak-RSS count afresh (building the random model peaks higher than the run)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int, batch_size: int, threads: int,
-                min_tokens: int, queue) -> None:
+                min_tokens: int, warmup: bool, queue) -> None:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     model = build_model(kind)
     queries = benchmark_queries(kind, tok, n_prompts, min_tokens)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import gc
+
+    gc.collect()
+    _reset_peak_rss()
+    rss0, _ = _rss_mb()
     scores, times = [], []
     if engine == "easyedit":
         from amig_plugin.easyedit.compat import cuda_to_cpu, import_easyeditor
@@ -151,6 +178,8 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
 
         with cuda_to_cpu():
             kn = KnowledgeNeurons(model, tok, model_type="gpt2" if kind == "causal" else "bert", device="cpu")
+            if warmup:  # one untimed call: first-call costs (allocator, kernels) are not per-prompt work
+                kn.get_scores(*queries[0], batch_size=batch_size, steps=steps, pbar=False)
             for prompt, target in queries:
                 t0 = time.perf_counter()
                 s = kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False)
@@ -160,15 +189,18 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
         from amig_plugin.attribution import neuron_attributions
 
         site = "ffn_pre_activation" if kind == "causal" else "ffn_hidden"
+        settings = dict(method="kn", steps=steps, objective="prob", quadrature="linspace", neuron_site=site,
+                        ig_batch_size=batch_size)
+        if warmup:
+            neuron_attributions(model, tok, *queries[0], **settings)
         for prompt, target in queries:
             t0 = time.perf_counter()
-            r = neuron_attributions(model, tok, prompt, target, method="kn", steps=steps, objective="prob",
-                                    quadrature="linspace", neuron_site=site, ig_batch_size=batch_size)
+            r = neuron_attributions(model, tok, prompt, target, **settings)
             times.append(time.perf_counter() - t0)
             scores.append(r.attributions)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, peak = _rss_mb()
     queue.put(dict(engine=engine, kind=kind, times=times, scores=[s.tolist() for s in scores],
-                   queries=queries, peak_rss_mb=peak / 1024, extra_rss_mb=(peak - rss0) / 1024))
+                   queries=queries, peak_rss_mb=peak, extra_rss_mb=peak - rss0))
 
 
 def run_isolated(*args) -> dict:
@@ -182,7 +214,7 @@ def run_isolated(*args) -> dict:
 
 
 def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, our_batch: int, repeats: int,
-            min_tokens: int = 0) -> dict:
+            min_tokens: int = 0, warmup: bool = True) -> dict:
     """Alternate EasyEdit and ours ``repeats`` times (fresh processes); keep each one's fastest
     pass, so a burst of load on the shared machine hurts neither side."""
     import tempfile
@@ -191,8 +223,9 @@ def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, 
     build_tokenizer(kind).save_pretrained(tok_dir)  # trained once: both engines see the same ids
     runs = {"easyedit": [], "ours": []}
     for _ in range(repeats):
-        runs["easyedit"].append(run_isolated("easyedit", kind, tok_dir, n_prompts, steps, ee_batch, threads, min_tokens))
-        runs["ours"].append(run_isolated("ours", kind, tok_dir, n_prompts, steps, our_batch, threads, min_tokens))
+        runs["easyedit"].append(run_isolated("easyedit", kind, tok_dir, n_prompts, steps, ee_batch, threads, min_tokens,
+                                             warmup))
+        runs["ours"].append(run_isolated("ours", kind, tok_dir, n_prompts, steps, our_batch, threads, min_tokens, warmup))
     ee = min(runs["easyedit"], key=lambda r: sum(r["times"]))
     ours = min(runs["ours"], key=lambda r: sum(r["times"]))
     rel = []
@@ -210,7 +243,8 @@ def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, 
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     lengths = [len(tok(q[0])["input_ids"]) for q in ours["queries"]]
-    print(f"  speedup {t_ee / t_ours:.1f}x (fastest of {repeats} alternating passes each; prompts of "
+    print(f"  speedup {t_ee / t_ours:.1f}x (fastest of {repeats} alternating passes each"
+          f"{', after one untimed warm-up call each' if warmup else ''}; prompts of "
           f"{min(lengths)}-{max(lengths)} tokens, mean {sum(lengths) / len(lengths):.1f})   "
           f"max relative difference of attributions {max(rel):.2e}")
     return dict(speedup=t_ee / t_ours, max_rel_diff=max(rel), easyedit=ee, ours=ours)
@@ -255,11 +289,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--easyedit-batch-size", type=int, default=20, help="EasyEdit's batch_size (must divide steps)")
-    ap.add_argument("--ig-batch-size", type=int, default=128)
+    ap.add_argument("--ig-batch-size", type=int, default=DEFAULT_IG_BATCH_SIZE)
     ap.add_argument("--repeats", type=int, default=None, help="alternating passes per engine (default 2, quick 1)")
     ap.add_argument("--min-prompt-tokens", type=int, default=0,
                     help="only prompts of at least this many tokens (how the speedup grows with prompt length)")
     ap.add_argument("--kinds", default="causal,masked", help="which models: causal, masked or both")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="time the first call too (by default each engine makes one untimed call first)")
     ap.add_argument("--gemma", action="store_true", help="also time one real fact on Gemma-3-270M")
     ap.add_argument("--gemma-naive", action="store_true", help="with --gemma: also the naive per-layer loop (8 steps)")
     ap.add_argument("--gemma-only", action="store_true", help="only the Gemma-3-270M timing (implies --gemma)")
@@ -276,7 +312,7 @@ def main() -> None:
         ap.error(f"--kinds takes causal, masked or both, got {args.kinds!r}")
     for kind in kinds:
         results[kind] = compare(kind, n, args.steps, args.threads, args.easyedit_batch_size, args.ig_batch_size,
-                                args.repeats or (1 if args.quick else 2), args.min_prompt_tokens)
+                                args.repeats or (1 if args.quick else 2), args.min_prompt_tokens, not args.no_warmup)
     if args.gemma:
         gemma_seconds_per_fact(args.threads, args.gemma_naive)
     if args.json:

@@ -195,7 +195,7 @@ def test_engine_matches_reference_with_endpoint_steps(kind, quadrature):
         R, _, _, clean, base_scores = ref_ig(model, tok, kind, prompt, TARGET2, method=method, objective="prob",
                                              steps=4, quadrature=quadrature, amig_mode=amig_mode)
         for strategy in strategies:
-            for batch in (5, 64):  # the clean row rides in the last batch: a partial one and the only one
+            for batch in (5, 64):  # the clean row rides in the first batch: one of several, and the only one
                 res = neuron_attributions(model, tok, prompt, TARGET2, method=method, steps=4, quadrature=quadrature,
                                           amig_mode=amig_mode, ig_batch_size=batch, strategy=strategy)
                 d = rel_diff(res.attributions, R)

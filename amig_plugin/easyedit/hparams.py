@@ -49,6 +49,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from ..defaults import DEFAULT_IG_BATCH_SIZE
+
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
 
 ALG_NAME = "AMIG"
@@ -71,7 +73,7 @@ class AMIGHyperParams:
     # localization
     method: str = "amig"
     steps: int = 20
-    ig_batch_size: int = 128
+    ig_batch_size: int = DEFAULT_IG_BATCH_SIZE
     objective: str = "prob"
     quadrature: str = "midpoint"
     amig_mode: str = "mean"

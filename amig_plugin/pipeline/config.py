@@ -31,6 +31,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..defaults import DEFAULT_IG_BATCH_SIZE
+
 
 class ConfigError(ValueError):
     """A run configuration is invalid; the message names the key and the fix."""
@@ -45,8 +47,8 @@ LOCALIZATION_KEYS = ("steps", "objective", "quadrature", "amig_mode", "ig_batch_
 METHODS = ("amig", "kn")
 DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
-DEFAULT_LOCALIZATION = dict(steps=20, objective="prob", quadrature="midpoint", amig_mode="mean", ig_batch_size=128,
-                            share_p=0.7, tau=None, top_k=50, layers=None, cache=True, heatmap_facts=1)
+DEFAULT_LOCALIZATION = dict(steps=20, objective="prob", quadrature="midpoint", amig_mode="mean",
+                            ig_batch_size=DEFAULT_IG_BATCH_SIZE, share_p=0.7, tau=None, top_k=50, layers=None, cache=True, heatmap_facts=1)
 
 # settings that change the numbers of existing records: a resumed run must not change them
 RESULT_KEYS = ("model", "dtype", "seed", "data.kind", "data.path", "data.template_lang",
