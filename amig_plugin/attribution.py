@@ -210,13 +210,13 @@ def _cut_cache(cache, length: int):
 
 
 @dataclass
-class _RowLogits:
-    """A runner's outputs at the score positions: logits [R', T, V], or the final hidden
-    states [R', T, H] when ``hidden`` (the runner's plain LM head is folded into the score);
-    ``inverse`` maps its rows back to the requested order (None: rows 0..R-1 are in order),
-    ``clean_row`` is the index of the clean row (or None)."""
+class _RowOutputs:
+    """A runner's outputs at the score positions: ``values`` are logits [R', T, V], or the
+    final hidden states [R', T, H] when ``hidden`` (the runner's plain LM head is folded into
+    the score); ``inverse`` maps its rows back to the requested order (None: rows 0..R-1 are
+    in order), ``clean_row`` is the index of the clean row (or None)."""
 
-    logits: torch.Tensor
+    values: torch.Tensor
     inverse: torch.Tensor | None = None
     clean_row: int | None = None
     hidden: bool = False
@@ -259,13 +259,14 @@ class _RowRunner:
         body_and_head = family.body_and_head()
         self.body, self.head = body_and_head if body_and_head is not None else (None, None)
 
-    def _forward(self, **inputs) -> tuple[torch.Tensor, bool, object]:
+    def _forward(self, keep_last: int | None = None, **inputs) -> tuple[torch.Tensor, bool, object]:
         """(final hidden states [B, n, H] if the head is folded into the score, else logits
-        [B, n, V]; which of the two; the returned key/value cache)."""
+        [B, n, V]; which of the two; the returned key/value cache). ``keep_last``: only the
+        last positions' logits are needed (the model's LM head runs on those alone)."""
         if self.head is not None:
             out = self.body(**inputs)
             return out.last_hidden_state, True, getattr(out, "past_key_values", None)
-        out = self.model(**inputs)
+        out = self.model(**inputs, **(_last_logits_only(self.model, keep_last) if keep_last else {}))
         return out.logits, False, getattr(out, "past_key_values", None)
 
     def _score(self, outputs: torch.Tensor, hidden: bool) -> torch.Tensor:
@@ -283,11 +284,19 @@ class _RowRunner:
         return patches
 
     def logits(self, row_layers: torch.Tensor, z: torch.Tensor,
-               clean_deltas: dict[int, torch.Tensor] | None = None) -> _RowLogits:
-        """Logits of the rows (and of the clean row when ``clean_deltas`` is given)."""
-        raise NotImplementedError
+               clean_deltas: dict[int, torch.Tensor] | None = None) -> _RowOutputs:
+        """Outputs of the rows, plus the clean row appended last when ``clean_deltas`` is
+        given (runners that reorder rows override this)."""
+        R = z.shape[0]
+        if clean_deltas is None:
+            return self.patched_logits(R, lambda pos: self._patches(row_layers, z, pos))
+        clean_rows = torch.tensor([R])
+        out = self.patched_logits(R + 1, lambda pos: _merge(self._patches(row_layers, z, pos),
+                                                           _offset_patches(clean_deltas, clean_rows, pos)))
+        out.clean_row = R
+        return out
 
-    def patched_logits(self, R: int, patches_at: "Callable[[int], dict]") -> _RowLogits:
+    def patched_logits(self, R: int, patches_at: "Callable[[int], dict]") -> _RowOutputs:
         """Outputs at the score positions of R copies of the query with ``patches_at(position)``
         applied (position = where the target position sits in this runner's input)."""
         raise NotImplementedError
@@ -304,7 +313,7 @@ class _RowRunner:
 
         with torch.no_grad():
             out = self.patched_logits(R, patches_at)
-            return self._score(out.logits, out.hidden)
+            return self._score(out.values, out.hidden)
 
     def _scores(self, row_layers: torch.Tensor, z: torch.Tensor,
                 clean_deltas: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -313,7 +322,7 @@ class _RowRunner:
         the [R] scores rather than to the [R, T, V] logits (whose indexing backward would
         allocate a vocab-sized zero tensor per batch)."""
         out = self.logits(row_layers, z, clean_deltas)
-        scores = self._score(out.logits, out.hidden)
+        scores = self._score(out.values, out.hidden)
         clean = None if out.clean_row is None else scores[out.clean_row]
         R = z.shape[0]
         if out.inverse is not None:
@@ -363,29 +372,13 @@ class _RowRunner:
         return activations, score
 
 
-def _appended_clean_row(runner: _RowRunner, row_layers: torch.Tensor, z: torch.Tensor,
-                        clean_deltas: dict[int, torch.Tensor] | None) -> _RowLogits:
-    """Logits of the rows, plus the clean row appended last when ``clean_deltas`` is given."""
-    R = z.shape[0]
-    if clean_deltas is None:
-        return runner.patched_logits(R, lambda pos: runner._patches(row_layers, z, pos))
-    clean_rows = torch.tensor([R])
-    out = runner.patched_logits(R + 1, lambda pos: _merge(runner._patches(row_layers, z, pos),
-                                                         _offset_patches(clean_deltas, clean_rows, pos)))
-    out.clean_row = R
-    return out
-
-
 class _FullRunner(_RowRunner):
     """Whole-model forward per row (any family; the reference strategy)."""
 
     def patched_logits(self, R, patches_at):
         with NeuronHooks(self.family, patches_at(self.query.target_position)):
             values, hidden, _ = self._forward(input_ids=self.ids.unsqueeze(0).expand(R, -1))
-        return _RowLogits(values[:, self.query.score_positions.to(self.device)], hidden=hidden)
-
-    def logits(self, row_layers, z, clean_deltas=None):
-        return _appended_clean_row(self, row_layers, z, clean_deltas)
+        return _RowOutputs(values[:, self.query.score_positions.to(self.device)], hidden=hidden)
 
 
 class _CachedCausalRunner(_RowRunner):
@@ -408,10 +401,8 @@ class _CachedCausalRunner(_RowRunner):
 
     def _prefix_cache(self):
         with torch.no_grad():
-            if self.body is not None:  # no LM head needed
-                return self.body(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True).past_key_values
-            return self.model(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True,
-                              **_last_logits_only(self.model, 1)).past_key_values
+            return self._forward(input_ids=self.ids[:self.query.target_position].unsqueeze(0), use_cache=True,
+                                 keep_last=1)[2]
 
     def _clean_pass(self) -> None:
         """One unpatched pass over the whole input gives everything the clean model
@@ -429,11 +420,7 @@ class _CachedCausalRunner(_RowRunner):
                        for block in self.family.blocks()]
         try:
             with torch.no_grad(), NeuronHooks(self.family, capture=capture):
-                if self.body is not None:
-                    values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True)
-                else:
-                    values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True,
-                                                         **_last_logits_only(self.model, T))
+                values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True, keep_last=T)
                 self.clean_score = float(self._score(self._keep_scored(values[:, -T:]), hidden)[0])
         finally:
             for h in handles:
@@ -454,9 +441,11 @@ class _CachedCausalRunner(_RowRunner):
     def _expanded_cache(self, R: int):
         if hasattr(self.cache, "batch_repeat_interleave"):
             cache = copy.deepcopy(self.cache)
-            for layer_cache in getattr(cache, "layers", None) or ():
-                _broadcast_layer(layer_cache, R)
-            if not getattr(cache, "layers", None):
+            layers = getattr(cache, "layers", None)
+            if layers:
+                for layer_cache in layers:
+                    _broadcast_layer(layer_cache, R)
+            else:
                 cache.batch_repeat_interleave(R)
             return cache
         return tuple(tuple(t.expand(R, *t.shape[1:]) for t in layer) for layer in self.cache)  # legacy tuples
@@ -465,10 +454,7 @@ class _CachedCausalRunner(_RowRunner):
         with NeuronHooks(self.family, patches_at(0)):
             values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0).expand(R, -1),
                                               past_key_values=self._expanded_cache(R), use_cache=True)
-        return _RowLogits(self._keep_scored(values), hidden=hidden)
-
-    def logits(self, row_layers, z, clean_deltas=None):
-        return _appended_clean_row(self, row_layers, z, clean_deltas)
+        return _RowOutputs(self._keep_scored(values), hidden=hidden)
 
 
 class _LayerSkipCausalRunner(_CachedCausalRunner):
@@ -531,7 +517,8 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
         finally:
             for h in handles:
                 h.remove()
-        return _RowLogits(self._keep_scored(values), inverse, 0 if keep_clean else None, hidden)
+        return _RowOutputs(self._keep_scored(values), inverse=inverse, clean_row=0 if keep_clean else None,
+                           hidden=hidden)
 
 
 class _LayerSkipMaskedRunner(_RowRunner):
@@ -547,7 +534,8 @@ class _LayerSkipMaskedRunner(_RowRunner):
         self.hidden_in = out.hidden_states  # L+1 tensors [1, n, H]; [l] enters layer l
         self.score_positions = query.score_positions.to(self.device)
         self.clean_vectors = _stacked(capture, query.target_position, sorted(capture))[0]  # [L, W]
-        self.mlm = family.mlm_transform_and_head()  # None: the model's own MLM head gives logits
+        mlm = family.mlm_transform_and_head()  # None: the model's own MLM head gives logits
+        self.mlm_transform, self.head = mlm if mlm is not None else (None, None)
         with torch.no_grad():
             self.clean_score = float(self._score(*self._mlm_outputs(out.hidden_states[-1]))[0])
 
@@ -555,10 +543,9 @@ class _LayerSkipMaskedRunner(_RowRunner):
         """(transformed hidden states at the score positions and True when the decoder is
         folded into the score, else (logits, False))."""
         h = h[:, self.score_positions]
-        if self.mlm is None:
+        if self.mlm_transform is None:
             return self.model.cls(h), False
-        transform, self.head = self.mlm
-        return transform(h), True
+        return self.mlm_transform(h), True
 
     def clean_state(self, layers):
         return self.clean_vectors[list(layers)], self.clean_score
@@ -591,7 +578,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
             with NeuronHooks(self.family, patches):
                 h = _layer_output(blocks[layer](h))
         values, hidden = self._mlm_outputs(h)
-        return _RowLogits(values, inverse, 0 if clean_deltas is not None else None, hidden)
+        return _RowOutputs(values, inverse=inverse, clean_row=0 if clean_deltas is not None else None, hidden=hidden)
 
     def patched_logits(self, R, patches_at):
         patches = patches_at(self.query.target_position)
@@ -602,7 +589,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
             with NeuronHooks(self.family, {layer: patches[layer]} if layer in patches else {}):
                 h = _layer_output(blocks[layer](h))
         values, hidden = self._mlm_outputs(h)
-        return _RowLogits(values, hidden=hidden)
+        return _RowOutputs(values, hidden=hidden)
 
 
 def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str,

@@ -23,9 +23,9 @@ loop (8 steps) on the same English fact for the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
-import os
 import resource
 import sys
 import time
@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's amig_plugin, installed or not
+from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE  # noqa: E402
 
 CAUSAL = dict(vocab_size=50257, layers=12, width=768, heads=12, ffn=3072)  # GPT-2 small
 MASKED = dict(vocab_size=28996, layers=12, width=768, heads=12, ffn=3072)  # bert-base-cased
@@ -164,8 +165,6 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
     tok = AutoTokenizer.from_pretrained(tok_dir)
     model = build_model(kind)
     queries = benchmark_queries(kind, tok, n_prompts, min_tokens)
-    import gc
-
     gc.collect()
     _reset_peak_rss()
     rss0, _ = _rss_mb()
@@ -324,5 +323,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()
