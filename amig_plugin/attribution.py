@@ -25,10 +25,13 @@ with m = 1 it is the gradient at α = 0 times a, not IG). Offered to reproduce t
 Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
 batched forward; path points of all layers are batched together; causal models reuse the
 clean key/value cache of the prefix, so each path point recomputes only the target
-position's column (prompt-length fewer FLOPs); a path point of layer l enters the stack at
-block l with the clean hidden state (layers below are unchanged; masked models likewise) and
-the LM head runs on the scored positions only, folded into the score's hand-written backward
-(:mod:`amig_plugin.scoring`) where the head is a plain linear map. Path points that coincide
+position's column (prompt-length fewer FLOPs); a path point of layer l joins the batch at
+layer l's neuron site, its block's output being the clean residual stream plus its FFN's
+output (blocks below and the attention of block l are unchanged; masked models enter at
+block l with the clean hidden state) and the LM head runs on the scored positions only,
+folded into the score's hand-written backward (:mod:`amig_plugin.scoring`) where the head is
+a plain linear map. Activations spelled as several ops run as one fused kernel
+(:meth:`ModelFamily.fused_activations`). Path points that coincide
 are computed once: α = 1 is the clean input for every layer, so one clean row with a zero
 offset δ_l at every layer gives all of their gradients (∂F/∂δ_l = ∂F/∂a_l, the layers above
 responding), and α = 0 rows double as the endpoint rows F(a').
@@ -213,13 +216,15 @@ def _cut_cache(cache, length: int):
 class _RowOutputs:
     """A runner's outputs at the score positions: ``values`` are logits [R', T, V], or the
     final hidden states [R', T, H] when ``hidden`` (the runner's plain LM head is folded into
-    the score); ``inverse`` maps its rows back to the requested order (None: rows 0..R-1 are
-    in order), ``clean_row`` is the index of the clean row (or None)."""
+    the score). The requested rows are ``first_row .. first_row + R - 1``, in the runner's
+    order, which ``inverse`` maps back to the requested one (None: already in order);
+    ``clean_row`` is the index of the clean row (or None)."""
 
     values: torch.Tensor
     inverse: torch.Tensor | None = None
     clean_row: int | None = None
     hidden: bool = False
+    first_row: int = 0
 
 
 @dataclass
@@ -324,11 +329,8 @@ class _RowRunner:
         out = self.logits(row_layers, z, clean_deltas)
         scores = self._score(out.values, out.hidden)
         clean = None if out.clean_row is None else scores[out.clean_row]
-        R = z.shape[0]
-        if out.inverse is not None:
-            start = 1 if out.clean_row == 0 else 0
-            return scores[start:start + R][out.inverse], clean
-        return scores[:R], clean
+        requested = scores[out.first_row:out.first_row + z.shape[0]]
+        return (requested if out.inverse is None else requested[out.inverse]), clean
 
     def run(self, row_layers: torch.Tensor, values: torch.Tensor, need_grad: bool,
             grad_rows: torch.Tensor | None = None, clean_layers: Sequence[int] | None = None) -> RowResult:
@@ -364,12 +366,15 @@ class _RowRunner:
             result.clean_grads = torch.cat([g.float() for g in grads[int(need_grad):]])  # [L, W]
         return result
 
-    def clean_state(self, layers: Sequence[int]) -> tuple[torch.Tensor, float]:
-        """(clean neuron vectors at the target position [L, W] float32, clean F)."""
-        activations = neuron_vectors(self.family, self.query.input_ids.unsqueeze(0), self.query.target_position, layers)[0]
+    def clean_vectors_at(self, layers: Sequence[int]) -> torch.Tensor:
+        """The clean neuron vectors at the target position [L, W] float32."""
+        return neuron_vectors(self.family, self.query.input_ids.unsqueeze(0), self.query.target_position, layers)[0]
+
+    def clean_score(self) -> float:
+        """F(a) of the clean input (IG takes it from the clean row where one runs)."""
+        value = self.clean_vectors_at([0])
         with torch.no_grad():
-            score = float(self.run(torch.tensor([layers[0]]), activations[:1], need_grad=False).scores[0])
-        return activations, score
+            return float(self.run(torch.tensor([0]), value, need_grad=False).scores[0])
 
 
 class _FullRunner(_RowRunner):
@@ -385,7 +390,7 @@ class _CachedCausalRunner(_RowRunner):
     """Causal LMs: the prefix before the target position is unchanged by any patch, so its
     key/value cache is computed once; each row recomputes only positions tp..n-1."""
 
-    capture_block_inputs = False  # the layer-skipping subclass needs the hidden states entering each block
+    capture_joins = False  # the layer-skipping subclass needs what each block's FFN meets
 
     def __init__(self, family, query, objective, need_clean: bool = True):
         super().__init__(family, query, objective)
@@ -394,7 +399,7 @@ class _CachedCausalRunner(_RowRunner):
         offsets = (query.score_positions - tp).to(self.device)
         # the suffix is exactly the scored positions: keep all its logits (no indexing)
         self.score_offsets = None if torch.equal(offsets.cpu(), torch.arange(len(self.suffix))) else offsets
-        if need_clean or self.capture_block_inputs:
+        if need_clean or self.capture_joins:
             self._clean_pass()
         else:  # interventions only need the prefix cache (one pass over the prefix)
             self.cache = self._prefix_cache()
@@ -406,34 +411,41 @@ class _CachedCausalRunner(_RowRunner):
 
     def _clean_pass(self) -> None:
         """One unpatched pass over the whole input gives everything the clean model
-        contributes: the neuron vectors of every layer at the target position, the clean
-        score F(a), the hidden states entering each block (layer skipping) and the prefix's
-        key/value cache (cut to the positions before the target position). Small passes are
-        bound by reading the weights, so one pass instead of four matters; where the cache
-        cannot be cut safely (sliding-window layers) a second pass over the prefix makes it."""
+        contributes: the neuron vectors of every layer (all suffix positions), the outputs
+        that give the clean score F(a), what each block's FFN output meets (layer skipping:
+        :meth:`_capture_joins`) and the prefix's key/value cache (cut to the positions before
+        the target position). Small passes are bound by reading the weights, so one pass
+        instead of four matters; where the cache cannot be cut safely (sliding-window
+        layers) a second pass over the prefix makes it."""
         tp, T = self.query.target_position, len(self.suffix)
         capture = {layer: [] for layer in range(self.family.num_layers)}
-        block_inputs: list[torch.Tensor] = []
-        handles = []
-        if self.capture_block_inputs:
-            handles = [block.register_forward_pre_hook(lambda _m, args: block_inputs.append(args[0].detach()))
-                       for block in self.family.blocks()]
+        joins = self._capture_joins() if self.capture_joins else None
         try:
             with torch.no_grad(), NeuronHooks(self.family, capture=capture):
                 values, hidden, past = self._forward(input_ids=self.ids.unsqueeze(0), use_cache=True, keep_last=T)
-                self.clean_score = float(self._score(self._keep_scored(values[:, -T:]), hidden)[0])
         finally:
-            for h in handles:
-                h.remove()
-        self.clean_vectors = _stacked(capture, tp, sorted(capture))[0]  # [L, W]
-        self.block_inputs = [h[:, tp:] for h in block_inputs]  # [1, T, H] entering each block
+            for handle in joins["handles"] if joins else ():
+                handle.remove()
+        self._clean_outputs = (self._keep_scored(values[:, -T:]), hidden)
+        self.site_values = [capture[layer][0][:, tp:] for layer in sorted(capture)]  # [1, T, W] per layer
+        self.clean_vectors = torch.stack([v[0, 0].float() for v in self.site_values])  # [L, W]
+        self.joins = self._checked_joins(joins, tp) if joins is not None else None
         cache = _cut_cache(past, tp)
         self.cache = cache if cache is not None else self._prefix_cache()
 
-    def clean_state(self, layers):
+    def _capture_joins(self) -> dict | None:
+        return None
+
+    def clean_vectors_at(self, layers: Sequence[int]) -> torch.Tensor:
         if not hasattr(self, "clean_vectors"):
             self._clean_pass()
-        return self.clean_vectors[list(layers)], self.clean_score
+        return self.clean_vectors[list(layers)]
+
+    def clean_score(self) -> float:
+        if not hasattr(self, "_clean_outputs"):
+            self._clean_pass()
+        with torch.no_grad():
+            return float(self._score(*self._clean_outputs)[0])
 
     def _keep_scored(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.score_offsets is None else logits[:, self.score_offsets]
@@ -457,68 +469,141 @@ class _CachedCausalRunner(_RowRunner):
         return _RowOutputs(self._keep_scored(values), hidden=hidden)
 
 
+@dataclass
+class _Join:
+    """What block l's FFN output meets for a row joining at its neuron site (clean pass,
+    suffix positions): the residual stream r [1, T, H] and the tail after the FFN."""
+
+    residual: torch.Tensor
+    tail: Callable[[torch.Tensor], torch.Tensor]
+
+
 class _LayerSkipCausalRunner(_CachedCausalRunner):
-    """Causal LMs, on top of the prefix cache: a row patched at layer l enters the decoder
-    stack at block l with the clean hidden state of the target column (blocks below l are
-    unchanged, so they run once, on a single row). Rows join the batch at their own block
-    through forward pre-hooks; each block's key/value cache is expanded to the rows it sees.
+    """Causal LMs, on top of the prefix cache: a row patched at layer l joins the batch at
+    layer l's neuron site, with the clean model's values at the other suffix positions; its
+    block output is r_l + tail(FFN output), r_l being the clean residual stream entering
+    the FFN (:class:`amig_plugin.models.FFNJoin`). Blocks below l and the part of block l
+    before the site (attention, norms, the FFN's input projections) never run for it: they
+    are unchanged. Row 0 is the clean suffix, run from the embeddings (with the zero
+    offsets δ_l when the clean row is asked for); each block's key/value cache is broadcast
+    to the rows its attention sees. Families without an FFN join, or whose blocks do not
+    match it on the clean pass, run on the plain prefix cache.
     """
 
-    capture_block_inputs = True
+    capture_joins = True
 
     @staticmethod
     def supported(cache) -> bool:
         return hasattr(cache, "layers") and all(hasattr(l, "batch_repeat_interleave") for l in cache.layers)
 
+    def _capture_joins(self) -> dict | None:
+        joins = [self.family.ffn_join(k) for k in range(self.family.num_layers)]
+        if any(j is None for j in joins):
+            return None
+        seen = {"residual": {}, "ffn": {}, "out": {}, "joins": joins, "handles": []}
+
+        def keep(kind, k, tensor):
+            seen[kind].setdefault(k, tensor.detach())
+
+        for k, (join, block) in enumerate(zip(joins, self.family.blocks())):
+            seen["handles"] += [
+                join.residual_input_of.register_forward_pre_hook(lambda _m, args, k=k: keep("residual", k, args[0])),
+                join.ffn.register_forward_hook(lambda _m, _a, out, k=k: keep("ffn", k, out)),
+                block.register_forward_hook(lambda _m, _a, out, k=k: keep("out", k, _layer_output(out))),
+            ]
+        return seen
+
+    def _checked_joins(self, seen: dict, tp: int) -> list[_Join] | None:
+        """The joins, once out = r + tail(ffn) holds on the clean pass at every block (to
+        float rounding); None (whole blocks) where it does not."""
+        out = []
+        for k, join in enumerate(seen["joins"]):
+            tensors = [seen[kind].get(k) for kind in ("residual", "ffn", "out")]
+            if any(not isinstance(t, torch.Tensor) for t in tensors):
+                return None
+            residual, ffn, block_out = (t[:, tp:] for t in tensors)
+            if residual.shape != block_out.shape or ffn.shape[:-1] != block_out.shape[:-1]:
+                return None
+            with torch.no_grad():
+                expected = residual + join.tail(ffn)
+            scale = float(block_out.abs().max()) or 1.0
+            if float((expected - block_out).abs().max()) > 16 * torch.finfo(block_out.dtype).eps * scale:
+                return None
+            out.append(_Join(residual=residual, tail=join.tail))
+        return out
+
     def logits(self, row_layers, z, clean_deltas=None):
-        if not self.supported(self.cache):  # legacy tuple caches: the prefix cache alone
+        if self.joins is None or not self.supported(self.cache):  # legacy caches / unknown blocks
             return super().logits(row_layers, z, clean_deltas)
         order = torch.argsort(row_layers, stable=True)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        sorted_layers, z_sorted = row_layers[order], z[order]
+        inverse = None
+        if not torch.equal(order, torch.arange(order.numel(), device=order.device)):  # (IG's rows come sorted)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            row_layers, z = row_layers[order], z[order]
         blocks = self.family.blocks()
         L = len(blocks)
-        counts = torch.bincount(sorted_layers, minlength=L).tolist()
-        first = int(sorted_layers.min())
-        # row 0 is the clean suffix from the embeddings: below `first` it is the only row;
-        # from `first` on it stays only as the clean row (else the rows entering replace it)
-        keep_clean = clean_deltas is not None
-        active = [1] * L  # rows each block sees
-        running = int(keep_clean)
-        for k in range(first, L):
-            running += counts[k]
-            active[k] = running
+        counts = torch.bincount(row_layers, minlength=L).tolist()
+        joining = dict(zip(range(L), torch.split(z, counts)))  # views: their backward is one cat
+        entering = [1] * L  # rows entering block k: the clean row and those joined below k
+        for k in range(1, L):
+            entering[k] = entering[k - 1] + counts[k - 1]
         cache = copy.deepcopy(self.cache)
         for k, layer_cache in enumerate(cache.layers):
-            if active[k] > 1:
-                _broadcast_layer(layer_cache, active[k])
-        patches: dict[int, list[_NeuronPatch]] = (
-            _offset_patches(clean_deltas, torch.tensor([0]), 0) if keep_clean else {})
+            if entering[k] > 1:
+                _broadcast_layer(layer_cache, entering[k])
+        deltas = clean_deltas or {}
+        joined: dict[int, torch.Tensor] = {}  # FFN outputs of the rows joining block k
         handles = []
 
-        def entry_hook(k: int):
-            def hook(module, args, kwargs):
-                start = self.block_inputs[k].expand(counts[k], -1, -1)
-                hidden = start if (k == first and not keep_clean) else torch.cat([args[0], start], dim=0)
-                return (hidden,) + tuple(args[1:]), kwargs
+        def at_site(k: int, act: torch.Tensor) -> torch.Tensor:
+            """act [A, T, W] -> the clean row offset by δ_k, then the rows joining here."""
+            if k in deltas:
+                row0 = act[:1]
+                row0 = torch.cat([row0[:, :1] + deltas[k].view(1, 1, -1).to(act.dtype), row0[:, 1:]], dim=1)
+                act = torch.cat([row0, act[1:]])
+            if counts[k]:
+                values = joining[k].unsqueeze(1)  # [c, 1, W] at the target position
+                rest = self.site_values[k][:, 1:]
+                if rest.shape[1]:
+                    values = torch.cat([values, rest.expand(values.shape[0], -1, -1)], dim=1)
+                act = torch.cat([act, values.to(act.dtype)])
+            return act
 
+        def site_hook(k: int, side: str):
+            if side == "input":
+                return lambda _m, args: (at_site(k, args[0]),) + tuple(args[1:])
+            return lambda _m, _args, output: at_site(k, output)
+
+        def split_ffn(k: int):
+            def hook(_m, _args, output):
+                joined[k] = output[entering[k]:]
+                return output[:entering[k]]
             return hook
 
-        for k in range(first, L):
-            if counts[k]:
-                rows = torch.arange(active[k] - counts[k], active[k])
-                values = z_sorted[sorted_layers == k]
-                patches.setdefault(k, []).append(_NeuronPatch(rows=rows, position=0, fn=lambda _o, v=values: v))
-                handles.append(blocks[k].register_forward_pre_hook(entry_hook(k), with_kwargs=True))
+        def join_block(k: int):
+            def hook(_m, _args, output):
+                hidden = _layer_output(output)
+                extra = self.joins[k].residual + self.joins[k].tail(joined.pop(k))
+                hidden = torch.cat([hidden, extra])
+                return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+            return hook
+
         try:
-            with NeuronHooks(self.family, patches):
-                values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
+            for k in range(L):
+                if k in deltas or counts[k]:
+                    module, side = self.family.neuron_hook_module(k)
+                    handles.append(module.register_forward_pre_hook(site_hook(k, side)) if side == "input"
+                                   else module.register_forward_hook(site_hook(k, side)))
+                if counts[k]:
+                    handles.append(self.family.ffn_join(k).ffn.register_forward_hook(split_ffn(k)))
+                    handles.append(blocks[k].register_forward_hook(join_block(k)))
+            values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
         finally:
             for h in handles:
                 h.remove()
-        return _RowOutputs(self._keep_scored(values), inverse=inverse, clean_row=0 if keep_clean else None,
-                           hidden=hidden)
+        return _RowOutputs(self._keep_scored(values), inverse=inverse, first_row=1,
+                           clean_row=0 if clean_deltas is not None else None, hidden=hidden)
 
 
 class _LayerSkipMaskedRunner(_RowRunner):
@@ -536,8 +621,6 @@ class _LayerSkipMaskedRunner(_RowRunner):
         self.clean_vectors = _stacked(capture, query.target_position, sorted(capture))[0]  # [L, W]
         mlm = family.mlm_transform_and_head()  # None: the model's own MLM head gives logits
         self.mlm_transform, self.head = mlm if mlm is not None else (None, None)
-        with torch.no_grad():
-            self.clean_score = float(self._score(*self._mlm_outputs(out.hidden_states[-1]))[0])
 
     def _mlm_outputs(self, h: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(transformed hidden states at the score positions and True when the decoder is
@@ -547,8 +630,12 @@ class _LayerSkipMaskedRunner(_RowRunner):
             return self.model.cls(h), False
         return self.mlm_transform(h), True
 
-    def clean_state(self, layers):
-        return self.clean_vectors[list(layers)], self.clean_score
+    def clean_vectors_at(self, layers):
+        return self.clean_vectors[list(layers)]
+
+    def clean_score(self) -> float:
+        with torch.no_grad():
+            return float(self._score(*self._mlm_outputs(self.hidden_in[-1]))[0])
 
     def logits(self, row_layers, z, clean_deltas=None):
         order = torch.argsort(row_layers, stable=True)
@@ -578,7 +665,8 @@ class _LayerSkipMaskedRunner(_RowRunner):
             with NeuronHooks(self.family, patches):
                 h = _layer_output(blocks[layer](h))
         values, hidden = self._mlm_outputs(h)
-        return _RowOutputs(values, inverse=inverse, clean_row=0 if clean_deltas is not None else None, hidden=hidden)
+        clean_row = 0 if clean_deltas is not None else None
+        return _RowOutputs(values, inverse=inverse, clean_row=clean_row, first_row=int(clean_row is not None), hidden=hidden)
 
     def patched_logits(self, R, patches_at):
         patches = patches_at(self.query.target_position)
@@ -595,7 +683,7 @@ class _LayerSkipMaskedRunner(_RowRunner):
 def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strategy: str,
                 need_clean: bool = False) -> _RowRunner:
     """The row evaluator for ``strategy``. ``need_clean``: the caller will ask for
-    :meth:`_RowRunner.clean_state` (IG); interventions leave it False and skip that pass
+    :meth:`_RowRunner.clean_vectors_at` (IG); interventions leave it False and skip that pass
     where it costs one (models whose cache cannot be cut)."""
     if strategy == "full":
         return _FullRunner(family, query, objective)
@@ -693,9 +781,10 @@ def attribute_query(
         raise ValueError("layers is empty; give at least one layer index or None for all")
     model = family.model
     tp = query.target_position
-    with frozen_eval(model):
+    with frozen_eval(model), family.fused_activations():
         runner = make_runner(family, query, objective, strategy, need_clean=True)
-        activations, clean = runner.clean_state(layers)  # [L, W], F(a)
+        activations = runner.clean_vectors_at(layers)  # [L, W]
+        clean = None  # F(a): from the clean row where one runs
         if method == "kn":
             per_baseline = torch.zeros_like(activations).unsqueeze(0)  # [1, L, W]
         else:
@@ -743,6 +832,9 @@ def attribute_query(
                 kept_grads[start:min(stop, n_path)] = out.grads[is_path.to(out.grads.device)].to(kept_grads.device)
             if out.clean_grads is not None:
                 clean_grads = out.clean_grads.to(grads.device)  # [L, W]
+                clean = out.clean_score
+        if clean is None:
+            clean = runner.clean_score()
         grads[:, :, kept_steps] = kept_grads.view(n_base, L, kept_steps.numel(), W)
         if clean_grads is not None:
             grads[:, :, at_clean] = clean_grads.view(1, L, 1, W)

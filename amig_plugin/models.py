@@ -21,8 +21,9 @@ supported ones.
 from __future__ import annotations
 
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -80,6 +81,24 @@ def _check_target(target: str) -> None:
         raise QueryError(f"target {target!r} is empty; give the object as a non-empty string, e.g. 'Paris'")
 
 
+@dataclass(frozen=True)
+class FFNJoin:
+    """How block ``l`` ends, for rows that join it at its neuron site: the block's output is
+
+        out = r + tail(ffn(·))      r = the residual stream entering the FFN's norm
+
+    ``ffn`` is the FFN module (its output before ``tail``), ``residual_input_of`` the module
+    whose input is ``r``. The engine checks this identity on the clean pass before using it."""
+
+    ffn: nn.Module
+    residual_input_of: nn.Module
+    tail: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class ModelFamily:
     """Adapter base class. Subclasses set ``name``, ``kind`` and implement the hooks."""
 
@@ -133,6 +152,18 @@ class ModelFamily:
         engine can fold the head into the score (:func:`amig_plugin.scoring.head_scores`);
         None where something else happens to the logits (soft-capping, scaling)."""
         return None
+
+    def ffn_join(self, layer: int) -> FFNJoin | None:
+        """Where block ``layer``'s FFN output meets the residual stream (see :class:`FFNJoin`);
+        None where the family does not say (the engine then runs whole blocks)."""
+        return None
+
+    @contextmanager
+    def fused_activations(self) -> Iterator[None]:
+        """Within the block: activation functions written as several elementwise torch ops run
+        as one fused kernel computing the same formula (equal to float rounding, ~1e-7
+        relative); module hooks still run. Nothing to do for most families."""
+        yield
 
     def check_layer(self, layer: int) -> int:
         try:
@@ -267,6 +298,10 @@ class CausalLMFamily(ModelFamily):
         )
 
 
+def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
 def _linear_head(module) -> LMHead | None:
     return LMHead(module.weight, module.bias) if isinstance(module, nn.Linear) else None
 
@@ -295,6 +330,27 @@ class GPT2Family(CausalLMFamily):
         head = _linear_head(self.model.lm_head)  # GPT2LMHeadModel: logits = lm_head(transformer(...)[0])
         return (self.model.transformer, head) if head is not None else None
 
+    def ffn_join(self, layer: int) -> FFNJoin:
+        block = self.blocks()[layer]  # out = r + mlp(ln_2(r))
+        return FFNJoin(ffn=block.mlp, residual_input_of=block.ln_2, tail=_identity)
+
+    @contextmanager
+    def fused_activations(self) -> Iterator[None]:
+        """GPT-2's default ``gelu_new`` (transformers' ``NewGELUActivation``) is
+        0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) spelled as six tensor ops forward and more
+        backward; ``F.gelu(x, approximate="tanh")`` is the same formula in one kernel."""
+        patched = []
+        try:
+            for block in self.blocks():
+                act = getattr(block.mlp, "act", None)
+                if type(act).__name__ == "NewGELUActivation" and "forward" not in vars(act):
+                    act.forward = _tanh_gelu  # instance attribute: the module's hooks still run
+                    patched.append(act)
+            yield
+        finally:
+            for act in patched:
+                del act.forward
+
 
 class GatedMLPFamily(CausalLMFamily):
     """Llama, Qwen2/3, Gemma/2/3, Mistral: neuron = input of ``mlp.down_proj`` = act(gate(h)) * up(h)."""
@@ -306,6 +362,16 @@ class GatedMLPFamily(CausalLMFamily):
 
     def output_projection(self, layer: int) -> nn.Module:
         return self.blocks()[layer].mlp.down_proj
+
+    def ffn_join(self, layer: int) -> FFNJoin:
+        block = self.blocks()[layer]
+        # Llama/Qwen/Mistral/Gemma: out = r + mlp(post_attention_layernorm(r));
+        # Gemma-2/3 (sandwich norms): out = r + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(r)))
+        norm = getattr(block, "pre_feedforward_layernorm", None)
+        if norm is None:
+            norm = block.post_attention_layernorm
+        tail = getattr(block, "post_feedforward_layernorm", None)
+        return FFNJoin(ffn=block.mlp, residual_input_of=norm, tail=_identity if tail is None else tail)
 
     def body_and_head(self):
         config = self.model.config

@@ -63,9 +63,11 @@ def ref_score(model, ids, rq: RefQuery, objective: str) -> torch.Tensor:
 
 def ref_capture(model, family, ids, layer, position) -> torch.Tensor:
     module, side = family.neuron_hook_module(layer)
-    assert side == "input"
     seen = {}
-    handle = module.register_forward_pre_hook(lambda m, args: seen.__setitem__("a", args[0][0, position].detach().clone()))
+    if side == "input":
+        handle = module.register_forward_pre_hook(lambda m, args: seen.__setitem__("a", args[0][0, position].detach().clone()))
+    else:  # GPT-2's pre-activation site: the output of mlp.c_fc
+        handle = module.register_forward_hook(lambda m, args, out: seen.__setitem__("a", out[0, position].detach().clone()))
     try:
         with torch.no_grad():
             model(input_ids=ids.unsqueeze(0))
@@ -75,14 +77,17 @@ def ref_capture(model, family, ids, layer, position) -> torch.Tensor:
 
 
 def ref_patched_score(model, family, rq: RefQuery, layer, z, objective) -> torch.Tensor:
-    module, _ = family.neuron_hook_module(layer)
+    module, side = family.neuron_hook_module(layer)
 
-    def hook(m, args):
-        x = args[0].clone()
+    def replaced(x):
+        x = x.clone()
         x[0, rq.tp] = z
-        return (x,) + tuple(args[1:])
+        return x
 
-    handle = module.register_forward_pre_hook(hook)
+    if side == "input":
+        handle = module.register_forward_pre_hook(lambda m, args: (replaced(args[0]),) + tuple(args[1:]))
+    else:
+        handle = module.register_forward_hook(lambda m, args, out: replaced(out))
     try:
         return ref_score(model, rq.ids, rq, objective)
     finally:
@@ -100,9 +105,9 @@ def ref_masked_baselines(model, family, rq: RefQuery, layer) -> torch.Tensor:
 
 
 def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers=None,
-           amig_mode="mean", quadrature="midpoint"):
+           amig_mode="mean", quadrature="midpoint", neuron_site="ffn_hidden"):
     """(attributions [L, W], activations, mean baselines, F(a), F(a') per layer)."""
-    family = get_family(model)
+    family = get_family(model, neuron_site=neuron_site)
     rq = RefQuery(kind, tok, prompt, target)
     layers = list(range(family.num_layers)) if layers is None else layers
     alphas = path_alphas(steps, quadrature).tolist()
@@ -633,6 +638,31 @@ def test_head_scores_equal_the_head_then_the_score(objective, with_bias):
         torch.autograd.grad(again, hidden)
 
 
+def test_head_scores_reuse_one_buffer_without_mixing_calls():
+    """The vocabulary-sized tensor is lent again to the next call with the same head (more
+    rows, fewer rows, no gradient): every call still equals the plain head-then-score."""
+    from amig_plugin.scoring import _LOGIT_BUFFERS, LMHead, head_scores, target_scores
+
+    torch.manual_seed(1)
+    weight = torch.randn(11, 6)
+    target = torch.tensor([3])
+    storage = set()
+    for rows, grad in ((4, True), (7, True), (2, True), (7, False), (3, True)):
+        hidden = torch.randn(rows, 1, 6, requires_grad=grad)
+        with torch.set_grad_enabled(grad):
+            ours = head_scores(hidden, LMHead(weight), target, "prob")
+            reference = target_scores(torch.nn.functional.linear(hidden, weight), target, "prob")
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-9)
+        if grad:
+            g_ours, = torch.autograd.grad(ours.sum(), hidden)
+            g_ref, = torch.autograd.grad(reference.sum(), hidden)
+            torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-8)
+        storage.add(_LOGIT_BUFFERS._spare[id(weight)][1].data_ptr())
+    assert len(storage) == 2  # 4 rows, then 7 (grown once), then lent again for 2, 7 and 3
+    del weight
+    assert not any(ref() is None for ref, _ in _LOGIT_BUFFERS._spare.values())  # dropped with the weight
+
+
 @pytest.mark.parametrize("batch", [1, 5, 1000])
 def test_result_does_not_depend_on_batching(batch):
     """Endpoint rows ride in the last gradient batch; any batch size gives the same IG."""
@@ -644,3 +674,91 @@ def test_result_does_not_depend_on_batching(batch):
     assert torch.allclose(got.attributions, ref.attributions, rtol=1e-5, atol=1e-7)
     assert torch.allclose(got.baseline_scores, ref.baseline_scores, rtol=1e-5, atol=1e-8)
     assert got.score == pytest.approx(ref.score, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# layer skipping: rows join at their layer's neuron site; fused activations
+
+
+CAUSAL_FAMILIES = [k for k in FAMILIES if k != "bert"]
+
+
+@pytest.mark.parametrize("quadrature", ["linspace", "midpoint"])
+def test_gpt2_pre_activation_site_matches_reference(quadrature):
+    """The EasyEdit-KN comparison site (mlp.c_fc's output, before the GELU): rows joining
+    there still run the GELU and c_proj of their block."""
+    model, tok = get_model("gpt2")
+    prompt = prompt_of("gpt2")
+    for method in ("kn", "amig"):
+        R, acts, _, clean, base_scores = ref_ig(model, tok, "gpt2", prompt, TARGET2, method=method, objective="prob",
+                                                steps=4, quadrature=quadrature, neuron_site="ffn_pre_activation")
+        for strategy in ("auto", "cache", "full"):
+            res = neuron_attributions(model, tok, prompt, TARGET2, method=method, steps=4, quadrature=quadrature,
+                                      neuron_site="ffn_pre_activation", strategy=strategy, ig_batch_size=5)
+            d = rel_diff(res.attributions, R)
+            assert d < RTOL, f"{method} {strategy}: max rel diff {d:.3g}"
+            torch.testing.assert_close(res.activations, acts, rtol=1e-5, atol=1e-6)
+            assert res.score == pytest.approx(clean, rel=1e-5, abs=1e-9)
+            torch.testing.assert_close(res.baseline_scores, base_scores, rtol=1e-4, atol=1e-9)
+    assert not amig_hooks(model)
+
+
+@pytest.mark.parametrize("kind", CAUSAL_FAMILIES)
+def test_layer_skip_rows_join_at_the_neuron_site(kind):
+    """Every supported decoder's blocks match their FFN join on the clean pass, so IG rows
+    skip the attention of their own block (the fast path is not silently lost)."""
+    from amig_plugin.attribution import make_runner
+
+    model, tok = get_model(kind)
+    family = get_family(model)
+    runner = make_runner(family, family.encode(tok, prompt_of(kind), TARGET2), "prob", "layer_skip", need_clean=True)
+    assert runner.joins is not None and len(runner.joins) == family.num_layers
+    assert not amig_hooks(model)
+
+
+def test_a_block_that_does_not_match_its_join_runs_whole(monkeypatch):
+    """A join that misdescribes the block (here: Gemma-3's post-FFN norm left out) is caught
+    on the clean pass; the rows then run whole blocks and the result is still exact."""
+    import dataclasses
+
+    from amig_plugin.attribution import make_runner
+
+    model, tok = get_model("gemma3")
+    family = get_family(model)
+    real = family.ffn_join
+    monkeypatch.setattr(family, "ffn_join", lambda k: dataclasses.replace(real(k), tail=lambda x: x))
+    prompt = prompt_of("gemma3")
+    runner = make_runner(family, family.encode(tok, prompt, TARGET2), "prob", "layer_skip", need_clean=True)
+    assert runner.joins is None
+    R, _, _, clean, _ = ref_ig(model, tok, "gemma3", prompt, TARGET2, method="kn", objective="prob", steps=4,
+                               quadrature="linspace")
+    res = neuron_attributions(family, tok, prompt, TARGET2, method="kn", steps=4, quadrature="linspace",
+                              strategy="layer_skip")
+    assert rel_diff(res.attributions, R) < RTOL
+    assert not amig_hooks(model)
+
+
+def test_fused_gelu_equals_gpt2s_own_and_is_undone():
+    """GPT-2's gelu_new runs as one fused kernel inside the engine: the same numbers to float
+    rounding, the module's hooks still run, and the module is restored (also on errors)."""
+    model, _ = get_model("gpt2")
+    family = get_family(model)
+    act = model.transformer.h[0].mlp.act
+    assert type(act).__name__ == "NewGELUActivation"
+    x = torch.linspace(-8, 8, 2001)
+    seen = []
+    handle = act.register_forward_hook(lambda m, a, out: seen.append(out))
+    try:
+        plain = act(x)
+        with family.fused_activations():
+            assert "forward" in vars(act)
+            fused = act(x)
+        after = act(x)
+        with pytest.raises(RuntimeError, match="boom"):
+            with family.fused_activations():
+                raise RuntimeError("boom")
+    finally:
+        handle.remove()
+    assert len(seen) == 3
+    torch.testing.assert_close(fused, plain, rtol=2e-6, atol=1e-6)  # |x| up to 8
+    assert torch.equal(after, plain) and "forward" not in vars(act)
