@@ -8,16 +8,15 @@ F for a target of T tokens t_1..t_T, teacher-forced:
     ∂F/∂logit_k = g · (onehot(t_k) − softmax(logit_k)),  g = 1 (logprob) or F (prob)
 
 Both functions below have this backward written by hand. :func:`head_scores` also folds the
-LM head into it (logits = h Wᵀ + b): one vocabulary-sized tensor per call, turned into the
-softmax and then into ∂F/∂logits in place, instead of the logits plus the three or four
-vocabulary-sized temporaries of autograd's log-softmax, gather and linear backward. For the
-IG engine the LM head is about half of all multiply-adds, and on a CPU every fresh
-vocabulary-sized tensor costs page faults on top of the arithmetic.
+LM head into it (logits = h Wᵀ + b) and streams over the vocabulary: each chunk of logits is
+made, exponentiated and multiplied back into Σ_v p_v W_v while it sits in the cache, so the
+forward yields F and ∂F/∂h together and no vocabulary-sized tensor exists (autograd's path
+writes four or five of them per call: logits, log-softmax, the gather's and the softmax's
+gradients). For the IG engine the LM head is about half of all multiply-adds.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -68,77 +67,71 @@ class LMHead:
     bias: torch.Tensor | None = None
 
 
-class _LogitBuffers:
-    """The vocabulary-sized tensor of :class:`_HeadScore`, kept for the next call with the same
-    head weight (one per weight, dropped when the weight is freed). Tensors above glibc's
-    largest mmap threshold (32 MB) go back to the OS when freed and return as fresh zeroed
-    pages on the next allocation: ~20 ms of page faults per 46 MB call on the benchmark
-    machine. A spare with enough rows lends its first ``rows`` rows."""
-
-    def __init__(self) -> None:
-        self._spare: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
-
-    def take(self, weight: torch.Tensor, rows: int) -> torch.Tensor:
-        ref, spare = self._spare.pop(id(weight), (None, None))
-        if spare is not None and ref() is weight and spare.shape[0] >= rows and spare.dtype == weight.dtype:
-            return spare[:rows]
-        return torch.empty(rows, weight.shape[0], dtype=weight.dtype, device=weight.device)
-
-    def give_back(self, weight: torch.Tensor, tensor: torch.Tensor) -> None:
-        full = tensor if tensor._base is None else tensor._base
-        key = id(weight)
-        self._spare[key] = (weakref.ref(weight, lambda _ref: self._spare.pop(key, None)), full)
-
-
-_LOGIT_BUFFERS = _LogitBuffers()
+CHUNK_ELEMENTS = 1 << 22
+"""Logits per vocabulary chunk in :class:`_HeadScore` (16 MB in float32: the chunk stays in the
+caches between its two matrix products, and no vocabulary-sized tensor is ever allocated)."""
 
 
 class _HeadScore(torch.autograd.Function):
-    """F [R] from the final hidden states [R, T, H] through the LM head, with one
-    vocabulary-sized tensor: logits, then (in place) the softmax, then ∂F/∂logits."""
+    """F [R] from the final hidden states [R, T, H] through the LM head (weight W [V, H], bias
+    b), streaming over the vocabulary in chunks. Per scored row h, with a running maximum m:
+
+        u = exp(W_c h + b_c − m),   Z += Σ u,   S += uᵀ W_c     (Z, S rescaled when m grows)
+        log P(t) = (W_t h + b_t) − m − log Z,    ∂ log P(t) / ∂h = W_t − S / Z = W_t − Σ_v p_v W_v
+
+    so the forward also yields the gradient direction and the backward is a scaling of it
+    (∂F/∂h = g · direction, g = 1 for log P, F for P). The logits exist one chunk at a time."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 target_ids: torch.Tensor, prob: bool, backward_follows: bool) -> torch.Tensor:
         R, T, H = hidden.shape
-        flat = hidden.reshape(R * T, H)
-        probs = _LOGIT_BUFFERS.take(weight, R * T)  # [RT, V]
-        if bias is None:
-            torch.mm(flat, weight.t(), out=probs)
-        else:
-            torch.addmm(bias, flat, weight.t(), out=probs)
-        index = target_ids.view(1, T).expand(R, T).reshape(R * T, 1)
-        target_logit = probs.gather(1, index).view(R, T)
-        top = probs.amax(1, keepdim=True)
-        probs.sub_(top).exp_()
-        total = probs.sum(1, keepdim=True)
-        probs.div_(total)  # softmax, in place
-        logp = (target_logit - top.view(R, T) - total.log().view(R, T)).sum(-1)  # Σ_k log P(t_k)
+        N, V = R * T, weight.shape[0]
+        flat = hidden.reshape(N, H)
+        index = target_ids.view(1, T).expand(R, T).reshape(N)
+        top = flat.new_full((N, 1), float("-inf"))
+        total = flat.new_zeros(N, 1)
+        weighted = flat.new_zeros(N, H) if backward_follows else None  # S
+        chunk = min(V, max(1024, CHUNK_ELEMENTS // N))
+        logits = flat.new_empty(N, chunk)
+        for v0 in range(0, V, chunk):
+            w = weight[v0:v0 + chunk]
+            u = logits[:, :w.shape[0]]
+            if bias is None:
+                torch.mm(flat, w.t(), out=u)
+            else:
+                torch.addmm(bias[v0:v0 + chunk], flat, w.t(), out=u)
+            new_top = torch.maximum(top, u.amax(1, keepdim=True))
+            rescale = torch.exp(top - new_top)
+            u.sub_(new_top).exp_()
+            total.mul_(rescale).add_(u.sum(1, keepdim=True))
+            if weighted is not None:
+                weighted.mul_(rescale).addmm_(u, w)
+            top = new_top
+        target_logit = (flat * weight[index]).sum(1) + (0 if bias is None else bias[index])
+        logp = (target_logit - top.view(N) - total.log().view(N)).view(R, T).sum(-1)  # Σ_k log P(t_k)
         score = logp.exp() if prob else logp
         if backward_follows:
-            ctx.save_for_backward(probs, weight, index, score)
+            direction = weight[index] - weighted / total  # [N, H]
+            ctx.save_for_backward(direction, score)
             ctx.prob, ctx.shape = prob, (R, T, H)
-        else:
-            _LOGIT_BUFFERS.give_back(weight, probs)
         return score
 
     @staticmethod
     def backward(ctx, grad_score: torch.Tensor):
-        probs, weight, index, score = ctx.saved_tensors
+        direction, score = ctx.saved_tensors
         R, T, H = ctx.shape
-        g = grad_score * score if ctx.prob else grad_score  # [R]
-        g = g.repeat_interleave(T).view(R * T, 1).to(probs.dtype)
-        probs.mul_(-g).scatter_add_(1, index, g)  # ∂F/∂logits, in place of the softmax
-        grad_hidden = torch.mm(probs, weight).view(R, T, H)
-        _LOGIT_BUFFERS.give_back(weight, probs)
+        g = grad_score * score if ctx.prob else grad_score  # ∂out/∂(Σ log P) per row, [R]
+        grad_hidden = direction.view(R, T, H) * g.view(R, 1, 1).to(direction.dtype)
         return grad_hidden, None, None, None, None, None
 
 
 def head_scores(hidden: torch.Tensor, head: LMHead, target_ids: torch.Tensor, objective: str) -> torch.Tensor:
     """hidden [R, T, H] at the score positions (after the final norm) -> F [R], with the LM head
-    folded into the score's backward. Gradients flow to ``hidden`` only (the head is frozen);
-    half-precision models and heads that need gradients take the plain path. One backward per
-    forward: the backward reuses the saved softmax in place (a second one raises)."""
+    folded into the score (:class:`_HeadScore`). Gradients flow to ``hidden`` only (the head is
+    frozen); half-precision models and heads that need gradients take the plain path. The
+    gradient direction is made in the forward only when a backward can follow (grad mode on
+    and ``hidden`` requiring grad)."""
     weight, bias = head.weight, head.bias
     fused = (hidden.dtype == weight.dtype and weight.dtype in (torch.float32, torch.float64)
              and not weight.requires_grad and (bias is None or not bias.requires_grad))
