@@ -685,8 +685,11 @@ def make_runner(family: ModelFamily, query: EncodedQuery, objective: str, strate
     """The row evaluator for ``strategy``. ``need_clean``: the caller will ask for
     :meth:`_RowRunner.clean_vectors_at` (IG); interventions leave it False and skip that pass
     where it costs one (models whose cache cannot be cut)."""
-    if strategy == "full":
-        return _FullRunner(family, query, objective)
+    if strategy in ("cache", "layer_skip") and family.kind != "causal":
+        raise ValueError(f"strategy {strategy!r} reuses a causal LM's prefix cache; {family.name} is a "
+                         f"{family.kind} LM: use 'auto' (its own layer skipping) or 'full'")
+    if strategy == "full" or (strategy in ("cache", "layer_skip") and query.target_position == 0):
+        return _FullRunner(family, query, objective)  # (an empty prefix has nothing to cache)
     if strategy == "cache":  # prefix cache without layer skipping (for comparisons)
         return _CachedCausalRunner(family, query, objective, need_clean)
     if strategy == "layer_skip":

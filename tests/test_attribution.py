@@ -763,3 +763,19 @@ def test_fused_gelu_equals_gpt2s_own_and_is_undone():
     assert len(seen) == 3
     torch.testing.assert_close(fused, plain, rtol=2e-6, atol=1e-6)  # |x| up to 8
     assert torch.equal(after, plain) and "forward" not in vars(act)
+
+
+def test_prefix_cache_strategies_on_edge_inputs():
+    """A one-token prompt (no BOS: empty prefix) runs whole with the prefix-cache strategies
+    too (Gemma-3's sliding-window cache cannot be built from nothing); asking for a causal
+    strategy on a masked LM is refused by name."""
+    for kind in ("gpt2", "gemma3"):
+        model, tok = get_model(kind)
+        ref = neuron_attributions(model, tok, "paris", "berlin", method="kn", steps=4, strategy="full")
+        assert get_family(model).encode(tok, "paris", "berlin").target_position == 0
+        for strategy in ("cache", "layer_skip"):
+            got = neuron_attributions(model, tok, "paris", "berlin", method="kn", steps=4, strategy=strategy)
+            assert rel_diff(got.attributions, ref.attributions) < RTOL
+    model, tok = get_model("bert")
+    with pytest.raises(ValueError, match="causal LM's prefix cache"):
+        neuron_attributions(model, tok, "paris is <mask> .", "berlin", method="kn", steps=2, strategy="cache")
