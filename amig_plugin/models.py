@@ -160,7 +160,7 @@ class ModelFamily:
 
     @contextmanager
     def fused_activations(self) -> Iterator[None]:
-        """Within the block: activation functions written as several elementwise torch ops run
+        """Inside the ``with``: activation functions written as several elementwise torch ops run
         as one fused kernel computing the same formula (equal to float rounding, ~1e-7
         relative); module hooks still run. Nothing to do for most families."""
         yield
