@@ -558,10 +558,11 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
 
         def at_site(k: int, act: torch.Tensor) -> torch.Tensor:
             """act [A, T, W] -> the clean row offset by δ_k, then the rows joining here."""
-            if k in deltas:
-                row0 = act[:1]
-                row0 = torch.cat([row0[:, :1] + deltas[k].view(1, 1, -1).to(act.dtype), row0[:, 1:]], dim=1)
-                act = torch.cat([row0, act[1:]])
+            if k in deltas:  # (split, not slicing: a slice's backward writes a zero tensor of the whole)
+                row0, others = act.split([1, act.shape[0] - 1])
+                at_target, later = row0.split([1, row0.shape[1] - 1], dim=1)
+                row0 = torch.cat([at_target + deltas[k].view(1, 1, -1).to(act.dtype), later], dim=1)
+                act = torch.cat([row0, others])
             if counts[k]:
                 values = joining[k].unsqueeze(1)  # [c, 1, W] at the target position
                 rest = self.site_values[k][:, 1:]
@@ -577,8 +578,8 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
 
         def split_ffn(k: int):
             def hook(_m, _args, output):
-                joined[k] = output[entering[k]:]
-                return output[:entering[k]]
+                kept, joined[k] = output.split([entering[k], output.shape[0] - entering[k]])
+                return kept
             return hook
 
         def join_block(k: int):
