@@ -428,7 +428,7 @@ class _CachedCausalRunner(_RowRunner):
                 handle.remove()
         self._clean_outputs = (self._keep_scored(values[:, -T:]), hidden)
         self.site_values = [capture[layer][0][:, tp:] for layer in sorted(capture)]  # [1, T, W] per layer
-        self.clean_vectors = torch.stack([v[0, 0].float() for v in self.site_values])  # [L, W]
+        self.clean_vectors = _stacked(capture, tp, sorted(capture))[0]  # [L, W]
         self.joins = self._checked_joins(joins, tp) if joins is not None else None
         cache = _cut_cache(past, tp)
         self.cache = cache if cache is not None else self._prefix_cache()
@@ -471,9 +471,10 @@ class _CachedCausalRunner(_RowRunner):
 
 @dataclass
 class _Join:
-    """What block l's FFN output meets for a row joining at its neuron site (clean pass,
-    suffix positions): the residual stream r [1, T, H] and the tail after the FFN."""
+    """Block l's FFN module and what its output meets for a row joining at its neuron site
+    (clean pass, suffix positions): the residual stream r [1, T, H] and the tail after the FFN."""
 
+    ffn: nn.Module
     residual: torch.Tensor
     tail: Callable[[torch.Tensor], torch.Tensor]
 
@@ -529,7 +530,7 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
             scale = float(block_out.abs().max()) or 1.0
             if float((expected - block_out).abs().max()) > 16 * torch.finfo(block_out.dtype).eps * scale:
                 return None
-            out.append(_Join(residual=residual, tail=join.tail))
+            out.append(_Join(ffn=join.ffn, residual=residual, tail=join.tail))
         return out
 
     def logits(self, row_layers, z, clean_deltas=None):
@@ -597,7 +598,7 @@ class _LayerSkipCausalRunner(_CachedCausalRunner):
                     handles.append(module.register_forward_pre_hook(site_hook(k, side)) if side == "input"
                                    else module.register_forward_hook(site_hook(k, side)))
                 if counts[k]:
-                    handles.append(self.family.ffn_join(k).ffn.register_forward_hook(split_ffn(k)))
+                    handles.append(self.joins[k].ffn.register_forward_hook(split_ffn(k)))
                     handles.append(blocks[k].register_forward_hook(join_block(k)))
             values, hidden, _ = self._forward(input_ids=self.suffix.unsqueeze(0), past_key_values=cache, use_cache=True)
         finally:
