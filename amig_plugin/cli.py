@@ -109,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .models import UnsupportedModelError
+    from .errors import AmigError
 
     try:
         return args.func(args)
-    except (ValueError, UnsupportedModelError, FileNotFoundError, ImportError) as exc:
+    except (AmigError, ValueError, FileNotFoundError, ImportError) as exc:
         # our errors carry the fix in their message: show it without a traceback
         if os.environ.get("AMIG_DEBUG"):
             raise

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
+from .errors import AmigError
 
 __all__ = [
     "MASK_PLACEHOLDER",
@@ -83,7 +84,7 @@ LANGUAGE_CODES: frozenset[str] = frozenset(
 _LANG_RE = re.compile(r"^([a-z]{2})((?:-[A-Za-z0-9]{2,8})*)$")
 
 
-class FactFormatError(ValueError):
+class FactFormatError(AmigError, ValueError):
     """A fact, a fact file or a dataset file is malformed.
 
     The message names the problem and how to fix it; errors raised while loading a

@@ -54,6 +54,7 @@ from .data import MASK_PLACEHOLDER, Fact, group_by_relation, wrong_objects
 from .defaults import DEFAULT_IG_BATCH_SIZE
 from .dkn import FACT_ERRORS, DKNResult, model_key
 from .models import get_family
+from .errors import AmigError
 
 Neuron = tuple[int, int]
 
@@ -69,7 +70,7 @@ DEFAULT_LAMBDA = 0.7
 DEFAULT_FRACTIONS = (1 / 3, 1 / 3, 1 / 3)
 
 
-class TooFewFactsError(ValueError):
+class TooFewFactsError(AmigError, ValueError):
     """A relation (or the whole set) has too few facts to split into DKN / dev / test."""
 
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+from .errors import AmigError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -115,7 +116,7 @@ _GGUF_REQUIREMENTS = {
 }
 
 
-class ModelNotFoundError(OSError):
+class ModelNotFoundError(AmigError, OSError):
     """A model name that is neither a usable local folder nor loadable from the hub."""
 
 

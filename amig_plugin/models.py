@@ -30,15 +30,16 @@ from torch import nn
 
 from .data import MASK_PLACEHOLDER, causal_prompt_and_target, split_prompt_at_mask
 from .scoring import LMHead
+from .errors import AmigError
 
 NeuronSite = Literal["ffn_hidden", "ffn_pre_activation"]
 
 
-class UnsupportedModelError(TypeError):
+class UnsupportedModelError(AmigError, TypeError):
     """The model's architecture has no knowledge-neuron adapter."""
 
 
-class QueryError(ValueError):
+class QueryError(AmigError, ValueError):
     """A prompt/target pair cannot be turned into a query (no mask, empty target, ...)."""
 
 

@@ -18,9 +18,10 @@ import os
 import sys
 from pathlib import Path
 from typing import Iterator
+from .errors import AmigError
 
 
-class StoreError(ValueError):
+class StoreError(AmigError, ValueError):
     """A store file is damaged somewhere other than its last line."""
 
 

@@ -159,6 +159,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
+from ..errors import AmigError
 
 __all__ = [
     "MissingOptionalDependency",
@@ -242,7 +243,7 @@ def _in_package(module_name: str, package: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-class MissingOptionalDependency(ImportError):
+class MissingOptionalDependency(AmigError, ImportError):
     """Raised when a placeholder for a missing optional package is used."""
 
 

@@ -50,13 +50,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ..defaults import DEFAULT_IG_BATCH_SIZE
+from ..errors import AmigError
 
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
 
 ALG_NAME = "AMIG"
 
 
-class HParamsError(ValueError):
+class HParamsError(AmigError, ValueError):
     """An AMIG hyper-parameter file or value is invalid; the message says how to fix it."""
 
 

@@ -32,9 +32,10 @@ from typing import Any, Mapping
 import yaml
 
 from ..defaults import DEFAULT_IG_BATCH_SIZE
+from ..errors import AmigError
 
 
-class ConfigError(ValueError):
+class ConfigError(AmigError, ValueError):
     """A run configuration is invalid; the message names the key and the fix."""
 
 

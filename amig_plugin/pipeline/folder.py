@@ -32,6 +32,7 @@ import yaml
 
 from ..store import RecordStore
 from .config import RunConfig, parse_config
+from ..errors import AmigError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -53,7 +54,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-class RunLocked(RuntimeError):
+class RunLocked(AmigError, RuntimeError):
     """Another live process is already writing this rank of this run."""
 
 

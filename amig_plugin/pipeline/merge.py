@@ -28,9 +28,10 @@ from pathlib import Path
 from .config import RunConfig
 from .folder import RunFolder, atomic_write_text
 from .studies import STUDIES
+from ..errors import AmigError
 
 
-class IncompleteRunError(RuntimeError):
+class IncompleteRunError(AmigError, RuntimeError):
     """``merge_run(strict=True)`` found missing or duplicate records."""
 
 

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import ConfigError, _suggest
+from ..errors import AmigError
 
 PER_KINDS = ("lang_method", "lang", "method", "fact")
 
 
-class DependencyError(RuntimeError):
+class DependencyError(AmigError, RuntimeError):
     """A unit's dependency (another study's record of the same fact) failed or is missing."""
 
 
