@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import options as opt
+
 
 def _model_stem(name: str) -> str:
     from ..loading import DEFAULT_MODEL, is_embedded_name
@@ -102,6 +104,15 @@ def cmd_compare(args) -> int:
 
             hparams[method] = AMIGHyperParams.from_dict(hparams[method].to_dict(), source="--set AMIG")
 
+    other = None if args.other_lang in ("", "none") else args.other_lang
+    if args.facts and os.path.isdir(args.facts):  # a BMLAMA folder with <lang>.tsv files
+        from ..data import bmlama_paths, load_bmlama
+
+        langs = [args.lang] + ([other] if other else [])
+        facts = load_bmlama(bmlama_paths(args.facts, langs), template_lang=args.lang)
+    else:
+        facts = load_facts(args.facts) if args.facts else shipped_facts()
+
     import_easyeditor()
     t0 = time.time()
     model, tok = load_model(model_name, device=args.device)
@@ -109,14 +120,6 @@ def cmd_compare(args) -> int:
     masked = family.kind == "masked"
     print(f"model: {model_name} ({type(model).__name__}), loaded in {time.time() - t0:.1f}s; easyeditor {easyedit_flavour()}",
           file=sys.stderr)
-    if args.facts and os.path.isdir(args.facts):  # a BMLAMA folder with <lang>.tsv files
-        from ..data import bmlama_paths, load_bmlama
-
-        langs = [args.lang] + ([args.other_lang] if args.other_lang not in ("", "none") else [])
-        facts = load_bmlama(bmlama_paths(args.facts, langs), template_lang=args.lang)
-    else:
-        facts = load_facts(args.facts) if args.facts else shipped_facts()
-    other = None if args.other_lang in ("", "none") else args.other_lang
     requests = C.build_requests(facts, args.n, lang=args.lang, other_lang=other, seed=args.seed, masked=masked)
     fingerprint = C.requests_fingerprint(requests)
     out_path = Path(args.out) if args.out else cache_root() / "compare" / f"{stem}-{args.lang}-{args.n}-{fingerprint}.json"
@@ -206,16 +209,20 @@ def cmd_compare(args) -> int:
     return 0 if all(r.get("summary") for r in rows) else 1
 
 
+def _other_lang(text: str) -> str:
+    return text if text in ("", "none") else opt.language(text)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare AMIG with EasyEdit's KN, ROME, MEMIT, FT on the same requests",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model name or folder (default: the embedded Gemma-3-270M)")
     p.add_argument("--methods", default="AMIG,KN,ROME,MEMIT,FT")
-    p.add_argument("--n", type=int, default=20, help="number of requests (facts)")
-    p.add_argument("--facts", default=None,
+    p.add_argument("--n", type=opt.positive_int, default=20, help="number of requests (facts)")
+    p.add_argument("--facts", type=opt.existing_path, default=None,
                    help="fact file (JSONL, see FACTS_FORMAT.md) or a BMLAMA folder (<lang>.tsv); default: the shipped facts")
-    p.add_argument("--lang", default="en", help="language of the edited prompts")
-    p.add_argument("--other-lang", default="zh", help="language of the portability prompt ('none' to skip)")
+    p.add_argument("--lang", type=opt.language, default="en", help="language of the edited prompts")
+    p.add_argument("--other-lang", type=_other_lang, default="zh", help="language of the portability prompt ('none' to skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hparams-dir", default="hparams", help="folder with <METHOD>/<model>.yaml")
     p.add_argument("--hparams", action="append", help="METHOD=PATH: the YAML of one method (repeatable)")
@@ -223,11 +230,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mom2", choices=["local", "off"], default="local",
                    help="ROME/MEMIT covariance: from a local corpus (default) or off (ROME without mom2 adjustment)")
     p.add_argument("--mom2-corpus", default="facts+pydoc", help="facts | pydoc | facts+pydoc | a text file")
-    p.add_argument("--mom2-tokens", type=int, default=20000, help="tokens of the corpus used for the statistics")
+    p.add_argument("--mom2-tokens", type=opt.positive_int, default=20000, help="tokens of the corpus used for the statistics")
     p.add_argument("--stats-dir", default=None, help="where statistics are cached (default: <cache>/easyedit-stats)")
     p.add_argument("--out", default=None, help="results JSON (default: <cache>/compare/...)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--fresh", action="store_true", help="recompute methods whose results are saved")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=opt.threads, default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_compare)

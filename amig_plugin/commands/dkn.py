@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import options as opt
+
 PAPER_TABLE3 = ("paper Table 3 (F1 with_DKN vs wo_DKN exact match): en m-BERT 0.541 vs 0.362, m-GPT 0.433 vs 0.021; "
                 "zh m-BERT 0.654 vs 0.020, m-GPT 0.669 vs 0.0004; BERT 0.535 vs 0.460; GPT-2 0.415 vs 0.021")
 
@@ -34,18 +36,18 @@ def _floats(text: str) -> tuple[float, ...]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Hugging Face name or local folder (default: the embedded Gemma-3-270M)")
     p.add_argument("--data", default="shipped", help="BMLAMA folder (<lang>.tsv files), a .jsonl fact file, or 'shipped'")
-    p.add_argument("--lang", default="en", help="language code, or a comma list (en,zh)")
-    p.add_argument("--n", type=int, default=200, help="facts per language: the first N of the stratified sample (default 200)")
+    p.add_argument("--lang", type=opt.language_list(1), default=["en"], help="language code, or a comma list (en,zh)")
+    p.add_argument("--n", type=opt.positive_int, default=200, help="facts per language: the first N of the stratified sample (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fact sample and of the wrong objects")
-    p.add_argument("--k", type=int, default=20, help="top-k neurons examined per fact (default 20; more than recorded: all recorded)")
-    p.add_argument("--low", type=float, default=0.2, help="one suppressed neuron keeps P >= (1-low)·P0 (default 0.2)")
-    p.add_argument("--high", type=float, default=0.25, help="the suppressed pair drops P below (1-high)·P0 (default 0.25)")
+    p.add_argument("--k", type=opt.int_at_least(2, " (a degenerate pair needs two neurons)"), default=20, help="top-k neurons examined per fact (default 20; more than recorded: all recorded)")
+    p.add_argument("--low", type=opt.unit_interval_open, default=0.2, help="one suppressed neuron keeps P >= (1-low)·P0 (default 0.2)")
+    p.add_argument("--high", type=opt.unit_interval_open, default=0.25, help="the suppressed pair drops P below (1-high)·P0 (default 0.25)")
     p.add_argument("--grow", action="store_true", help="also search degenerate sets of 3..--max-set-size neurons (greedy growth)")
-    p.add_argument("--max-set-size", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=256, help="suppressed rows per forward")
+    p.add_argument("--max-set-size", type=opt.int_at_least(2), default=4)
+    p.add_argument("--batch-size", type=opt.positive_int, default=256, help="suppressed rows per forward")
     p.add_argument("--out", default=None, help="folder of the resumable record stores (default $AMIG_CACHE/dkn/<model>)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -54,21 +56,21 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("dkn", help="degenerate knowledge neurons: pairs among each fact's top-k neurons, "
                                           "with a per-layer summary (cached, resumable)")
     _common(p)
-    p.add_argument("--show", type=int, default=10, help="facts to list with their pairs")
+    p.add_argument("--show", type=opt.non_negative_int, default=10, help="facts to list with their pairs")
     p.set_defaults(func=cmd_dkn)
 
     p = subparsers.add_parser("factcheck", help="fact-checking with relation-level degenerate neurons vs the model's "
                                                 "own judgement (paper Table 3), thresholds tuned on dev only")
     _common(p)
-    p.add_argument("--lam", type=float, default=0.7, help="relation-level DKN: count > lam × max count (default 0.7)")
+    p.add_argument("--lam", type=opt.unit_interval_open, default=0.7, help="relation-level DKN: count > lam × max count (default 0.7)")
     p.add_argument("--split", type=_floats, default=(1.0, 1.0, 1.0),
                    help="DKN,dev,test proportions per relation (default 1,1,1)")
-    p.add_argument("--n-wrong", type=int, default=1, help="wrong objects per checked fact (default 1)")
-    p.add_argument("--min-facts", type=int, default=3, help="relations with fewer facts are skipped (>= 3)")
+    p.add_argument("--n-wrong", type=opt.positive_int, default=1, help="wrong objects per checked fact (default 1)")
+    p.add_argument("--min-facts", type=opt.int_at_least(3), default=3, help="relations with fewer facts are skipped (>= 3)")
     p.add_argument("--no-dkn", choices=["topk", "skip"], default="topk",
                    help="a relation whose DKN part has no degenerate pair: use its recurring top-k neurons "
                         "(flagged, default) or skip it")
-    p.add_argument("--steps", type=int, default=20, help="IG steps of the candidate scores (default 20)")
+    p.add_argument("--steps", type=opt.ig_steps, default=20, help="IG steps of the candidate scores (default 20)")
     p.add_argument("--save-checker", default=None, help="save the fitted checker (neurons, thresholds) per language: "
                                                         "PATH with {lang} in it, e.g. checker-{lang}.json")
     p.add_argument("--no-per-relation", action="store_true", help="print only the overall rows")
@@ -86,8 +88,12 @@ def load_pool(data: str, langs: list[str]):
         facts = shipped_facts()
     else:
         path = Path(data).expanduser()
-        if path.is_dir():
-            facts = load_bmlama(bmlama_paths(path))
+        if path.is_dir():  # only the requested languages' files: another file may be broken or absent
+            missing = [lang for lang in langs if not (path / f"{lang}.tsv").is_file()]
+            if missing:
+                raise FileNotFoundError(f"--data {data}: no {', '.join(l + '.tsv' for l in missing)} in this folder; "
+                                        "give a BMLAMA folder with a <lang>.tsv file per --lang language")
+            facts = load_bmlama(bmlama_paths(path, langs))
         elif path.is_file() and path.suffix == ".jsonl":
             facts = load_facts(path)
         elif path.is_file() and path.suffix == ".tsv":
@@ -100,15 +106,6 @@ def load_pool(data: str, langs: list[str]):
     return pool
 
 
-def _langs(text: str) -> list[str]:
-    from ..data import validate_language_code
-
-    langs = [l.strip() for l in text.split(",") if l.strip()]
-    if not langs:
-        raise ValueError("--lang is empty; give a language code such as en or zh")
-    return [validate_language_code(l) for l in langs]
-
-
 def _setup(args):
     from ..cache import LocalizationCache
     from ..cli import _load
@@ -119,7 +116,7 @@ def _setup(args):
     check_thresholds(args.low, args.high)
     if args.k < 2:
         raise ValueError(f"--k must be >= 2, got {args.k}")
-    langs = _langs(args.lang)
+    langs = list(args.lang)
     pool = load_pool(args.data, langs)
     if args.n > len(pool):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")

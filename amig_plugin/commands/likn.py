@@ -11,9 +11,22 @@ Localizations go through the shared cache (a second run reuses them), measuremen
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
+
+from . import options as opt
+
+
+def _protocols(text: str) -> list[str]:
+    from ..likn import PROTOCOLS
+
+    protocols = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if not protocols or unknown:
+        raise argparse.ArgumentTypeError(f"unknown protocol(s) {unknown or [text]}; use a comma list of {', '.join(PROTOCOLS)}")
+    return list(dict.fromkeys(protocols))
 
 
 def load_fact_data(data: str | None, langs: list[str]):
@@ -78,10 +91,8 @@ def cmd_likn(args) -> int:
         exp.save(args.out)
         print(exp.to_markdown(max_facts=args.show_facts))
         return 0
-    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
-    if len(langs) < 2:
-        raise ValueError(f"--langs needs at least 2 languages (comma-separated), got {args.langs!r}")
-    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    langs = list(args.langs)
+    protocols = list(args.protocols)
     if not args.threads:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     facts, source, notes = load_fact_data(args.data, langs)
@@ -128,15 +139,15 @@ def add_commands(subparsers) -> None:
                                            "editing experiment (LIKN vs Mono-KN vs Seq-KN)")
     p.add_argument("--data", default=None, help="BMLAMA directory (<lang>.tsv), mLAMA directory (<lang>/templates.jsonl) "
                                                 "or JSONL fact file (default: the shipped facts)")
-    p.add_argument("--langs", default="en,zh", help="comma-separated languages, at least 2 (default en,zh)")
-    p.add_argument("--n", type=int, default=100, help="number of facts (prefix-consistent stratified sample; default 100)")
+    p.add_argument("--langs", type=opt.language_list(2), default=["en", "zh"], help="comma-separated languages, at least 2 (default en,zh)")
+    p.add_argument("--n", type=opt.int_at_least(2, " (unrelated prompts come from other facts)"), default=100, help="number of facts (prefix-consistent stratified sample; default 100)")
     p.add_argument("--method", choices=["amig", "kn"], default="amig")
     p.add_argument("--out", default=None, help="output folder (default runs/likn-<data>-<langs>-<method>-n<N>-<mode>)")
     p.add_argument("--causal-mode", choices=["cut", "sentence"], default="cut",
                    help="causal LMs: cut the prompt at <mask> (default) or score object + rest of the sentence")
-    p.add_argument("--protocols", default="activation,value",
+    p.add_argument("--protocols", type=_protocols, default=["activation", "value"],
                    help="activation (×0/×2 at the target position, the paper's) and/or value (value-vector edit)")
-    p.add_argument("--n-unrelated", type=int, default=5, help="unrelated facts per fact (default 5)")
+    p.add_argument("--n-unrelated", type=opt.non_negative_int, default=5, help="unrelated facts per fact (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of unrelated facts, new objects, random neurons")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the fact sample (default 0, shared with other studies)")
     p.add_argument("--rank-by", choices=["mean", "sum"], default="mean",
@@ -150,11 +161,11 @@ def add_commands(subparsers) -> None:
                    help="value edit without orienting each neuron's update by the sign of its activation "
                         "(Dai's original; wrong for gated MLPs whose neurons can be negative)")
     p.add_argument("--no-random", action="store_true", help="skip the random-neuron control")
-    p.add_argument("--tau", type=float, default=None, help="threshold τ × max (default: en 0.3, zh 0.2, else 0.2)")
-    p.add_argument("--share-p", type=float, default=0.7, help="keep neurons shared by > p of a fact's prompts")
+    p.add_argument("--tau", type=opt.tau, default=None, help="threshold τ × max (default: en 0.3, zh 0.2, else 0.2)")
+    p.add_argument("--share-p", type=opt.share_p, default=0.7, help="keep neurons shared by > p of a fact's prompts")
     p.add_argument("--cache-dir", default=None, help="localization cache root (default $AMIG_CACHE or ~/.cache/amig-plugin)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the localization cache")
-    p.add_argument("--show-facts", type=int, default=30, help="facts listed in the printed LIKN table")
+    p.add_argument("--show-facts", type=opt.non_negative_int, default=30, help="facts listed in the printed LIKN table")
     p.add_argument("--report-only", action="store_true",
                    help="re-render --out's report from its likn_results.json (no model, no computation)")
     _add_ig_options(p)
