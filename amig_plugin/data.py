@@ -14,6 +14,7 @@ Public API
 - :data:`MASK_PLACEHOLDER`, :data:`LANGUAGE_CODES`, :class:`FactFormatError`
 - :class:`Fact` (``languages``, ``prompt()``, ``target()``, ``restrict()``,
   ``to_dict()``, ``from_dict()``, ``validate()``)
+- :func:`normalize_text`, :func:`causal_cloze`, :class:`PromptTextDropped`
 - :func:`split_prompt_at_mask`, :data:`CAUSAL_MODES`, :func:`causal_prompt_and_target`
 - :func:`load_facts`, :func:`save_facts`, :func:`shipped_facts`
 - :func:`load_bmlama`, :func:`bmlama_paths`
@@ -28,6 +29,8 @@ import logging
 import os
 import random
 import re
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +44,9 @@ __all__ = [
     "FactFormatError",
     "Fact",
     "validate_language_code",
+    "normalize_text",
+    "PromptTextDropped",
+    "causal_cloze",
     "split_prompt_at_mask",
     "CAUSAL_MODES",
     "causal_prompt_and_target",
@@ -384,8 +390,60 @@ class Fact:
 # ----------------------------------------------------------------------------------
 
 
+def normalize_text(text: str) -> str:
+    """``text`` in Unicode NFC (composed characters: ``"e" + U+0301`` -> ``"é"``).
+
+    Every prompt and target is normalised here before it is tokenized, so the NFC and NFD
+    spellings of one word are one query (same tokens, same neurons)."""
+    return unicodedata.normalize("NFC", text) if isinstance(text, str) else text
+
+
+class PromptTextDropped(UserWarning):
+    """A causal query leaves out text of the prompt (cut mode, text after ``<mask>``)."""
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(kind: str, key: str, message: str, category: type[Warning], stacklevel: int = 3) -> None:
+    """``warnings.warn`` once per (kind, key) in this process."""
+    if (kind, key) in _warned:
+        return
+    _warned.add((kind, key))
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+#: Scripts written without spaces between words: no space is put between such text and
+#: an object that follows it (CJK ideographs and punctuation, kana, full-width forms,
+#: Thai, Lao, Khmer, Myanmar).
+_SPACELESS = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+                        r"\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]")
+_WORD = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+                   r"\uf900-\ufaff\U00020000-\U0003ffff]|[^\W_]+")
+
+
+def causal_cloze(prompt: str) -> str:
+    """A prompt without ``<mask>`` as the cloze prompt a causal LM continues: the target
+    follows the prompt as if it ended in ``" <mask>"`` (one space, then the target:
+    ``"The capital of France is"`` + ``"Paris"`` scores ``" Paris"``, the word-initial
+    BPE token), except after a script written without spaces (``"法国的首都是"`` +
+    ``"巴黎"``: nothing added) and after whitespace (kept: the same rule). A prompt with
+    ``<mask>`` is returned unchanged; write the mask yourself to control the boundary."""
+    if MASK_PLACEHOLDER in prompt:
+        return prompt
+    if not prompt or prompt[-1].isspace() or _SPACELESS.match(prompt[-1]):
+        return prompt + MASK_PLACEHOLDER
+    return prompt + " " + MASK_PLACEHOLDER
+
+
+def dropped_words(text: str) -> int:
+    """Words in ``text``: runs of letters/digits, each CJK/kana/Thai character counting as one."""
+    return len(_WORD.findall(text))
+
+
 def split_prompt_at_mask(prompt: str) -> tuple[str, str]:
-    """Return ``(text before <mask>, text after <mask>)``; exactly one mask required."""
+    """Return ``(text before <mask>, text after <mask>)``; exactly one mask required
+    (:class:`FactFormatError` naming the prompt otherwise)."""
     n = prompt.count(MASK_PLACEHOLDER)
     if n != 1:
         raise _mask_count_error(prompt, n)
@@ -430,6 +488,13 @@ def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tup
     prefix: there is no position that predicts the object from the subject, so this
     raises :class:`FactFormatError` in both modes; rewrite the prompt with the mask
     after the subject.
+
+    ``cut`` mode and words after the mask (``"Paris is the capital of <mask> since 1944."``):
+    the query never sees them, so a :class:`PromptTextDropped` warning says how many words
+    were dropped, once per prompt (punctuation alone, as in ``"... is <mask>."``, is not
+    worth a warning). Use ``sentence`` mode to score them, or end the prompt at the mask.
+    A prompt without ``<mask>`` is read as :func:`causal_cloze` says (the target after
+    one space, none after Chinese/Japanese text).
     """
     if mode not in CAUSAL_MODES:
         raise ValueError(f"unknown mode {mode!r}; supported modes: {list(CAUSAL_MODES)}")
@@ -450,6 +515,11 @@ def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tup
         )
     if mode == "sentence":
         target_text = target_text + after.rstrip()
+    elif dropped_words(after):
+        n = dropped_words(after)
+        _warn_once("cut", prompt, f"causal prompt {prompt!r}: cut mode drops the {n} word(s) after {MASK_PLACEHOLDER} "
+                   f"({after.strip()!r}); the model sees only {prefix!r}. Use causal mode 'sentence' to score them, "
+                   f"or end the prompt at {MASK_PLACEHOLDER}", PromptTextDropped)
     return prefix, target_text
 
 

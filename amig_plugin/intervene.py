@@ -14,6 +14,7 @@ same neurons; methods (AMIG, KN, ...) compared with random neuron sets of equal 
 from __future__ import annotations
 
 import math
+import operator
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, make_runner
-from .models import ModelFamily, NeuronHooks, _NeuronPatch, get_family
+from .errors import UsageError
+from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
 
 Neuron = tuple[int, int]
 
@@ -42,13 +44,52 @@ def _multipliers(family: ModelFamily, neurons: Sequence[Neuron], factor: float) 
     return mult
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+#: The default of ``position``: none; the caller says where (see :func:`scale_neurons`).
+REQUIRED = _Required()
+
+
+def _position(position) -> int | slice:
+    """``position`` as an index or slice: an EncodedQuery gives its target position."""
+    if position is REQUIRED:
+        raise UsageError(
+            "give position=: the token position to intervene at; the query's target position is "
+            "position=target_position(model, tokenizer, prompt, target) (or an EncodedQuery), "
+            "None intervenes at every position")
+    if isinstance(position, EncodedQuery):
+        return position.target_position
+    if position is None:
+        return slice(None)
+    try:
+        return operator.index(position)
+    except TypeError:
+        raise UsageError(f"position must be an int, None or an EncodedQuery, got {position!r}") from None
+
+
+def target_position(model: nn.Module | ModelFamily, tokenizer, prompt: str, target: str) -> int:
+    """The index of the query's target position: the first ``[MASK]`` of a masked LM, the last
+    prompt token (which predicts the target's first token) of a causal LM; where knowledge
+    neurons are attributed, and where :func:`suppress_neurons` and friends act."""
+    return get_family(model).encode(tokenizer, prompt, target).target_position
+
+
 @contextmanager
 def scale_neurons(model: nn.Module | ModelFamily, neurons: Sequence[Neuron], factor: float,
-                  position: int | None = -1) -> Iterator[None]:
-    """Multiply ``neurons`` by ``factor`` at ``position`` (an index into the sequence, -1 =
-    last; ``None`` = every position) in every forward pass inside the ``with`` block."""
+                  position: int | EncodedQuery | None = REQUIRED) -> Iterator[None]:
+    """Multiply ``neurons`` by ``factor`` at ``position`` in every forward pass inside the
+    ``with`` block.
+
+    ``position``, required: the query's target position (``target_position(model, tok,
+    prompt, target)``, or the :class:`~amig_plugin.models.EncodedQuery` itself), any index
+    into the sequence (-1 = the last token, which is ``[SEP]`` on BERT and the last
+    teacher-forced token of a multi-token causal target: rarely what is meant), or ``None``
+    for every position. There is no default because no index is right for every model."""
+    pos = _position(position)
     family = get_family(model)
-    pos = slice(None) if position is None else position
     patches = {
         layer: [_NeuronPatch(rows=slice(None), position=pos, fn=lambda old, m=m: old * m.to(old.device, old.dtype))]
         for layer, m in _multipliers(family, neurons, factor).items()
@@ -57,13 +98,13 @@ def scale_neurons(model: nn.Module | ModelFamily, neurons: Sequence[Neuron], fac
         yield
 
 
-def suppress_neurons(model, neurons: Sequence[Neuron], position: int | None = -1):
-    """Set ``neurons`` to 0 at ``position`` (context manager)."""
+def suppress_neurons(model, neurons: Sequence[Neuron], position: int | EncodedQuery | None = REQUIRED):
+    """Set ``neurons`` to 0 at ``position`` (context manager; ``position`` as in :func:`scale_neurons`)."""
     return scale_neurons(model, neurons, 0.0, position)
 
 
-def enhance_neurons(model, neurons: Sequence[Neuron], position: int | None = -1):
-    """Double ``neurons`` at ``position`` (context manager)."""
+def enhance_neurons(model, neurons: Sequence[Neuron], position: int | EncodedQuery | None = REQUIRED):
+    """Double ``neurons`` at ``position`` (context manager; ``position`` as in :func:`scale_neurons`)."""
     return scale_neurons(model, neurons, 2.0, position)
 
 

@@ -508,22 +508,35 @@ def apply_value_edit(model, tokenizer, edit: Edit, old: Mapping[str, str], new: 
     edited by the previous steps. Gated MLPs (Gemma, Llama) have signed neurons
     (``act(gate)·up``): without the sign, a neuron with a negative activation would push
     the output AWAY from the new object. Returns the backup (``restore()`` undoes every
-    step bit for bit)."""
+    step bit for bit).
+
+    All or nothing: if any step fails (a missing language in ``old``/``new``/``queries``, a
+    target that cannot be embedded, an interrupt), the weights this call changed are
+    restored bit for bit before the error propagates, and ``backup`` (when given) is left
+    as it was."""
     family = get_family(model)
-    backup = backup or WeightBackup(family.model)
-    for lang, neurons in edit.steps:
-        if not neurons:
-            continue
-        if queries is None:
-            groups = {1.0: list(neurons)}
-        else:
-            signs = activation_signs(family, tokenizer, *queries[lang], neurons)
-            groups = {s: [n for n in neurons if signs[n] == s] for s in (1.0, -1.0)}
-        for sign, group in groups.items():
-            if group:
-                edit_value_vectors(family, tokenizer, group, mode="update", old_target=old[lang],
-                                   new_target=new[lang], lambda_old=sign * lambda_old, lambda_new=sign * lambda_new,
-                                   backup=backup)
+    mine = WeightBackup(family.model)  # this call's originals only: what a failure restores
+    try:
+        for lang, neurons in edit.steps:
+            if not neurons:
+                continue
+            if queries is None:
+                groups = {1.0: list(neurons)}
+            else:
+                signs = activation_signs(family, tokenizer, *queries[lang], neurons)
+                groups = {s: [n for n in neurons if signs[n] == s] for s in (1.0, -1.0)}
+            for sign, group in groups.items():
+                if group:
+                    edit_value_vectors(family, tokenizer, group, mode="update", old_target=old[lang],
+                                       new_target=new[lang], lambda_old=sign * lambda_old,
+                                       lambda_new=sign * lambda_new, backup=mine)
+    except BaseException:
+        mine.restore()
+        raise
+    if backup is None:
+        return mine
+    for name, original in mine.originals.items():  # the caller's older originals win
+        backup.originals.setdefault(name, original)
     return backup
 
 

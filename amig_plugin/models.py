@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Literal
 import torch
 from torch import nn
 
-from .data import MASK_PLACEHOLDER, causal_prompt_and_target, split_prompt_at_mask
+from .data import MASK_PLACEHOLDER, causal_cloze, causal_prompt_and_target, normalize_text, split_prompt_at_mask
 from .scoring import LMHead
 from .errors import AmigError
 
@@ -71,10 +71,10 @@ class EncodedQuery:
 
 def causal_prefix_and_target(prompt: str, target: str) -> tuple[str, str]:
     """(prefix, target text) for a causal LM: a prompt with ``<mask>`` is cut there
-    (:func:`amig_plugin.data.causal_prompt_and_target`); one without is the prefix verbatim."""
-    if MASK_PLACEHOLDER not in prompt:
-        return prompt, target
-    return causal_prompt_and_target(prompt, target)
+    (:func:`amig_plugin.data.causal_prompt_and_target`); one without is continued by the
+    target as if it ended in ``" <mask>"`` (:func:`amig_plugin.data.causal_cloze`: one space
+    before the target, none after Chinese/Japanese text or existing whitespace)."""
+    return causal_prompt_and_target(causal_cloze(prompt), target)
 
 
 def _check_target(target: str) -> None:
@@ -180,6 +180,12 @@ class ModelFamily:
         raise NotImplementedError
 
     def encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
+        """The query of ``prompt`` and ``target`` for this model. Both are normalised to
+        Unicode NFC first (:func:`amig_plugin.data.normalize_text`): the one place where text
+        becomes tokens, so NFC and NFD spellings give the same query bit for bit."""
+        return self._encode(tokenizer, normalize_text(prompt), normalize_text(target))
+
+    def _encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
         raise NotImplementedError
 
     def device(self) -> torch.device:
@@ -187,11 +193,20 @@ class ModelFamily:
 
 
 def _tokenize_target(tokenizer, target: str) -> list[int]:
+    """Token ids of ``target`` (NFC-normalised, no special tokens). Refuses a target that is
+    empty or made only of the tokenizer's unknown token: its probability would be that of
+    ``[UNK]``, the same for every word the vocabulary lacks."""
     _check_target(target)
-    ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    target = normalize_text(target)
+    ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
     if len(ids) == 0:
         raise QueryError(f"target {target!r} tokenizes to no tokens with {type(tokenizer).__name__}; use a different target string")
-    return list(ids)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and all(i == unk for i in ids):
+        raise QueryError(f"target {target!r} is only unknown tokens ({tokenizer.unk_token}) for "
+                         f"{type(tokenizer).__name__}: the model cannot tell it from any other unknown word; "
+                         "use a target spelled with the model's vocabulary")
+    return ids
 
 
 class MaskedLMFamily(ModelFamily):
@@ -223,7 +238,7 @@ class MaskedLMFamily(ModelFamily):
             raise QueryError(f"tokenizer {type(tokenizer).__name__} has no mask token; a masked LM needs one")
         return int(tokenizer.mask_token_id)
 
-    def encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
+    def _encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
         """``[CLS] left [MASK]*T right [SEP]``; target tokens without special tokens, case kept."""
         target_ids = _tokenize_target(tokenizer, target)
         mask_token = tokenizer.mask_token
@@ -269,8 +284,12 @@ class CausalLMFamily(ModelFamily):
         eos = tokenizer.eos_token_id
         return int(eos[0] if isinstance(eos, (list, tuple)) else eos)
 
-    def encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
+    def _encode(self, tokenizer, prompt: str, target: str) -> EncodedQuery:
         """prompt (with the tokenizer's BOS if it adds one) + target[:-1], teacher-forced.
+
+        The prompt/target rules (:func:`causal_prefix_and_target`): cut at ``<mask>``, a space
+        before the mask moves to the target, no ``<mask>`` = the target after one space
+        (none after Chinese/Japanese text), text after the mask dropped with a warning.
 
         target_position = last prompt token (it predicts target[0]); score_positions =
         target_position + k for k < T.

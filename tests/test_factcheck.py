@@ -401,7 +401,7 @@ def test_easyedit_metric_is_registered_idempotently_and_reports_pre_and_post(tmp
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    model, tok = tiny_sharp("gpt2")
+    model, tok = tiny_sharp("gpt2", fact_words=True)
     d = tmp_path_factory.mktemp("tiny") / "tiny-gpt2"
     model.save_pretrained(d)
     tok.save_pretrained(d)
@@ -442,7 +442,7 @@ def test_demo_section_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     from amig_plugin.commands.dkn import demo_section
 
     monkeypatch.setenv("AMIG_CACHE", str(tmp_path))
-    model, tok = tiny_sharp("gpt2")
+    model, tok = tiny_sharp("gpt2", fact_words=True)
     demo_section(model, tok, ["en"], seed=0)
     text = capsys.readouterr().out
     assert "degenerate pairs among the top-20" in text and "mean DKN attribution" in text

@@ -95,10 +95,10 @@ def test_restored_bit_for_bit(kind):
 def test_scale_neurons_rejects_bad_neurons():
     model, _ = get_model("gpt2")
     with pytest.raises(ValueError, match="out of range"):
-        with suppress_neurons(model, [(3, 0)]):
+        with suppress_neurons(model, [(3, 0)], position=0):
             pass
     with pytest.raises(ValueError, match="out of range"):
-        with suppress_neurons(model, [(0, 64)]):
+        with suppress_neurons(model, [(0, 64)], position=0):
             pass
     assert amig_hooks(model) == []
 

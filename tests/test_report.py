@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-gpt2-report")
-    model, tok = tiny_sharp("gpt2", seed=5)
+    model, tok = tiny_sharp("gpt2", seed=5, fact_words=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     # 3 relations x 3 facts: the smallest set fact-checking can split (DKN / dev / test part)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 + word tokenizer saved with save_pretrained (loadable by load_model)."""
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    model, tok = tiny_sharp("gpt2", seed=3)
+    model, tok = tiny_sharp("gpt2", seed=3, fact_words=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -14,8 +14,26 @@ WORDS = (
 ).split()
 
 
-def word_tokenizer(causal: bool = False) -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS)))}
+def fact_words() -> list[str]:
+    """Words of the shipped facts' objects and candidates that WORDS lacks. The query refuses
+    a target made only of unknown tokens, so tests that run the shipped facts need them
+    (``tiny(kind, fact_words=True)``)."""
+    import re
+
+    from amig_plugin.data import shipped_facts
+
+    seen = set(WORDS) | set(SPECIALS)
+    out = set()
+    for fact in shipped_facts():
+        for texts in [list(fact.object.values()), *[list(c) for c in fact.candidates.values()]]:
+            for text in texts:
+                out.update(w for w in re.findall(r"\w+|[^\w\s]+", text) if w not in seen)
+    return sorted(out)
+
+
+def word_tokenizer(causal: bool = False, extra: tuple[str, ...] | list[str] = ()) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over SPECIALS + WORDS (+ ``extra`` words appended at the end)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS)) + [w for w in extra if w not in WORDS])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     tok = PreTrainedTokenizerFast(
@@ -92,9 +110,10 @@ def tiny_gemma3(vocab_size: int, seed: int = 0, layers: int = 3, width: int = 32
 BUILDERS = {"gpt2": tiny_gpt2, "bert": tiny_bert, "llama": tiny_llama, "qwen2": tiny_qwen2, "gemma3": tiny_gemma3}
 
 
-def tiny(kind: str, seed: int = 0, **kw):
-    """(model, tokenizer) of a tiny random model of the real class ``kind``."""
-    tok = word_tokenizer(causal=kind != "bert")
+def tiny(kind: str, seed: int = 0, fact_words: bool = False, **kw):
+    """(model, tokenizer) of a tiny random model of the real class ``kind``; ``fact_words``:
+    the vocabulary also holds the shipped facts' objects (for runs over the shipped facts)."""
+    tok = word_tokenizer(causal=kind != "bert", extra=globals()["fact_words"]() if fact_words else ())
     return BUILDERS[kind](len(tok), seed=seed, **kw), tok
 
 
