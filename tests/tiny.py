@@ -160,3 +160,24 @@ def dropping_word_tokenizer(chars: str = "~", causal: bool = True) -> PreTrained
     tok = word_tokenizer(causal=causal)
     tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Replace(c, "") for c in chars])
     return tok
+
+
+BPE_SENTENCES = [
+    "The capital of France is Paris.", "Paris is the capital of France.", "The capital of Germany is Berlin.",
+    "Berlin is in Germany.", "The café in Paris is open.", "A café sells coffee.", "法国的首都是巴黎。",
+    "巴黎是法国的首都。", "Molière was born in Paris.",
+]
+
+
+def bpe_tokenizer(sentences=BPE_SENTENCES) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2 style: ``" Paris"`` and ``"Paris"`` are different
+    tokens; NFD text is other bytes than NFC) trained offline on ``sentences``."""
+    from tokenizers import decoders, trainers
+
+    backend = Tokenizer(models.BPE(unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, min_frequency=1, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(list(sentences) * 3, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<eos>")
