@@ -1,0 +1,176 @@
+"""The ``amig`` command in-process: every bad input is one line naming the problem and the fix,
+exit code 2, no traceback, and argument errors stop before any model is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from amig_plugin import loading
+from amig_plugin.cli import main
+from tiny import tiny_sharp
+
+# (arguments, words the one-line message must hold); none of these may load a model
+BAD_ARGS = [
+    (["localize", "--prompt", "the capital of france is <mask>", "--target", "paris", "--top", "-1"],
+     ["--top", ">= 0", "-1"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--share-p", "1.5"], ["--share-p", "[0, 1)", "1.5"]),
+    (["localize", "--prompt", "a <mask>", "--prompt", "b <mask>", "--target", "paris", "--share-p", "1.5"],
+     ["--share-p", "[0, 1)"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--steps", "1"], ["--steps", ">= 2", "not an integral"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--steps", "many"], ["--steps", "whole number", "many"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--lang", "xx"], ["--lang", "unknown language code 'xx'"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--threads", "0"], ["--threads", ">= 1"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--tau", "0"], ["--tau", "(0, 1]"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--tau", "nan"], ["--tau", "finite"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--ig-batch-size", "0"], ["--ig-batch-size", ">= 1"]),
+    (["localize", "--prompt", "a <mask> b <mask>", "--target", "paris"], ["2 <mask>", "exactly one <mask>"]),
+    (["localize", "--prompt", "a <mask>", "--target", " "], ["--target is empty", "--target Paris"]),
+    (["localize", "--prompt", "a <mask>", "--prompt", "a <mask>", "--target", "paris"], ["same --prompt", "once"]),
+    (["localize", "--prompt", "a <mask>"], ["--target", "required"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--method", "ig"], ["--method", "invalid choice"]),
+    (["frobnicate"], ["invalid choice", "frobnicate"]),
+    (["demo", "--langs", "en,en"], ["--langs", "en given twice"]),
+    (["demo", "--langs", "de"], ["no shipped fact", "--langs en,zh"]),
+    (["demo", "--facts", "0"], ["--facts", ">= 1"]),
+    (["likn", "--langs", "en"], ["--langs", "at least 2"]),
+    (["likn", "--protocols", "activation,values"], ["--protocols", "values", "activation, value"]),
+    (["likn", "--n", "1"], ["--n", ">= 2"]),
+    (["likn", "--share-p", "-0.1"], ["--share-p", "[0, 1)"]),
+    (["dkn", "--lang", "en,xx"], ["--lang", "'xx'"]),
+    (["dkn", "--k", "1"], ["--k", ">= 2", "two neurons"]),
+    (["dkn", "--low", "0.5", "--high", "0.3"], ["high", "low"]),
+    (["dkn", "--n", "0"], ["--n", ">= 1"]),
+    (["dkn", "--data", "no/such/folder"], ["--data", "no/such/folder", "shipped"]),
+    (["factcheck", "--lam", "1.2"], ["--lam", "[0, 1)"]),
+    (["factcheck", "--split", "1,0,1"], ["fractions", "positive"]),
+    (["factcheck", "--split", "1,a"], ["--split", "comma-separated numbers"]),
+    (["factcheck", "--steps", "1"], ["--steps", ">= 2"]),
+    (["compare", "--n", "0"], ["--n", ">= 1"]),
+    (["compare", "--lang", "english"], ["--lang", "'english'"]),
+    (["compare", "--methods", "AMIG,ROMEO"], ["unknown method", "ROMEO"]),
+    (["run", "no/such/config.yaml"], ["no/such/config.yaml", "no such file"]),
+    (["run", "configs", "--threads", "0"], ["--threads", ">= 1"]),
+    (["diff", "no/such/run_a", "no/such/run_b"], ["no/such/run_a", "no such run folder", "amig run"]),
+    (["merge", "no/such/run"], ["no such run folder"]),
+]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if anything tries to load a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded for an argument error")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+def _one_line(capsys) -> str:
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert "Traceback" not in out.err and out.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,words", BAD_ARGS, ids=[" ".join(a)[:60] for a, _ in BAD_ARGS])
+def test_bad_argument_is_one_line_exit_2_before_loading(args, words, no_model, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path))
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert line.startswith("amig")
+    for w in words:
+        assert w in line, line
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, no_model, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run folder (no config.yaml)" in _one_line(capsys)
+
+
+def test_debug_shows_the_traceback(no_model, capsys, monkeypatch):
+    from amig_plugin.errors import UsageError
+
+    bad = ["localize", "--prompt", "a <mask> <mask>", "--target", "paris"]
+    for argv in (["--debug", *bad], [*bad, "--debug"]):
+        with pytest.raises(UsageError, match="exactly one <mask>"):
+            main(argv)
+    monkeypatch.setenv("AMIG_DEBUG", "1")
+    with pytest.raises(UsageError):
+        main(bad)
+    monkeypatch.setenv("AMIG_DEBUG", "0")
+    assert main(bad) == 2
+
+
+def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
+    import amig_plugin.cli as cli
+
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_demo", bug)  # build_parser binds the module's cmd_demo
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["demo"])
+
+
+# ---------------------------------------------------------------------- on a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    model, tok = tiny_sharp("gpt2")
+    folder = tmp_path_factory.mktemp("cli") / "tiny-gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_localize_two_prompts_prints_each_and_saves_json(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "kn.json"
+    argv = ["localize", "--model", tiny_dir, "--prompt", "the capital of france is <mask>",
+            "--prompt", "paris is the capital of <mask>", "--target", "france", "--lang", "en", "--steps", "3",
+            "--share-p", "0.4", "--threads", "1", "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["prompts"] == argv[4:7:2] and record["settings"]["share_p"] == 0.4
+    for prompt, selected in zip(record["prompts"], record["per_prompt"]):
+        assert f"prompt {prompt!r}:" in text and f"neurons above τ: {len(selected)}" in text
+    assert f"{len(record['neurons'])} knowledge neurons" in text and f"saved to {out}" in text
+
+
+def test_query_errors_after_loading_are_one_line(tiny_dir, capsys):
+    assert main(["localize", "--model", tiny_dir, "--prompt", "the capital of france is <mask>",
+                 "--target", "Molière", "--steps", "2"]) == 2
+    err = capsys.readouterr().err  # the loader's progress lines come first
+    errors = [l for l in err.splitlines() if "error" in l]
+    assert len(errors) == 1 and "Traceback" not in err
+    line = errors[0]
+    assert line.startswith("amig localize: error: target")
+    assert "only unknown tokens" in line and "vocabulary" in line
+
+
+def test_dkn_reads_only_the_requested_languages(tmp_path, no_model, capsys):
+    from amig_plugin.commands.dkn import load_pool
+
+    folder = tmp_path / "bmlama"
+    folder.mkdir()
+    (folder / "en.tsv").write_text("Prompt\tAns\tCandidate Ans\tSubject\n"
+                                   "paris is the capital of <mask> .\tfrance\tfrance, italy\tparis\n"
+                                   "rome is the capital of <mask> .\titaly\tfrance, italy\trome\n", encoding="utf-8")
+    (folder / "de.tsv").write_bytes(b"Prompt\tAns\n\xff\xfe broken\n")  # not requested: never read
+    pool = load_pool(str(folder), ["en"])
+    assert [f.target("en") for f in pool] == ["france", "italy"]
+    assert main(["dkn", "--data", str(folder), "--lang", "zh"]) == 2  # a requested file is missing
+    line = _one_line(capsys)
+    assert "no zh.tsv in this folder" in line
+
+
+def test_diff_of_two_real_run_folders_still_works(tmp_path, no_model, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("name: x\n", encoding="utf-8")
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "0 units in both runs" in capsys.readouterr().out
