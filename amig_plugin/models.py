@@ -203,7 +203,7 @@ def _tokenize_target(tokenizer, target: str) -> list[int]:
         raise QueryError(f"target {target!r} tokenizes to no tokens with {type(tokenizer).__name__}; use a different target string")
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None and all(i == unk for i in ids):
-        raise QueryError(f"target {target!r} is only unknown tokens ({tokenizer.unk_token}) for "
+        raise QueryError(f"target {target.strip()!r} is only unknown tokens ({tokenizer.unk_token}) for "
                          f"{type(tokenizer).__name__}: the model cannot tell it from any other unknown word; "
                          "use a target spelled with the model's vocabulary")
     return ids

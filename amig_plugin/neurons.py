@@ -68,10 +68,17 @@ def top_k_neurons(attributions: torch.Tensor, layers: Sequence[int], k: int) -> 
     return [((int(layers[i // W]), int(i % W)), float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
+def check_share_p(share_p: float) -> float:
+    """``share_p`` in [0, 1): neurons selected for more than this fraction of the prompts are kept."""
+    if isinstance(share_p, bool) or not isinstance(share_p, (int, float)) or not 0.0 <= float(share_p) < 1.0:
+        raise ValueError(f"share_p must lie in [0, 1) (keep neurons selected for more than this fraction of the "
+                         f"prompts; Dai et al. 0.7), got {share_p!r}")
+    return float(share_p)
+
+
 def shared_neurons(per_prompt: Sequence[Sequence[Neuron]], share_p: float) -> list[Neuron]:
     """Neurons selected for more than ``share_p`` of the prompts (count > p · n_prompts)."""
-    if not 0.0 <= share_p < 1.0:
-        raise ValueError(f"share_p must lie in [0, 1), got {share_p!r}")
+    check_share_p(share_p)
     counts = Counter(n for neurons in per_prompt for n in set(neurons))
     need = share_p * len(per_prompt)
     return sorted(n for n, c in counts.items() if c > need)
@@ -176,6 +183,12 @@ def localize(
     if not prompts:
         raise ValueError("no prompts given; pass at least one prompt with '<mask>' where the target goes")
     tau = default_tau(lang) if tau is None else check_tau(tau)
+    share_p = check_share_p(share_p)  # checked with one prompt too: before any IG is computed
+    if method not in ("amig", "kn"):
+        raise ValueError(f"unknown method {method!r}; use 'amig' or 'kn'")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2 (IG path points; 1 point is not an integral; the paper "
+                         f"uses 20), got {steps!r}")
     family = get_family(model)
     results: list[AttributionResult] = []
     for prompt in tqdm(prompts, desc="prompts", disable=not progress or len(prompts) == 1, leave=False):

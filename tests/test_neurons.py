@@ -185,3 +185,18 @@ def test_cache_ignores_batch_size_and_finds_records_keyed_the_old_way(tmp_path):
     # a result setting still separates entries
     legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
     assert legacy.misses == 1
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(share_p=1.5), r"share_p must lie in \[0, 1\)"),
+                                            (dict(share_p=-0.1), "share_p"), (dict(steps=1), "steps must be an integer >= 2"),
+                                            (dict(method="ig"), "unknown method")])
+def test_localize_checks_options_before_any_ig_even_with_one_prompt(kwargs, message, monkeypatch):
+    import amig_plugin.neurons as N
+
+    def no_ig(*a, **k):
+        raise AssertionError("IG ran before the options were checked")
+
+    monkeypatch.setattr(N, "attribute_query", no_ig)
+    model, tok = get_model("gpt2")
+    with pytest.raises(ValueError, match=message):
+        localize(model, tok, PROMPT, "paris", **kwargs)
