@@ -30,7 +30,7 @@ def _add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ig-batch-size", type=opt.positive_int, default=DEFAULT_IG_BATCH_SIZE,
                    help="path points per forward/backward batch")
     p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=opt.device, default="cpu")
 
 
 def _load(args):

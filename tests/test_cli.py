@@ -31,6 +31,7 @@ BAD_ARGS = [
     (["localize", "--prompt", "a <mask>", "--prompt", "a <mask>", "--target", "paris"], ["same --prompt", "once"]),
     (["localize", "--prompt", "a <mask>"], ["--target", "required"]),
     (["localize", "--prompt", "a <mask>", "--target", "paris", "--method", "ig"], ["--method", "invalid choice"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--device", "gpu"], ["--device", "'gpu'", "cuda:N"]),
     (["frobnicate"], ["invalid choice", "frobnicate"]),
     (["demo", "--langs", "en,en"], ["--langs", "en given twice"]),
     (["demo", "--langs", "de"], ["no shipped fact", "--langs en,zh"]),

@@ -236,5 +236,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--fresh", action="store_true", help="recompute methods whose results are saved")
     p.add_argument("--threads", type=opt.threads, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=opt.device, default="cpu")
     p.set_defaults(func=cmd_compare)

@@ -48,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder of the resumable record stores (default $AMIG_CACHE/dkn/<model>)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=opt.device, default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

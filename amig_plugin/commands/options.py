@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -19,7 +20,7 @@ from ..errors import UsageError
 
 __all__ = [
     "OneLineParser", "int_at_least", "positive_int", "non_negative_int", "ig_steps", "threads",
-    "fraction", "tau", "share_p", "language", "language_list", "existing_path", "run_folder",
+    "fraction", "tau", "share_p", "language", "device", "language_list", "existing_path", "run_folder",
 ]
 
 
@@ -114,6 +115,16 @@ def language_list(minimum: int = 1) -> Callable[[str], list[str]]:
 
     check.__name__ = "language list"
     return check
+
+
+_DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def device(text: str) -> str:
+    """A torch device name: ``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``xpu``."""
+    if not _DEVICE.match(text.strip()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps")
+    return text.strip()
 
 
 def existing_path(text: str) -> str:
