@@ -270,12 +270,15 @@ def test_unmodified_model_weights_untouched():
         assert torch.equal(p, before[n]), n
 
 
-def test_detection_key_ignores_batch_size_and_keeps_the_legacy_key():
-    from amig_plugin.dkn import detection_keys
+def test_detection_key_ignores_batch_size_and_depends_on_the_algorithm_version(monkeypatch):
+    import amig_plugin.defaults
+    from amig_plugin.dkn import detection_key
 
     fact = _facts()[0]
     args = dict(k=20, low=0.2, high=0.25, method="amig", grow=False, max_set_size=4)
-    new_default, legacy = detection_keys("m", fact, "en", settings={}, **args)
-    assert detection_keys("m", fact, "en", settings={"ig_batch_size": 7}, **args)[0] == new_default
-    assert legacy != new_default  # records keyed with ig_batch_size=64 (the old default) are looked up too
-    assert detection_keys("m", fact, "en", settings={"steps": 8}, **args)[0] != new_default
+    key = detection_key("m", fact, "en", settings={}, **args)
+    assert detection_key("m", fact, "en", settings={"ig_batch_size": 7}, **args) == key
+    assert detection_key("m", fact, "en", settings={"steps": 8}, **args) != key
+    assert detection_key("m#otherweights", fact, "en", settings={}, **args) != key
+    monkeypatch.setattr(amig_plugin.defaults, "ATTRIBUTION_VERSION", amig_plugin.defaults.ATTRIBUTION_VERSION + 1)
+    assert detection_key("m", fact, "en", settings={}, **args) != key  # old detections are not served

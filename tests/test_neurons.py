@@ -164,24 +164,15 @@ def test_localize_finds_planted_neuron(kind, method, planted):
     assert len(kn.neurons) < 20  # a localization, not a flood
 
 
-def test_cache_ignores_batch_size_and_finds_records_keyed_the_old_way(tmp_path):
+def test_cache_ignores_batch_size(tmp_path):
     """ig_batch_size changes how rows are batched, not the result: it is not part of the
-    cache key; records written when it was (with the old default 64) are still found."""
+    cache key; a result setting is."""
     from amig_plugin.cache import LocalizationCache
-    from amig_plugin.neurons import model_id
 
     model, tok = get_model("gpt2")
     cache = LocalizationCache(tmp_path / "loc.jsonl")
     first = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=7)
     again = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
     assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
-    # a record keyed with ig_batch_size=64 (before the key left it out) is a hit
-    legacy = LocalizationCache(tmp_path / "legacy.jsonl")
-    name = f"{model_id(model)}#{legacy._fingerprint(model)}"
-    old_key = legacy.key(name, [PROMPT], "paris", "en", "kn", {"steps": 3, "ig_batch_size": 64})
-    legacy.store.add(old_key, {"fact_id": None, "lang": "en", "method": "kn", "neurons": first.to_dict()})
-    found = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
-    assert (legacy.misses, legacy.hits) == (0, 1) and found.neurons == first.neurons
-    # a result setting still separates entries
-    legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
-    assert legacy.misses == 1
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
+    assert cache.misses == 2
