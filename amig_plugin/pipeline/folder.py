@@ -54,6 +54,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class UnsafeFileError(AmigError, ValueError):
+    """A run-folder file that cannot be read safely (it could run code) or at all."""
+
+
 class RunLocked(AmigError, RuntimeError):
     """Another live process is already writing this rank of this run."""
 
@@ -213,9 +217,31 @@ class RunFolder:
         return path
 
     def load_tensor(self, name: str):
+        """A file written by :meth:`save_tensor`, read with ``torch.load(weights_only=True)``:
+        tensors and plain data only, so a planted file cannot run code (it is refused with
+        :class:`UnsafeFileError`)."""
+        import pickle
+
         import torch
 
-        return torch.load(self.path / name, map_location="cpu", weights_only=False)
+        path = self.path / name
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UnsafeFileError(f"{path}: refused to load: not a file of tensors and plain data "
+                                  f"({_unpickler_detail(exc)}); loading such a file could run code. Delete it "
+                                  "(a run writes it again, `amig report --recompute-heatmap` recomputes it)") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise UnsafeFileError(f"{path}: not a readable tensor file ({type(exc).__name__}: "
+                                  f"{str(exc).strip()[:200]}); delete it and rerun to write it again") from None
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """The reason in torch's weights-only unpickler error (e.g. "... unsupported GLOBAL posix.system ...")."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith(boiler)]
+    text = " ".join(lines).replace("WeightsUnpickler error:", "").strip()
+    return (text or type(exc).__name__)[:160]
 
 
 def _rank_of(path: Path) -> int:
