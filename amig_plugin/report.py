@@ -298,7 +298,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
              f"(sample_facts, seed {config.seed})",
              f"- localization: m = {config.localization['steps']} IG steps, objective {config.localization['objective']}, "
              f"tau {config.localization['tau'] or 'paper default (en 0.3, zh 0.2)'}, share_p {config.localization['share_p']}",
-             f"- complete: **{summary['complete']}**; process starts: {timing['process_starts']} "
+             f"- complete: **{summary['complete']}**; failed units: **{summary.get('failed', 0)}**; process starts: {timing['process_starts']} "
              f"({timing['interrupted_sessions']} interrupted), process counts used: {timing['worlds']}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in timing['versions'].items() if k in ('python', 'torch', 'transformers', 'amig_plugin'))}"
              + (f"; git {timing['git'].get('commit', '')[:10]}{' (dirty)' if timing['git'].get('dirty') else ''}" if timing["git"] else ""),

@@ -176,3 +176,16 @@ def test_cache_ignores_batch_size(tmp_path):
     assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
     cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
     assert cache.misses == 2
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_prompt_longer_than_the_model_is_a_clear_query_error(kind):
+    from amig_plugin.models import PromptTooLongError, QueryError, get_family
+
+    model, tok = get_model(kind)
+    long_prompt = "the capital " * 40 + "of france is <mask> ."
+    with pytest.raises(PromptTooLongError, match=r"needs \d+ tokens, more than the 64 positions.*shorten") as info:
+        localize(model, tok, long_prompt, "paris", lang="en", steps=2)
+    assert isinstance(info.value, QueryError) and "\n" not in str(info.value)
+    fits = "the capital " * 25 + "of france is <mask> ."  # 50 words + specials: within 64
+    assert get_family(model).encode(tok, fits, "paris").input_ids.numel() <= 64

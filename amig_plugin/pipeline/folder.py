@@ -31,7 +31,7 @@ from typing import Iterator
 import yaml
 
 from ..store import RecordStore
-from .config import RunConfig, parse_config
+from .config import RunConfig
 from ..errors import AmigError
 
 
@@ -108,8 +108,9 @@ class RunFolder:
     def read_config(self) -> RunConfig | None:
         if not self.config_path.is_file():
             return None
-        raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        return parse_config(raw, source=str(self.config_path))
+        from .config import load_config
+
+        return load_config(self.config_path)
 
     def write_config(self, config: RunConfig) -> None:
         text = "# written by `amig run`; the run's configuration (resume with `amig run RUN_DIR`)\n"
@@ -158,13 +159,25 @@ class RunFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise RunLocked(f"{self.path}: rank {rank} of this run is being written by another live process; "
-                            "wait for it or kill it before resuming") from None
+            raise self._locked(rank, self.records_dir / f".rank{rank}.lock") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         return handle
+
+    def _locked(self, rank: int, lock_file: Path) -> RunLocked:
+        try:
+            pid = lock_file.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            pid = "?"
+        stop = f"stop it (kill {pid})" if pid.isdigit() else "stop it"
+        return RunLocked(f"run folder {self.path} is in use: process {pid} is writing rank {rank} of this run; "
+                         f"wait for it to finish or {stop}, then run again")
+
+    def has_records(self) -> bool:
+        """True when any record file holds a record (a run that computed something)."""
+        return any(len(store) for _, store in self.iter_records())
 
     def check_unlocked(self, exclude: int | None = None) -> None:
         """Raise :class:`RunLocked` when a live process holds any rank lock of this run
@@ -177,8 +190,7 @@ class RunFolder:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise RunLocked(f"{self.path}: rank {rank} of this run is still running (pid in {path}); "
-                                    "wait for it or kill it before starting the run again") from None
+                    raise self._locked(rank, path) from None
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- other files -------------------------------------------------------------------
