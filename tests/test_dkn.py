@@ -282,3 +282,32 @@ def test_detection_key_ignores_batch_size_and_depends_on_the_algorithm_version(m
     assert detection_key("m#otherweights", fact, "en", settings={}, **args) != key
     monkeypatch.setattr(amig_plugin.defaults, "ATTRIBUTION_VERSION", amig_plugin.defaults.ATTRIBUTION_VERSION + 1)
     assert detection_key("m", fact, "en", settings={}, **args) != key  # old detections are not served
+
+
+def test_a_bad_stored_detection_is_recomputed_with_a_warning(tmp_path):
+    """A detection record read back from the DKN store with neurons outside the model, or a
+    wrong type, is recomputed and replaced; the warning names the store file."""
+    import json
+
+    from amig_plugin.cache import CacheWarning, LocalizationCache
+    from amig_plugin.store import RecordStore
+
+    model, tok = tiny_sharp("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    path = tmp_path / "dkn.jsonl"
+    facts = _facts()[:2]
+    kwargs = dict(cache=cache, k=4, settings=dict(steps=4, top_k=6), progress=False)
+    good, _ = detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)
+    lines = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
+    lines[0]["result"]["neurons"][0] = [0, 10 ** 6]
+    lines[1]["result"]["p_pair"] = "high"
+    path.write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    with pytest.warns(CacheWarning, match=str(path)) as caught:
+        again, errors = detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "outside the model's 3 layers" in messages and "'p_pair' must be 6 numbers" in messages
+    same = lambda rs: {f: {k: v for k, v in r.to_dict().items() if k != "seconds"} for f, r in rs.items()}  # noqa: E731
+    assert not errors and same(again) == same(good)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # the replacements are served from now on
+        detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)

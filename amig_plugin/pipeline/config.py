@@ -258,7 +258,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     """Read and validate a YAML run configuration."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"config file {path} not found; give a YAML config (see configs/*.yaml) or a run folder holding config.yaml")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

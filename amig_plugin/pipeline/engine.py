@@ -274,6 +274,10 @@ def run(config: RunConfig | str | os.PathLike, run_dir: str | os.PathLike, *, re
     error: str | None = None
     if dist.rank == 0:
         try:
+            if config.device_map is None:  # a device that does not exist: refused before the folder is touched
+                from ..loading import check_device
+
+                check_device(config.device)
             lock = folder.lock_rank(0)
             folder.check_unlocked(exclude=0)
             config, facts, repaired = prepare_folder(folder, config, allow_changes=allow_config_change)
