@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,10 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _text(s: str) -> str:
+    return unicodedata.normalize("NFC", s).strip()
+
+
 def _check_neuron_list(items, num_layers: int, width: int, what: str, with_score: bool = False) -> None:
     if not isinstance(items, list):
         raise InvalidRecord(f"{what} is {type(items).__name__}, not a list")
@@ -169,10 +174,16 @@ def check_neurons_record(record, num_layers: int, ffn_width: int, prompts: Seque
             raise InvalidRecord(f"'{key}' must be a list of numbers")
     if not isinstance(d.get("settings", {}), dict):
         raise InvalidRecord("'settings' is not a mapping")
-    if prompts is not None and d.get("prompts") != list(prompts):
-        raise InvalidRecord(f"its prompts {d.get('prompts')!r} are not the requested {list(prompts)!r}")
-    if target is not None and d.get("target") != target:
-        raise InvalidRecord(f"its target {d.get('target')!r} is not the requested {target!r}")
+    stored_prompts, stored_target = d.get("prompts"), d.get("target")
+    if not isinstance(stored_prompts, list) or not all(isinstance(p, str) for p in stored_prompts):
+        raise InvalidRecord("'prompts' is not a list of strings")
+    if not isinstance(stored_target, str):
+        raise InvalidRecord("'target' is not a string")
+    # compared as text (NFC, outer blanks stripped): localize may normalise what it records
+    if prompts is not None and [_text(p) for p in stored_prompts] != [_text(p) for p in prompts]:
+        raise InvalidRecord(f"its prompts {stored_prompts!r} are not the requested {list(prompts)!r}")
+    if target is not None and _text(stored_target) != _text(target):
+        raise InvalidRecord(f"its target {stored_target!r} is not the requested {target!r}")
     try:
         return KnowledgeNeurons.from_dict(d)
     except (TypeError, ValueError) as exc:

@@ -63,8 +63,9 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     path = default_store_dir(ctx.model) / "dkn.jsonl"
     if path not in _SHARED_DKN_STORES:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _SHARED_DKN_STORES[path] = (RecordStore(path), model_key(ctx.model))
-    store, mkey = _SHARED_DKN_STORES[path]
+        _SHARED_DKN_STORES[path] = RecordStore(path)
+    store = _SHARED_DKN_STORES[path]
+    mkey = model_key(ctx.model)  # per call: another model (or changed weights) under the same name gets its own key
     loc = ctx.config.localize_settings(lang)
     settings = {k: loc[k] for k in LOCALIZE_SETTINGS if k in loc}
     opts = ctx.options
