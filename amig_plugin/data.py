@@ -558,8 +558,7 @@ def _facts_from_lines(lines: Iterable[str], source: str) -> list[Fact]:
 def load_facts(path: PathLike) -> list[Fact]:
     """Load facts from our JSONL format (one JSON object per line, blank lines allowed)."""
     path = Path(path)
-    with open(path, encoding="utf-8-sig") as f:
-        return _facts_from_lines(f, str(path))
+    return _facts_from_lines(_read_text(path).split("\n"), str(path))
 
 
 def save_facts(facts: Iterable[Fact], path: PathLike) -> None:
@@ -601,15 +600,26 @@ def shipped_facts(languages: Sequence[str] | None = None) -> list[Fact]:
 _BMLAMA_COLUMNS = ("Prompt", "Ans", "Candidate Ans", "Subject")
 
 
+def _read_text(path: PathLike) -> str:
+    """A UTF-8 text file (BOM dropped, line ends kept); invalid UTF-8 is a
+    :class:`FactFormatError` naming the file, line and column."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise FactFormatError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}: "
+                              f"{exc.reason}); save the file as UTF-8") from None
+
+
 def _read_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 text file, LF or CRLF, without the line ends (BOM dropped).
 
     Splits on ``\\n`` only (not on the other separators ``str.splitlines`` knows), so
     line numbers match what an editor shows.
     """
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        text = f.read()
-    lines = text.split("\n")
+    lines = _read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [l[:-1] if l.endswith("\r") else l for l in lines]

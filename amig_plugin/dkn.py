@@ -413,29 +413,81 @@ def model_key(model) -> str:
 
 def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float, high: float, method: str,
                    settings: dict, grow: bool, max_set_size: int) -> list[str]:
-    """[key, legacy key]: the key leaves out execution-only settings (``ig_batch_size``);
-    records written before that carry the old default 64 in theirs and are still found."""
-    from .cache import LEGACY_IG_BATCH_SIZE, LocalizationCache
+    """[key] of a detection: the model (id and weight fingerprint), the attribution version,
+    the fact's prompts and target, and every setting that changes the result (execution-only
+    settings such as ``ig_batch_size`` are left out)."""
+    from .cache import LocalizationCache
+    from .defaults import ATTRIBUTION_VERSION
 
     full = {**LOCALIZE_SETTINGS, **settings}
     result = {k_: v for k_, v in full.items() if k_ not in LocalizationCache.EXECUTION_ONLY}
-
-    def sha(s: dict) -> str:
-        return _sha(["dkn-v1", model_key_, fact.id, lang, list(fact.prompts[lang]), fact.target(lang), k, low, high,
-                     method, sorted(s.items()), grow, max_set_size if grow else None])
-
-    return [sha(result), sha({**result, "ig_batch_size": LEGACY_IG_BATCH_SIZE})]
+    return [_sha(["dkn-v2", ATTRIBUTION_VERSION, model_key_, fact.id, lang, list(fact.prompts[lang]),
+                  fact.target(lang), k, low, high, method, sorted(result.items()), grow,
+                  max_set_size if grow else None])]
 
 
 def detection_key(model_key_: str, fact: Fact, lang: str, **kwargs) -> str:
     return detection_keys(model_key_, fact, lang, **kwargs)[0]
 
 
-def lookup_detection(store, model_key_: str, fact: Fact, lang: str, **kwargs) -> tuple[str, dict | None]:
-    """(key to store a new detection under, the stored record or None), also finding
-    records under the legacy key (:func:`detection_keys`)."""
-    key, legacy = detection_keys(model_key_, fact, lang, **kwargs)
-    return key, store.get(key) or store.get(legacy)
+def check_detection_record(record, num_layers: int, ffn_width: int) -> str | None:
+    """Why a stored detection record is unusable (None: it is fine): a mapping with either an
+    ``error`` string or a ``result`` whose neurons lie inside the model's layers x FFN width,
+    with one ``p_single`` per neuron, one ``p_pair`` per pair and pairs indexing the neurons."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not a mapping"
+    if "result" not in record:
+        return None if isinstance(record.get("error"), str) else "neither a result nor an error"
+    r = record["result"]
+    if not isinstance(r, dict):
+        return "'result' is not a mapping"
+    neurons = r.get("neurons")
+    ok_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+    ok_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    if not isinstance(neurons, list) or not all(isinstance(n, list) and len(n) == 2 and all(map(ok_int, n))
+                                                for n in neurons):
+        return "'neurons' is not a list of [layer, index]"
+    bad = [n for n in neurons if not (0 <= n[0] < num_layers and 0 <= n[1] < ffn_width)]
+    if bad:
+        return f"neuron {bad[0]} lies outside the model's {num_layers} layers x {ffn_width} FFN units"
+    k = len(neurons)
+    if not ok_num(r.get("p0")):
+        return "'p0' is not a number"
+    for name, size in (("p_single", k), ("p_pair", k * (k - 1) // 2)):
+        values = r.get(name)
+        if not isinstance(values, list) or len(values) != size or not all(map(ok_num, values)):
+            return f"'{name}' must be {size} numbers"
+    pairs = r.get("pairs")
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and all(ok_int(i) and 0 <= i < k for i in p)
+                                              for p in pairs):
+        return f"'pairs' must be index pairs into the {k} neurons"
+    return None
+
+
+def lookup_detection(store, model_key_: str, fact: Fact, lang: str, *, model=None, **kwargs) -> tuple[str, dict | None]:
+    """(key to store a new detection under, the stored record or None). With ``model``, a
+    stored record that :func:`check_detection_record` refuses is reported (a warning naming
+    the store file) and treated as absent: store its recomputation with :func:`put_detection`."""
+    key = detection_keys(model_key_, fact, lang, **kwargs)[0]
+    record = store.get(key)
+    if record is not None and model is not None:
+        family = get_family(model)
+        problem = check_detection_record(record, family.num_layers, family.ffn_width)
+        if problem is not None:
+            from .cache import CacheWarning
+
+            warnings.warn(f"{store.path}: stored DKN detection {key[:12]} of fact {fact.id!r} ({lang}) is unusable "
+                          f"({problem}); recomputing it", CacheWarning, stacklevel=2)
+            return key, None
+    return key, record
+
+
+def put_detection(store, key: str, record: dict) -> None:
+    """Store ``record`` under ``key``, replacing an unusable record stored there."""
+    if key in store:
+        store.replace(key, record)
+    else:
+        store.add(key, record)
 
 
 def default_store_dir(model) -> Path:
@@ -473,8 +525,8 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
             continue
         key, record = None, None
         if store is not None:
-            key, record = lookup_detection(store, mkey, fact, lang, k=k, low=low, high=high, method=method,
-                                           settings=settings, grow=grow, max_set_size=max_set_size)
+            key, record = lookup_detection(store, mkey, fact, lang, model=model, k=k, low=low, high=high,
+                                           method=method, settings=settings, grow=grow, max_set_size=max_set_size)
         if record is None:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -487,7 +539,7 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
                 record = {"fact_id": fact.id, "lang": lang, "relation": fact.relation,
                           "error": f"{type(exc).__name__}: {exc}"}
             if store is not None:
-                store.add(key, record)
+                put_detection(store, key, record)
         if "error" in record:
             errors[fact.id] = record["error"]
         else:

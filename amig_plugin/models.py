@@ -43,6 +43,10 @@ class QueryError(AmigError, ValueError):
     """A prompt/target pair cannot be turned into a query (no mask, empty target, ...)."""
 
 
+class PromptTooLongError(QueryError):
+    """A query with more tokens than the model has positions."""
+
+
 @dataclass
 class EncodedQuery:
     """One prompt + target, tokenized for one model.
@@ -176,6 +180,26 @@ class ModelFamily:
         return layer
 
     # -- queries -------------------------------------------------------------------------
+    @property
+    def max_positions(self) -> int | None:
+        """How many tokens the model can read (its config's ``max_position_embeddings`` or
+        ``n_positions``); None when the config names no limit."""
+        config = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    def _fits(self, query: EncodedQuery) -> EncodedQuery:
+        """``query``, or :class:`PromptTooLongError` when it has more tokens than the model has positions."""
+        limit, n = self.max_positions, int(query.input_ids.numel())
+        if limit is not None and n > limit:
+            shown = query.prompt if len(query.prompt) <= 60 else query.prompt[:57] + "..."
+            raise PromptTooLongError(f"prompt {shown!r} with target {query.target!r} needs {n} tokens, more than the "
+                                     f"{limit} positions of {type(self.model).__name__}; shorten the prompt")
+        return query
+
     def baseline_token_id(self, tokenizer) -> int:
         raise NotImplementedError
 
@@ -262,7 +286,7 @@ class MaskedLMFamily(ModelFamily):
         first_mask = len(head) + len(left_ids)
         score_positions = list(range(first_mask, first_mask + len(target_ids)))
         prompt_positions = [i for i in range(len(head), len(ids) - len(tail)) if i not in score_positions]
-        return EncodedQuery(
+        return self._fits(EncodedQuery(
             input_ids=torch.tensor(ids, dtype=torch.long),
             target_position=first_mask,
             target_ids=torch.tensor(target_ids, dtype=torch.long),
@@ -270,7 +294,7 @@ class MaskedLMFamily(ModelFamily):
             baseline_positions=torch.tensor(prompt_positions, dtype=torch.long),
             prompt=prompt,
             target=target,
-        )
+        ))
 
 
 class CausalLMFamily(ModelFamily):
@@ -307,7 +331,7 @@ class CausalLMFamily(ModelFamily):
         ids = prompt_ids + target_ids[:-1]
         tp = len(prompt_ids) - 1
         baseline_positions = list(range(lead, lead + len(plain_ids)))
-        return EncodedQuery(
+        return self._fits(EncodedQuery(
             input_ids=torch.tensor(ids, dtype=torch.long),
             target_position=tp,
             target_ids=torch.tensor(target_ids, dtype=torch.long),
@@ -315,7 +339,7 @@ class CausalLMFamily(ModelFamily):
             baseline_positions=torch.tensor(baseline_positions, dtype=torch.long),
             prompt=prompt,
             target=target,
-        )
+        ))
 
 
 def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:

@@ -134,6 +134,7 @@ def _heatmap_panels(folder: RunFolder, loc: list[dict], fact_id: str | None, rec
         if not (folder.path / name).is_file():
             continue
         blob = folder.load_tensor(name)
+        _check_attribution_blob(folder.path / name, blob)
         res = r["result"]
         prompt = res["prompts"][0] if res["prompts"] else ""
         if plots.renderable(prompt + res["target"]):
@@ -145,6 +146,20 @@ def _heatmap_panels(folder: RunFolder, loc: list[dict], fact_id: str | None, rec
         panels.append({"attributions": blob["attributions"].numpy(), "layers": blob["layers"],
                        "neurons": [tuple(n) for n in res["neurons"]], "title": title})
     return panels, fact_id
+
+
+def _check_attribution_blob(path: Path, blob) -> None:
+    """An attribution file holds {"attributions": [L, W] float tensor, "layers": L ints, ...}."""
+    import torch
+
+    from .pipeline.folder import UnsafeFileError
+
+    a = blob.get("attributions") if isinstance(blob, dict) else None
+    layers = blob.get("layers") if isinstance(blob, dict) else None
+    if (not isinstance(a, torch.Tensor) or a.dim() != 2 or not a.is_floating_point() or not isinstance(layers, list)
+            or len(layers) != a.shape[0] or not all(isinstance(l, int) and not isinstance(l, bool) for l in layers)):
+        raise UnsafeFileError(f"{path}: not an attribution file of this tool (expected a [layers, neurons] tensor and "
+                              "its layer list); delete it and rerun `amig report --recompute-heatmap`")
 
 
 def _recompute_attributions(folder: RunFolder, records: list[dict], threads: int | None) -> None:
@@ -283,7 +298,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
              f"(sample_facts, seed {config.seed})",
              f"- localization: m = {config.localization['steps']} IG steps, objective {config.localization['objective']}, "
              f"tau {config.localization['tau'] or 'paper default (en 0.3, zh 0.2)'}, share_p {config.localization['share_p']}",
-             f"- complete: **{summary['complete']}**; process starts: {timing['process_starts']} "
+             f"- complete: **{summary['complete']}**; failed units: **{summary.get('failed', 0)}**; process starts: {timing['process_starts']} "
              f"({timing['interrupted_sessions']} interrupted), process counts used: {timing['worlds']}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in timing['versions'].items() if k in ('python', 'torch', 'transformers', 'amig_plugin'))}"
              + (f"; git {timing['git'].get('commit', '')[:10]}{' (dirty)' if timing['git'].get('dirty') else ''}" if timing["git"] else ""),

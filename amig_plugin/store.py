@@ -4,7 +4,9 @@ One JSON object per line, each with a unique ``"key"``. Records are appended wit
 single ``write`` of a whole line followed by ``fsync``, so killing the process at any
 moment (even ``kill -9``) leaves at most one partial last line; opening the store again
 detects such a line (no trailing newline or invalid JSON), cuts it off (keeping a copy in
-``<file>.corrupt``) and resumes. Keys already present are never written twice.
+``<file>.corrupt``) and resumes. Keys already present are never written twice, except through :meth:`RecordStore.replace`
+(a record found unusable and recomputed): its line carries ``"replaces": true`` and wins
+over the earlier line of its key when the store is read again.
 
 ``read_only=True`` opens a store that another process may be appending to: nothing is
 written, and a damaged last line (a write in progress, or a crash) is skipped, not cut
@@ -66,7 +68,9 @@ class RecordStore:
                         return
                     self._repair(data, good_end, lineno)
                     return
-                if key in self._records and self.allow_duplicates:
+                if key in self._records and record.get("replaces") is True:
+                    self._records[key] = record
+                elif key in self._records and self.allow_duplicates:
                     self.duplicates_ignored += 1
                 elif key in self._records:
                     raise StoreError(f"{self.path}:{lineno}: duplicate key {key!r}")
@@ -106,6 +110,16 @@ class RecordStore:
             raise PermissionError(f"{self.path} was opened read-only")
         if key in self._records:
             raise KeyError(f"record {key!r} already in {self.path}")
+        return self._append(key, record)
+
+    def replace(self, key: str, record: dict) -> dict:
+        """Append ``record`` as the new record of ``key`` (present or not); written durably,
+        marked ``"replaces": true`` so that it wins over the old line on the next load."""
+        if self.read_only:
+            raise PermissionError(f"{self.path} was opened read-only")
+        return self._append(key, {**record, "replaces": True})
+
+    def _append(self, key: str, record: dict) -> dict:
         record = {"key": key, **{k: v for k, v in record.items() if k != "key"}}
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

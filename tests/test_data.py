@@ -467,3 +467,22 @@ def test_group_by_relation_keeps_order():
     for rel, fs in groups.items():
         assert all(f.relation == rel for f in fs)
         assert [facts.index(f) for f in fs] == sorted(facts.index(f) for f in fs)
+
+
+def test_invalid_utf8_names_the_file_line_and_column(tmp_path):
+    from amig_plugin.data import load_bmlama, load_facts, save_facts, shipped_facts
+
+    en = write_tsv(tmp_path / "en.tsv", EN_ROWS)
+    zh = write_tsv(tmp_path / "zh.tsv", ZH_ROWS)
+    data = zh.read_bytes().split(b"\n")
+    data[2] = data[2][:3] + b"\xff\xfe" + data[2][3:]
+    zh.write_bytes(b"\n".join(data))
+    with pytest.raises(FactFormatError, match=r"zh\.tsv:3: not valid UTF-8 \(byte 0xff at column 4.*save the file as UTF-8"):
+        load_bmlama({"en": en, "zh": zh})
+    facts = tmp_path / "facts.jsonl"
+    save_facts(shipped_facts(["en"])[:3], facts)
+    lines = facts.read_bytes().split(b"\n")
+    lines[1] = b"\xc3" + lines[1]
+    facts.write_bytes(b"\n".join(lines))
+    with pytest.raises(FactFormatError, match=r"facts\.jsonl:2: not valid UTF-8 \(byte 0xc3 at column 1"):
+        load_facts(facts)

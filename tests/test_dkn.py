@@ -270,12 +270,44 @@ def test_unmodified_model_weights_untouched():
         assert torch.equal(p, before[n]), n
 
 
-def test_detection_key_ignores_batch_size_and_keeps_the_legacy_key():
-    from amig_plugin.dkn import detection_keys
+def test_detection_key_ignores_batch_size_and_depends_on_the_algorithm_version(monkeypatch):
+    import amig_plugin.defaults
+    from amig_plugin.dkn import detection_key
 
     fact = _facts()[0]
     args = dict(k=20, low=0.2, high=0.25, method="amig", grow=False, max_set_size=4)
-    new_default, legacy = detection_keys("m", fact, "en", settings={}, **args)
-    assert detection_keys("m", fact, "en", settings={"ig_batch_size": 7}, **args)[0] == new_default
-    assert legacy != new_default  # records keyed with ig_batch_size=64 (the old default) are looked up too
-    assert detection_keys("m", fact, "en", settings={"steps": 8}, **args)[0] != new_default
+    key = detection_key("m", fact, "en", settings={}, **args)
+    assert detection_key("m", fact, "en", settings={"ig_batch_size": 7}, **args) == key
+    assert detection_key("m", fact, "en", settings={"steps": 8}, **args) != key
+    assert detection_key("m#otherweights", fact, "en", settings={}, **args) != key
+    monkeypatch.setattr(amig_plugin.defaults, "ATTRIBUTION_VERSION", amig_plugin.defaults.ATTRIBUTION_VERSION + 1)
+    assert detection_key("m", fact, "en", settings={}, **args) != key  # old detections are not served
+
+
+def test_a_bad_stored_detection_is_recomputed_with_a_warning(tmp_path):
+    """A detection record read back from the DKN store with neurons outside the model, or a
+    wrong type, is recomputed and replaced; the warning names the store file."""
+    import json
+
+    from amig_plugin.cache import CacheWarning, LocalizationCache
+    from amig_plugin.store import RecordStore
+
+    model, tok = tiny_sharp("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    path = tmp_path / "dkn.jsonl"
+    facts = _facts()[:2]
+    kwargs = dict(cache=cache, k=4, settings=dict(steps=4, top_k=6), progress=False)
+    good, _ = detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)
+    lines = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
+    lines[0]["result"]["neurons"][0] = [0, 10 ** 6]
+    lines[1]["result"]["p_pair"] = "high"
+    path.write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    with pytest.warns(CacheWarning, match=str(path)) as caught:
+        again, errors = detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "outside the model's 3 layers" in messages and "'p_pair' must be 6 numbers" in messages
+    same = lambda rs: {f: {k: v for k, v in r.to_dict().items() if k != "seconds"} for f, r in rs.items()}  # noqa: E731
+    assert not errors and same(again) == same(good)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # the replacements are served from now on
+        detect_facts(model, tok, facts, "en", store=RecordStore(path), **kwargs)

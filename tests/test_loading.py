@@ -226,11 +226,76 @@ def test_unknown_name_clear_error(monkeypatch, tmp_path):
 
 
 def test_missing_local_folder_errors(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no such local folder"):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match="is empty"):
         load_model(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ModelNotFoundError, match=r"has no config.json \(it holds: notes.txt\)"):
+        load_model(str(tmp_path / "empty"))
+
+
+def _one_line(exc) -> str:
+    msg = str(exc)
+    assert "\n" not in msg and isinstance(exc, loading.AmigError)
+    return msg
+
+
+def test_damaged_folders_are_named_with_the_fix(tmp_path):
+    from amig_plugin.loading import ModelLoadError
+
+    folder = save_tiny_gpt2(tmp_path / "gpt2")
+    config = (folder / "config.json").read_text()
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder))
+    msg = _one_line(info.value)
+    assert "config.json is not valid JSON" in msg and "line 1, column 2" in msg and "not a local folder" not in msg
+    (folder / "config.json").write_text('{"hidden_size": 3}')
+    with pytest.raises(ModelLoadError, match="no 'model_type' key"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(config)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[:100])
+    with pytest.raises(ModelLoadError, match="cannot load the weights.*damaged"):
+        load_model(str(folder))
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="has no weights"):
+        load_model(str(folder))
+    (folder / "model.safetensors").write_bytes(weights)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(ModelLoadError, match="has no tokenizer files") as info:
+        load_model(str(folder))
+    _one_line(info.value)
+
+
+def test_a_checkpoint_without_its_lm_head_is_refused(tmp_path):
+    """A BertModel folder (no MLM head) would run on a random head: refused, naming the head."""
+    from transformers import BertModel
+
+    from amig_plugin.loading import MissingWeightsError
+
+    folder = save_tiny_bert(tmp_path / "bert")
+    BertModel(BertForMaskedLM.from_pretrained(folder).config).save_pretrained(folder)
+    with pytest.raises(MissingWeightsError) as info:
+        load_model(str(folder))
+    msg = _one_line(info.value)
+    assert "language-model head" in msg and "cls.predictions" in msg and "BertModel" in msg
+    save_tiny_bert(tmp_path / "full")  # the same architecture with its head loads
+    load_model(str(tmp_path / "full"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_one_line_before_loading(tmp_path):
+    from amig_plugin.loading import DeviceError
+
+    with pytest.raises(DeviceError, match="'cuda' is not available.*--device cpu") as info:
+        load_model(str(tmp_path / "not-even-read"), device="cuda")  # refused before the folder is looked at
+    _one_line(info.value)
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        load_model(str(tmp_path), device="gpu")
 
 
 def test_missing_gemma_package_error(cache, monkeypatch):

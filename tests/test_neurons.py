@@ -164,27 +164,18 @@ def test_localize_finds_planted_neuron(kind, method, planted):
     assert len(kn.neurons) < 20  # a localization, not a flood
 
 
-def test_cache_ignores_batch_size_and_finds_records_keyed_the_old_way(tmp_path):
+def test_cache_ignores_batch_size(tmp_path):
     """ig_batch_size changes how rows are batched, not the result: it is not part of the
-    cache key; records written when it was (with the old default 64) are still found."""
+    cache key; a result setting is."""
     from amig_plugin.cache import LocalizationCache
-    from amig_plugin.neurons import model_id
 
     model, tok = get_model("gpt2")
     cache = LocalizationCache(tmp_path / "loc.jsonl")
     first = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=7)
     again = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
     assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
-    # a record keyed with ig_batch_size=64 (before the key left it out) is a hit
-    legacy = LocalizationCache(tmp_path / "legacy.jsonl")
-    name = f"{model_id(model)}#{legacy._fingerprint(model)}"
-    old_key = legacy.key(name, [PROMPT], "paris", "en", "kn", {"steps": 3, "ig_batch_size": 64})
-    legacy.store.add(old_key, {"fact_id": None, "lang": "en", "method": "kn", "neurons": first.to_dict()})
-    found = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
-    assert (legacy.misses, legacy.hits) == (0, 1) and found.neurons == first.neurons
-    # a result setting still separates entries
-    legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
-    assert legacy.misses == 1
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
+    assert cache.misses == 2
 
 
 @pytest.mark.parametrize("kwargs,message", [(dict(share_p=1.5), r"share_p must lie in \[0, 1\)"),
@@ -200,3 +191,16 @@ def test_localize_checks_options_before_any_ig_even_with_one_prompt(kwargs, mess
     model, tok = get_model("gpt2")
     with pytest.raises(ValueError, match=message):
         localize(model, tok, PROMPT, "paris", **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_prompt_longer_than_the_model_is_a_clear_query_error(kind):
+    from amig_plugin.models import PromptTooLongError, QueryError, get_family
+
+    model, tok = get_model(kind)
+    long_prompt = "the capital " * 40 + "of france is <mask> ."
+    with pytest.raises(PromptTooLongError, match=r"needs \d+ tokens, more than the 64 positions.*shorten") as info:
+        localize(model, tok, long_prompt, "paris", lang="en", steps=2)
+    assert isinstance(info.value, QueryError) and "\n" not in str(info.value)
+    fits = "the capital " * 25 + "of france is <mask> ."  # 50 words + specials: within 64
+    assert get_family(model).encode(tok, fits, "paris").input_ids.numel() <= 64

@@ -108,14 +108,68 @@ def test_heatmap_recomputed_when_not_stored(run_dir, tmp_path):
     shutil.copytree(run_dir, copy)
     stored = sorted((copy / "attributions").glob("*.pt"))
     assert len(stored) == 2  # the first fact, en and zh
-    before = {p.name: torch.load(p, weights_only=False)["attributions"] for p in stored}
+    before = {p.name: torch.load(p, weights_only=True)["attributions"] for p in stored}
     for p in stored:
         p.unlink()
     build_report(copy, recompute=True, threads=1)
     assert (copy / "report" / "heatmap.png").read_bytes().startswith(PNG)
     for name, tensor in before.items():
-        assert torch.allclose(torch.load(copy / "attributions" / name, weights_only=False)["attributions"], tensor,
+        assert torch.allclose(torch.load(copy / "attributions" / name, weights_only=True)["attributions"], tensor,
                               atol=1e-6)
+
+
+class _Rigged:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.parametrize("via_cli", [False, True])
+def test_a_rigged_attribution_file_is_refused_and_runs_nothing(run_dir, tmp_path, via_cli):
+    import shutil
+    import subprocess
+    import sys
+
+    from amig_plugin.pipeline.folder import UnsafeFileError
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    marker = tmp_path / "PWNED"
+    stored = sorted((copy / "attributions").glob("*.pt"))
+    torch.save({"attributions": torch.zeros(3, 64), "layers": [0, 1, 2], "x": _Rigged(marker)}, stored[0])
+    if via_cli:
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.run([sys.executable, "-m", "amig_plugin.cli", "report", str(copy)], capture_output=True,
+                              text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert "Traceback" not in proc.stderr and "refused to load" in lines[-1] and stored[0].name in lines[-1]
+    else:
+        with pytest.raises(UnsafeFileError, match="refused to load.*GLOBAL .*system.*could run code"):
+            build_report(copy)
+    assert not marker.exists()
+
+
+def test_a_damaged_attribution_file_is_a_clear_error(run_dir, tmp_path):
+    import shutil
+
+    from amig_plugin.pipeline.folder import UnsafeFileError
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    stored = sorted((copy / "attributions").glob("*.pt"))
+    stored[0].write_bytes(b"not a tensor file")
+    with pytest.raises(UnsafeFileError, match="refused to load.*Unsupported operand"):
+        build_report(copy)
+    torch.save({"attributions": [1, 2], "layers": "x"}, stored[0])
+    with pytest.raises(UnsafeFileError, match="not an attribution file"):
+        build_report(copy)
 
 
 def test_report_of_an_incomplete_run(model_dir, tmp_path):

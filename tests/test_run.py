@@ -249,6 +249,7 @@ def test_two_process_torchrun_equals_one_process(tmp_path, tiny_model_dir, refer
 
 def test_failing_facts_are_recorded_and_counted(tmp_path, tiny_model_dir):
     from amig_plugin.data import shipped_facts
+    from amig_plugin.pipeline.merge import exit_code, format_summary
 
     facts = [f.to_dict() for f in shipped_facts(["en"])[:4]]
     facts[1]["prompts"]["en"] = ["the capital " * 40 + "is <mask> ."]  # longer than the model's 64 positions
@@ -256,22 +257,48 @@ def test_failing_facts_are_recorded_and_counted(tmp_path, tiny_model_dir):
     path.write_text("".join(json.dumps(f) + "\n" for f in facts), encoding="utf-8")
     cfg = parse_config(make_config(tiny_model_dir, languages=["en"], methods=["amig"],
                                    data={"kind": "jsonl", "path": str(path)},
-                                   studies={"localization": {}, "effect": {"n_unrelated": 1}}))
+                                   studies={"localization": {}, "effect": {"n_unrelated": 3}}))
     out = tmp_path / "run"
     summary = run(cfg, out).summary
     loc = summary["studies"]["localization"]
     assert (loc["expected"], loc["ok"], loc["failed"], loc["missing"]) == (4, 3, 1, 0)
-    assert summary["studies"]["effect"]["failed"] >= 1  # its dependency failed
+    effect = [json.loads(l) for l in (out / "results" / "effect.jsonl").read_text().splitlines()]
+    # only the long fact's own effect unit fails (its dependency); the others skip its prompt as unrelated
+    assert [r["fact_id"] for r in effect if r["status"] != "ok"] == [facts[1]["id"]]
+    for r in (r for r in effect if r["status"] == "ok"):
+        assert list(r["result"]["skipped_unrelated"]) == [facts[1]["id"]]
+        assert "PromptTooLongError" in r["result"]["skipped_unrelated"][facts[1]["id"]]
+        assert len(r["result"]["unrelated_facts"]) == 2
     bad = [json.loads(l) for l in (out / "results" / "localization.jsonl").read_text().splitlines()]
     bad = [r for r in bad if r["status"] == "error"]
-    assert len(bad) == 1 and bad[0]["fact_id"] == facts[1]["id"] and bad[0]["error"]
-    assert summary["complete"]  # complete = nothing missing; failures are results too
+    assert len(bad) == 1 and bad[0]["fact_id"] == facts[1]["id"]
+    assert "PromptTooLongError" in bad[0]["error"] and "more than the 64 positions" in bad[0]["error"]
+    assert summary["complete"] and summary["failed"] == 2 and not summary["all_ok"]  # recorded, but not all ok
+    last = format_summary(summary).splitlines()[-1]
+    assert last.startswith("FAILED: 2 unit(s) failed") and "--retry-failed" in last and exit_code(summary) == 1
     again = run(cfg, out)  # resuming does not retry (nor drop) failures
     assert again.computed == 0 and again.summary["studies"]["localization"]["failed"] == 1
     retried = run(cfg, out, retry_failed=True)
-    assert retried.computed >= 2
+    assert retried.computed == 2
     s = retried.summary["studies"]["localization"]
     assert (s["failed"], s["duplicates"], s["records"]) == (1, 0, 5)  # latest attempt counts, first kept
+
+
+def test_cli_run_with_failed_units_exits_1_and_says_so(tmp_path, tiny_model_dir):
+    from amig_plugin.data import shipped_facts
+
+    facts = [f.to_dict() for f in shipped_facts(["en"])[:2]]
+    facts[0]["prompts"]["en"] = ["the capital " * 40 + "is <mask> ."]
+    path = tmp_path / "facts.jsonl"
+    path.write_text("".join(json.dumps(f) + "\n" for f in facts), encoding="utf-8")
+    cfg = write_config(tmp_path / "cfg.yaml", make_config(tiny_model_dir, languages=["en"], methods=["amig"],
+                                                          data={"kind": "jsonl", "path": str(path)},
+                                                          studies={"localization": {}}))
+    proc = subprocess.run(amig("run", str(cfg), "--out", str(tmp_path / "r")), capture_output=True, text=True,
+                          env=env(), timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED: 1 unit(s) failed") and "complete" not in last
 
 
 def test_merge_detects_duplicates_and_missing(tmp_path, tiny_model_dir):
@@ -318,3 +345,60 @@ def test_a_second_live_process_is_refused(tmp_path, tiny_model_dir):
             run(cfg, out)
     finally:
         lock.close()
+
+
+def test_the_lock_error_is_one_line_naming_the_process_and_the_fix(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "cfg.yaml", make_config(tiny_model_dir, data={"kind": "shipped", "n": 1},
+                                                          studies={"localization": {}}))
+    lock = RunFolder(out).lock_rank(0)  # this process holds rank 0
+    try:
+        proc = subprocess.run(amig("run", str(cfg), "--out", str(out)), capture_output=True, text=True, env=env(),
+                              timeout=120)
+    finally:
+        lock.close()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"is in use: process {os.getpid()} is writing rank 0" in last and f"kill {os.getpid()}" in last
+
+
+def test_a_failed_first_start_does_not_pin_its_config(tmp_path, tiny_model_dir):
+    """A start that failed before computing anything (wrong model path) leaves a config in the
+    folder; a corrected config is accepted (while a folder with records still refuses changes)."""
+    from amig_plugin.loading import ModelNotFoundError
+
+    out = tmp_path / "run"
+    base = make_config(tiny_model_dir, data={"kind": "shipped", "n": 1}, studies={"localization": {}})
+    with pytest.raises(ModelNotFoundError):
+        run(parse_config({**base, "model": str(tmp_path / "no-such-model")}), out)
+    assert RunFolder(out).read_config().model == str(tmp_path / "no-such-model")  # the failed start's config
+    result = run(parse_config(base), out)  # the corrected model path is accepted
+    assert result.summary["all_ok"] and RunFolder(out).read_config().model == str(tiny_model_dir)
+    with pytest.raises(ConfigError, match="different configuration"):
+        run(parse_config({**base, "model": str(tmp_path / "other")}), out)
+    (out / "config.yaml").write_text("model: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config.yaml:\d+: not valid YAML"):
+        run(out / "config.yaml", out)
+
+
+def test_a_bad_cached_record_is_recomputed_inside_a_run(tmp_path, tiny_model_dir, monkeypatch):
+    """A wrong-typed or out-of-range record in the shared localization cache is recomputed
+    (with a warning naming the cache file): the run's units are ok."""
+    from amig_plugin.cache import CacheWarning
+
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
+    cfg = make_config(tiny_model_dir, languages=["en"], methods=["amig"], data={"kind": "shipped", "n": 3},
+                      localization={"steps": 4, "cache": True, "heatmap_facts": 0}, studies={"localization": {}})
+    first = run(parse_config(cfg), tmp_path / "a")
+    assert first.summary["all_ok"]
+    (cache_file,) = (tmp_path / "cache" / "localizations").glob("*.jsonl")
+    lines = [json.loads(l) for l in cache_file.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 3
+    lines[0]["neurons"]["neurons"] = "abc"
+    lines[1]["neurons"]["neurons"] = [[0, 10 ** 6]]
+    lines[1]["neurons"]["scores"] = [1.0]
+    cache_file.write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    with pytest.warns(CacheWarning, match=str(cache_file)):
+        second = run(parse_config(cfg), tmp_path / "b")
+    assert second.summary["all_ok"] and second.summary["studies"]["localization"]["ok"] == 3
+    assert results(tmp_path / "a") == results(tmp_path / "b")

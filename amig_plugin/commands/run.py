@@ -34,7 +34,9 @@ def cmd_run(args) -> int:
                  limit=args.limit, allow_config_change=args.allow_config_change)
     if result.summary is not None:
         print(format_summary(result.summary))
-        return 0 if result.summary["complete"] else 1
+        from ..pipeline.merge import exit_code
+
+        return exit_code(result.summary)
     return 0
 
 

@@ -221,7 +221,20 @@ def prepare_folder(folder: RunFolder, config: RunConfig, allow_changes: bool = F
     """Rank 0, before the other ranks open their files: check the config against the
     folder's, write config and facts, repair a damaged last line of every record file.
     Returns (the folder's config, the run's facts, the repaired files)."""
-    config = merged_config(folder.read_config(), config, allow_changes)
+    try:
+        old = folder.read_config()
+    except ConfigError:
+        if folder.has_records():
+            raise
+        old = None  # an unreadable configuration of a folder without records: replaced below
+    if old is not None and not folder.has_records():
+        # an earlier start failed before computing anything (a wrong model path, device, ...):
+        # nothing depends on its configuration, so the new one replaces it
+        if config_changes(old, config):
+            print(f"note: {folder.path} has no records yet: its configuration is replaced by this one",
+                  file=sys.stderr)
+        old = None
+    config = merged_config(old, config, allow_changes)
     facts = load_run_facts(config)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_config(config)
@@ -261,6 +274,10 @@ def run(config: RunConfig | str | os.PathLike, run_dir: str | os.PathLike, *, re
     error: str | None = None
     if dist.rank == 0:
         try:
+            if config.device_map is None:  # a device that does not exist: refused before the folder is touched
+                from ..loading import check_device
+
+                check_device(config.device)
             lock = folder.lock_rank(0)
             folder.check_unlocked(exclude=0)
             config, facts, repaired = prepare_folder(folder, config, allow_changes=allow_config_change)

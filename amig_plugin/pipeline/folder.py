@@ -31,7 +31,7 @@ from typing import Iterator
 import yaml
 
 from ..store import RecordStore
-from .config import RunConfig, parse_config
+from .config import RunConfig
 from ..errors import AmigError
 
 
@@ -52,6 +52,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class UnsafeFileError(AmigError, ValueError):
+    """A run-folder file that cannot be read safely (it could run code) or at all."""
 
 
 class RunLocked(AmigError, RuntimeError):
@@ -104,8 +108,9 @@ class RunFolder:
     def read_config(self) -> RunConfig | None:
         if not self.config_path.is_file():
             return None
-        raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        return parse_config(raw, source=str(self.config_path))
+        from .config import load_config
+
+        return load_config(self.config_path)
 
     def write_config(self, config: RunConfig) -> None:
         text = "# written by `amig run`; the run's configuration (resume with `amig run RUN_DIR`)\n"
@@ -154,13 +159,25 @@ class RunFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise RunLocked(f"{self.path}: rank {rank} of this run is being written by another live process; "
-                            "wait for it or kill it before resuming") from None
+            raise self._locked(rank, self.records_dir / f".rank{rank}.lock") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         return handle
+
+    def _locked(self, rank: int, lock_file: Path) -> RunLocked:
+        try:
+            pid = lock_file.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            pid = "?"
+        stop = f"stop it (kill {pid})" if pid.isdigit() else "stop it"
+        return RunLocked(f"run folder {self.path} is in use: process {pid} is writing rank {rank} of this run; "
+                         f"wait for it to finish or {stop}, then run again")
+
+    def has_records(self) -> bool:
+        """True when any record file holds a record (a run that computed something)."""
+        return any(len(store) for _, store in self.iter_records())
 
     def check_unlocked(self, exclude: int | None = None) -> None:
         """Raise :class:`RunLocked` when a live process holds any rank lock of this run
@@ -173,8 +190,7 @@ class RunFolder:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise RunLocked(f"{self.path}: rank {rank} of this run is still running (pid in {path}); "
-                                    "wait for it or kill it before starting the run again") from None
+                    raise self._locked(rank, path) from None
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- other files -------------------------------------------------------------------
@@ -213,9 +229,31 @@ class RunFolder:
         return path
 
     def load_tensor(self, name: str):
+        """A file written by :meth:`save_tensor`, read with ``torch.load(weights_only=True)``:
+        tensors and plain data only, so a planted file cannot run code (it is refused with
+        :class:`UnsafeFileError`)."""
+        import pickle
+
         import torch
 
-        return torch.load(self.path / name, map_location="cpu", weights_only=False)
+        path = self.path / name
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UnsafeFileError(f"{path}: refused to load: not a file of tensors and plain data "
+                                  f"({_unpickler_detail(exc)}); loading such a file could run code. Delete it "
+                                  "(a run writes it again, `amig report --recompute-heatmap` recomputes it)") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise UnsafeFileError(f"{path}: not a readable tensor file ({type(exc).__name__}: "
+                                  f"{str(exc).strip()[:200]}); delete it and rerun to write it again") from None
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """The reason in torch's weights-only unpickler error (e.g. "... unsupported GLOBAL posix.system ...")."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith(boiler)]
+    text = " ".join(lines).replace("WeightsUnpickler error:", "").strip()
+    return (text or type(exc).__name__)[:160]
 
 
 def _rank_of(path: Path) -> int:

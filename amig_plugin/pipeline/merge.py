@@ -99,6 +99,8 @@ def merge_run(run_dir: str | os.PathLike, *, config: RunConfig | None = None, fa
         }
         complete &= not missing and not duplicates
     summary["complete"] = complete
+    summary["failed"] = sum(st["failed"] for st in summary["studies"].values())
+    summary["all_ok"] = complete and summary["failed"] == 0
     summary = _json_safe(summary)
     atomic_write_text(folder.summary_path, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
     if strict and not complete:
@@ -129,5 +131,23 @@ def format_summary(summary: dict) -> str:
     for name, s in summary["studies"].items():
         lines.append(f"| {name} | {s['expected']} | {s['ok']} | {s['failed']} | {s['missing']} | {s['duplicates']} | "
                      f"{s['extra']} | {s['compute_seconds']} |")
-    lines.append("complete" if summary["complete"] else "INCOMPLETE (resume with `amig run RUN_DIR`)")
+    lines.append(summary_line(summary))
     return "\n".join(lines)
+
+
+def summary_line(summary: dict) -> str:
+    """One line: complete, incomplete (resume), or finished with failed units (retry)."""
+    run_dir = summary["run_dir"]
+    if not summary["complete"]:
+        return f"INCOMPLETE (resume with `amig run {run_dir}`)"
+    failed = summary.get("failed", 0)
+    if failed:
+        first = next(f for s in summary["studies"].values() for f in s["failures"])
+        return (f"FAILED: {failed} unit(s) failed (first: {first['unit']}: {str(first['error'])[:200]}); fix the cause, "
+                f"then `amig run {run_dir} --retry-failed` (every failure: summary.json, report/failures.csv)")
+    return "complete"
+
+
+def exit_code(summary: dict) -> int:
+    """0 when every expected unit is recorded once and ok; 1 when units are missing or failed."""
+    return 0 if summary["complete"] and not summary.get("failed", 0) else 1

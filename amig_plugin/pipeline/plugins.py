@@ -63,12 +63,13 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     path = default_store_dir(ctx.model) / "dkn.jsonl"
     if path not in _SHARED_DKN_STORES:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _SHARED_DKN_STORES[path] = (RecordStore(path), model_key(ctx.model))
-    store, mkey = _SHARED_DKN_STORES[path]
+        _SHARED_DKN_STORES[path] = RecordStore(path)
+    store = _SHARED_DKN_STORES[path]
+    mkey = model_key(ctx.model)  # per call: another model (or changed weights) under the same name gets its own key
     loc = ctx.config.localize_settings(lang)
     settings = {k: loc[k] for k in LOCALIZE_SETTINGS if k in loc}
     opts = ctx.options
-    key, record = lookup_detection(store, mkey, fact, lang, k=opts["k"], low=opts["low"], high=opts["high"],
+    key, record = lookup_detection(store, mkey, fact, lang, model=ctx.model, k=opts["k"], low=opts["low"], high=opts["high"],
                                    method=method, settings=settings, grow=opts["grow"],
                                    max_set_size=opts["max_set_size"])
     return store, key, (record if record is not None and "result" in record else None)
@@ -96,7 +97,9 @@ def dkn_compute(ctx, fact, unit: dict) -> dict:
                                    relation=fact.relation)
     result.k_requested = opts["k"]
     if shared is None and store is not None:
-        store.add(key, {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": result.to_dict(),
+        from ..dkn import put_detection
+
+        put_detection(store, key, {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": result.to_dict(),
                         "warnings": []})
     out = result.to_dict()
     out["degenerate_neurons"] = [list(n) for n in result.degenerate_neurons]

@@ -216,9 +216,11 @@ def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
     """Relative change of P(gold), (P' - P) / P, with the fact's neurons suppressed (x0) /
     enhanced (x2) at the target position: on the fact's own prompts (related) and on the
     first prompt of ``n_unrelated`` other facts of the run (unrelated; a seeded choice per
-    fact, the same whatever the sharding); the same for a random neuron set of equal size."""
+    fact, the same whatever the sharding); the same for a random neuron set of equal size.
+    An unrelated prompt the model cannot read (e.g. longer than its positions) is left out
+    and named, with the reason, in ``skipped_unrelated``."""
     from ..intervene import MODE_FACTORS, random_neuron_set, scores_under_interventions
-    from ..models import get_family
+    from ..models import QueryError, get_family
 
     lang, method = unit["lang"], unit["method"]
     opts = ctx.options
@@ -239,10 +241,17 @@ def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
         return clean, [(a - clean) / clean if clean > 0 else float("nan") for a in after.tolist()]
 
     related = [changes(p, fact.target(lang)) for p in fact.prompts[lang]]
-    unrel = [changes(f.prompts[lang][0], f.target(lang)) for f in unrelated]
+    unrel, skipped = [], {}
+    for f in unrelated:  # another fact's prompt the model cannot read (too long, ...) is skipped, not fatal
+        try:
+            unrel.append(changes(f.prompts[lang][0], f.target(lang)))
+        except QueryError as exc:
+            skipped[f.id] = f"{type(exc).__name__}: {exc}"
     out: dict[str, Any] = {"sizes": {name: len(s) for name, s in sets.items()},
-                           "p_gold": [c for c, _ in related], "unrelated_facts": [f.id for f in unrelated],
+                           "p_gold": [c for c, _ in related], "unrelated_facts": [f.id for f in unrelated if f.id not in skipped],
                            "related": {}, "unrelated": {}}
+    if skipped:
+        out["skipped_unrelated"] = skipped
     for j, (name, mode) in enumerate(jobs):
         out["related"].setdefault(name, {})[mode] = _mean([v[j] for _, v in related])
         out["unrelated"].setdefault(name, {})[mode] = _mean([v[j] for _, v in unrel]) if unrel else None
