@@ -196,7 +196,7 @@ def _from_gguf(gguf_path: Path, dtype: Any = None) -> tuple[Any, Any]:
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=resolve_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **_dtype_kwarg(dtype))
     return model, tokenizer
 
 
@@ -353,6 +353,16 @@ def resolve_dtype(dtype: Any) -> Any:
     raise ValueError(f"unsupported dtype {dtype!r}; use a torch dtype or one of {sorted(_DTYPE_NAMES)}")
 
 
+def _dtype_kwarg(dtype: Any) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` (transformers >= 4.56; the older name
+    warns there) or ``torch_dtype`` (before)."""
+    import transformers
+    from packaging.version import Version
+
+    name = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+    return {name: resolve_dtype(dtype)}
+
+
 def _looks_like_path(name: str) -> bool:
     return (
         os.path.isabs(name)
@@ -471,5 +481,5 @@ def load_model(
     config = _load_config(source, **config_kwargs)
     auto_cls = AutoModelForMaskedLM if is_masked_lm_config(config) else AutoModelForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(source, **config_kwargs)
-    model = auto_cls.from_pretrained(source, config=config, dtype=resolve_dtype(dtype), **from_pretrained_kwargs)
+    model = auto_cls.from_pretrained(source, config=config, **_dtype_kwarg(dtype), **from_pretrained_kwargs)
     return _finish(model, tokenizer, device)
