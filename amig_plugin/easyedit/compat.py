@@ -8,6 +8,8 @@ Public API
 ``import_easyeditor()``          import ``easyeditor`` once, cleanly (see below), return it.
 ``easyeditor_available()``       ``True`` if the package can be found (nothing is imported).
 ``placeholder_modules()``        names served as placeholder modules during that import.
+``removed_placeholders()``       submodules/names of installed packages served because they
+                                 are gone (``transformers.modeling_attn_mask_utils``).
 ``cuda_to_cpu()``                context manager: map ``cuda``/``cuda:N`` device arguments to CPU
                                  when CUDA is not available (no-op otherwise).
 ``quiet_easyeditor_logging()``   context manager: no ``./logs/run.log`` (and, on GitHub main, no
@@ -33,6 +35,13 @@ What ``import_easyeditor()`` does to the process
   from ``sys.meta_path``) right after the import.  easyeditor keeps its references to
   the placeholder objects; a later ``import timm`` by the user either finds the real
   package or fails with the ordinary ``ModuleNotFoundError``.
+* Submodules and names that an *installed* package no longer has (transformers 5.x removed
+  ``transformers.modeling_attn_mask_utils``, which GitHub main's UnKE imports at import
+  time): when easyeditor's own code fails on one, uncaught, the import is retried with a
+  placeholder for it (used later, it raises :class:`MissingOptionalDependency` naming what is
+  gone). Imports that easyeditor guards with ``try/except ImportError`` keep their own
+  fallback. Placeholders and the attributes they took on their parent are removed again
+  after the import.
 * Names that transformers >= 4.56 / 5.x removed (``apply_chunking_to_forward``,
   ``find_pruneable_heads_and_indices``, ``prune_linear_layer`` in
   ``transformers.modeling_utils``; ``find_pruneable_heads_and_indices`` in
