@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The oldest releases pyproject.toml declares (the lower ends of its tested range).
+VENV_OLDEST         ?= .venv-oldest
+OLDEST_TORCH        := 2.13.0
+OLDEST_TRANSFORMERS := 4.53.3
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast test-oldest demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +23,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The whole suite again in a second venv with the oldest declared torch and transformers.
+$(VENV_OLDEST)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install -q torch==$(OLDEST_TORCH)
+	$(VENV_OLDEST)/bin/python -m pip install -q -e ".[gemma,easyedit,test]" transformers==$(OLDEST_TRANSFORMERS)
+	$(VENV_OLDEST)/bin/python -m pip install -q --no-deps easyeditor==0.0.1.dev0
+	touch $@
+
+test-oldest: $(VENV_OLDEST)/.installed
+	$(VENV_OLDEST)/bin/python -c "import torch, transformers; print('oldest declared: torch', torch.__version__, 'transformers', transformers.__version__)"
+	$(VENV_OLDEST)/bin/python -m pytest -q
+
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
@@ -29,4 +46,4 @@ bench: setup
 	$(BIN)/python benchmarks/attribution.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV_OLDEST) .pytest_cache

@@ -9,9 +9,10 @@ __version__ = "0.1.0"
 
 
 def register(force: bool = False) -> dict:
-    """Add ``AMIG`` to EasyEdit's ``ALG_DICT`` (idempotent; imports ``easyeditor`` on the
-    first call, nothing at ``import amig_plugin``). See
-    :func:`amig_plugin.easyedit.registration.register`."""
+    """Add ``AMIG`` and ``LIKN`` to EasyEdit's ``ALG_DICT``, the ``fact_check`` metric, and
+    a ``BaseEditor`` hook (CPU fallback for GPU YAMLs, a clear error for model names EasyEdit
+    cannot load); idempotent; imports ``easyeditor`` on the first call, nothing at
+    ``import amig_plugin``. See :func:`amig_plugin.easyedit.registration.register`."""
     from .easyedit.registration import register as _register
 
     return _register(force=force)

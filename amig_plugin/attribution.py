@@ -40,6 +40,7 @@ responding), and α = 0 rows double as the endpoint rows F(a').
 from __future__ import annotations
 
 import copy
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
@@ -252,6 +253,23 @@ def _merge(*patch_sets: dict[int, list[_NeuronPatch]]) -> dict[int, list[_Neuron
     return out
 
 
+def _cache_keyword(module: nn.Module) -> str:
+    """The keyword ``module.forward`` takes the key/value cache by: ``cache`` (newer
+    transformers, which deprecate ``past_key_values``) or ``past_key_values``."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - forward without a signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(out) -> object:
+    """The key/value cache of a model output (field ``cache`` in newer transformers,
+    ``past_key_values`` before), without touching the deprecated name where both exist."""
+    fields = getattr(type(out), "__dataclass_fields__", {})
+    return getattr(out, "cache" if "cache" in fields else "past_key_values", None)
+
+
 class _RowRunner:
     def __init__(self, family: ModelFamily, query: EncodedQuery, objective: str):
         self.family = family
@@ -263,16 +281,20 @@ class _RowRunner:
         self.target_ids = query.target_ids.to(self.device)
         body_and_head = family.body_and_head()
         self.body, self.head = body_and_head if body_and_head is not None else (None, None)
+        self.cache_keyword = _cache_keyword(self.body if self.head is not None else self.model)
 
     def _forward(self, keep_last: int | None = None, **inputs) -> tuple[torch.Tensor, bool, object]:
         """(final hidden states [B, n, H] if the head is folded into the score, else logits
         [B, n, V]; which of the two; the returned key/value cache). ``keep_last``: only the
-        last positions' logits are needed (the model's LM head runs on those alone)."""
+        last positions' logits are needed (the model's LM head runs on those alone).
+        A ``past_key_values`` input goes to the model under the keyword its forward takes."""
+        if "past_key_values" in inputs and self.cache_keyword != "past_key_values":
+            inputs[self.cache_keyword] = inputs.pop("past_key_values")
         if self.head is not None:
             out = self.body(**inputs)
-            return out.last_hidden_state, True, getattr(out, "past_key_values", None)
+            return out.last_hidden_state, True, _returned_cache(out)
         out = self.model(**inputs, **(_last_logits_only(self.model, keep_last) if keep_last else {}))
-        return out.logits, False, getattr(out, "past_key_values", None)
+        return out.logits, False, _returned_cache(out)
 
     def _score(self, outputs: torch.Tensor, hidden: bool) -> torch.Tensor:
         """F [R] from :meth:`_forward`'s outputs at the score positions."""

@@ -213,7 +213,7 @@ def _from_gguf(gguf_path: Path, dtype: Any = None) -> tuple[Any, Any]:
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=resolve_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **_dtype_kwarg(dtype))
     return model, tokenizer
 
 
@@ -368,6 +368,16 @@ def resolve_dtype(dtype: Any) -> Any:
         if key in _DTYPE_NAMES:
             return getattr(torch, _DTYPE_NAMES[key])
     raise ValueError(f"unsupported dtype {dtype!r}; use a torch dtype or one of {sorted(_DTYPE_NAMES)}")
+
+
+def _dtype_kwarg(dtype: Any) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` (transformers >= 4.56; the older name
+    warns there) or ``torch_dtype`` (before)."""
+    import transformers
+    from packaging.version import Version
+
+    name = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+    return {name: resolve_dtype(dtype)}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -593,8 +603,8 @@ def load_model(
         raise ModelLoadError(f"the tokenizer of model {name!r} is empty ({len(tokenizer)} tokens); save the right one "
                              "next to the weights with tokenizer.save_pretrained(folder)")
     try:
-        model, info = auto_cls.from_pretrained(source, config=config, dtype=resolve_dtype(dtype),
-                                               output_loading_info=True, **from_pretrained_kwargs)
+        model, info = auto_cls.from_pretrained(source, config=config, output_loading_info=True,
+                                               **_dtype_kwarg(dtype), **from_pretrained_kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the weights of model {name!r} ({_first_line(exc)}); the weight files "
                              "are damaged or incomplete: save the model again with save_pretrained") from exc

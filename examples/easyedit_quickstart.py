@@ -3,13 +3,13 @@
     python examples/easyedit_quickstart.py [--hparams hparams/AMIG/gemma-3-270m.yaml] [--steps 20]
 
 What it does:
-1. ``amig_plugin.register()`` adds ``AMIG`` to EasyEdit's ``ALG_DICT``;
+1. ``amig_plugin.register()`` adds ``AMIG`` and ``LIKN`` to EasyEdit's ``ALG_DICT`` and the
+   ``fact_check`` metric, and makes GPU YAMLs run on CPU-only machines (see the README);
 2. ``AMIGHyperParams.from_hparams(yaml)`` reads and validates the YAML;
 3. ``load_editor(hparams)`` builds EasyEdit's editor (a ``BaseEditor`` subclass) on a model
    loaded by amig_plugin's loader -- EasyEdit's own loader knows neither Gemma nor BERT.
    For models EasyEdit can load itself (e.g. ``gpt2`` from the hub) plain
-   ``easyeditor.BaseEditor.from_hparams(hparams)`` works too after ``register()``
-   (on CPU wrap it in ``amig_plugin.easyedit.compat.easyedit_runtime()``);
+   ``easyeditor.BaseEditor.from_hparams(hparams)`` works too after ``register()``;
 4. ``editor.edit(...)`` localizes the ground truth's knowledge neurons with AMIG, edits their
    value vectors, evaluates with EasyEdit's metrics and restores the weights.
 

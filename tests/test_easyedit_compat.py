@@ -313,6 +313,46 @@ def test_guarded_import_mechanism(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
+def test_removed_submodules_and_names_of_installed_packages(tmp_path, monkeypatch):
+    """What an installed package no longer has (a submodule, a name) is served only where the
+    package's own import of it fails uncaught, and taken away again afterwards; guarded
+    imports keep their fallback; using the placeholder says what is missing."""
+    import email
+
+    pkg = tmp_path / "fake_removedlib"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent(
+        """
+        try:
+            from email.gone_guarded_xyz import Fallback
+        except ImportError:
+            Fallback = None
+        from .sub import Converter, helper, Gone
+        """))
+    (pkg / "sub" / "__init__.py").write_text(textwrap.dedent(
+        """
+        from email.removed_utils_xyz.deep import Converter, helper
+        from email import gone_name_xyz as Gone
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        mod = compat._guarded_import("fake_removedlib", {})
+        assert mod.Fallback is None  # the guarded import kept its own fallback
+        assert set(compat.removed_placeholders("fake_removedlib")) == {
+            "email.removed_utils_xyz", "email.removed_utils_xyz.deep", "email.gone_name_xyz"}
+        assert not any(n.startswith("email.removed_utils_xyz") or n == "email.gone_guarded_xyz" for n in sys.modules)
+        assert not hasattr(email, "removed_utils_xyz") and not hasattr(email, "gone_name_xyz")
+        with pytest.raises(compat.MissingOptionalDependency, match="which the installed email no longer has"):
+            mod.Converter()
+        with pytest.raises(compat.MissingOptionalDependency, match="email.gone_name_xyz"):
+            mod.Gone()
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module("email.removed_utils_xyz")
+    finally:
+        for name in [n for n in sys.modules if n.startswith("fake_removedlib")]:
+            del sys.modules[name]
+
+
 def test_find_pruneable_heads_and_indices():
     heads, index = compat._find_pruneable_heads_and_indices([1], n_heads=3, head_size=2, already_pruned_heads=set())
     assert heads == {1} and index.tolist() == [0, 1, 4, 5]

@@ -13,7 +13,7 @@ are loaded lazily on first access.
 Quick reference (EasyEdit integration)::
 
     import amig_plugin
-    amig_plugin.register()                      # adds "AMIG" to EasyEdit's ALG_DICT
+    amig_plugin.register()                      # AMIG + LIKN in ALG_DICT, fact_check metric, CPU fallback
     from amig_plugin.easyedit import AMIGHyperParams, load_editor, summarize
     hparams = AMIGHyperParams.from_hparams("hparams/AMIG/gemma-3-270m.yaml")
     editor = load_editor(hparams)               # or easyeditor.BaseEditor.from_hparams(hparams)
@@ -37,6 +37,7 @@ _LAZY = {
     "placeholder_modules": "compat",
     "quiet_easyeditor_logging": "compat",
     "registries": "compat",
+    "removed_placeholders": "compat",
     # hyper-parameters (no easyeditor import)
     "AMIGHyperParams": "hparams",
     "HParamsError": "hparams",
@@ -50,6 +51,8 @@ _LAZY = {
     "register": "registration",
     "unregister": "registration",
     "is_registered": "registration",
+    "cpu_fallback": "registration",
+    "UnsupportedEditorModel": "registration",
     # editor for any model our loader loads, masked-LM metrics
     "editor_class": "editor",
     "load_editor": "editor",

@@ -153,6 +153,33 @@ def edit_arguments(requests: Sequence[dict]) -> dict:
 # hparams and covariance statistics
 
 
+#: Keys that only one EasyEdit flavour's hparams class has, with the value that gives the
+#: other flavour's behaviour (GitHub main's FT needs ``objective_optimization``; PyPI
+#: 0.0.1.dev0's FT has no such key and optimizes at the prompt's last positions).
+_FLAVOUR_DEFAULTS = {"FT": {"objective_optimization": "prompt_last"}}
+
+
+def _easyedit_hparams(cls, path: str):
+    """``cls(**yaml)`` as ``cls.from_hparams(path)`` does, but with keys ``cls`` does not know
+    dropped and keys it requires filled from :data:`_FLAVOUR_DEFAULTS`, so one YAML serves
+    PyPI 0.0.1.dev0 and GitHub main."""
+    import dataclasses
+
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        config = yaml.safe_load(stream) or {}
+    if not dataclasses.is_dataclass(cls) or not isinstance(config, dict):
+        return cls.from_hparams(path)
+    config = cls.construct_float_from_scientific_notation(config)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    config = {k: v for k, v in config.items() if k in fields}
+    for key, value in _FLAVOUR_DEFAULTS.get(config.get("alg_name"), {}).items():
+        if key in fields:
+            config.setdefault(key, value)
+    return cls(**config)
+
+
 def load_method_hparams(method: str, path: str, model_name: Optional[str] = None):
     """The hparams object of ``method`` from its YAML (AMIG: ours; others: EasyEdit's)."""
     if method == "AMIG":
@@ -166,7 +193,7 @@ def load_method_hparams(method: str, path: str, model_name: Optional[str] = None
         module, cls = _HPARAM_CLASSES[method]
         if not os.path.isfile(path):
             raise ValueError(f"{method}: no hparams file {path}")
-        hparams = getattr(importlib.import_module(module), cls).from_hparams(path)
+        hparams = _easyedit_hparams(getattr(importlib.import_module(module), cls), path)
         if getattr(hparams, "alg_name", None) != method:
             raise ValueError(f"{path}: alg_name is {getattr(hparams, 'alg_name', None)!r}, expected {method!r}")
     else:

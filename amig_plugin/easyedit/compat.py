@@ -8,6 +8,8 @@ Public API
 ``import_easyeditor()``          import ``easyeditor`` once, cleanly (see below), return it.
 ``easyeditor_available()``       ``True`` if the package can be found (nothing is imported).
 ``placeholder_modules()``        names served as placeholder modules during that import.
+``removed_placeholders()``       submodules/names of installed packages served because they
+                                 are gone (``transformers.modeling_attn_mask_utils``).
 ``cuda_to_cpu()``                context manager: map ``cuda``/``cuda:N`` device arguments to CPU
                                  when CUDA is not available (no-op otherwise).
 ``quiet_easyeditor_logging()``   context manager: no ``./logs/run.log`` (and, on GitHub main, no
@@ -33,6 +35,13 @@ What ``import_easyeditor()`` does to the process
   from ``sys.meta_path``) right after the import.  easyeditor keeps its references to
   the placeholder objects; a later ``import timm`` by the user either finds the real
   package or fails with the ordinary ``ModuleNotFoundError``.
+* Submodules and names that an *installed* package no longer has (transformers 5.x removed
+  ``transformers.modeling_attn_mask_utils``, which GitHub main's UnKE imports at import
+  time): when easyeditor's own code fails on one, uncaught, the import is retried with a
+  placeholder for it (used later, it raises :class:`MissingOptionalDependency` naming what is
+  gone). Imports that easyeditor guards with ``try/except ImportError`` keep their own
+  fallback. Placeholders and the attributes they took on their parent are removed again
+  after the import.
 * Names that transformers >= 4.56 / 5.x removed (``apply_chunking_to_forward``,
   ``find_pruneable_heads_and_indices``, ``prune_linear_layer`` in
   ``transformers.modeling_utils``; ``find_pruneable_heads_and_indices`` in
@@ -150,6 +159,7 @@ import inspect
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -173,6 +183,7 @@ __all__ = [
     "placeholder_modules",
     "quiet_easyeditor_logging",
     "registries",
+    "removed_placeholders",
 ]
 
 FLAVOUR_PYPI = "pypi-0.0.1.dev0"
@@ -228,6 +239,7 @@ _PACKAGE = "easyeditor"
 _IMPORT_LOCK = threading.RLock()
 _STATE = threading.local()
 _LAST_PLACEHOLDERS: Dict[str, Tuple[str, ...]] = {}
+_LAST_REMOVED: Dict[str, Tuple[str, ...]] = {}
 
 
 def _importing() -> bool:
@@ -247,11 +259,22 @@ class MissingOptionalDependency(AmigError, ImportError):
     """Raised when a placeholder for a missing optional package is used."""
 
 
+#: ``_ph_pip`` of placeholders for what an installed package no longer has.
+_REMOVED = "<removed>"
+
+
 def _missing_error(qualname: str, pip_name: str, feature: str) -> MissingOptionalDependency:
+    top = qualname.partition(".")[0]
+    if pip_name == _REMOVED:
+        return MissingOptionalDependency(
+            f"easyeditor feature {feature} needs {qualname.replace('()', '')}, which the installed {top} "
+            f"no longer has; use another EasyEdit method or an older {top}",
+            name=top,
+        )
     return MissingOptionalDependency(
         f"easyeditor feature {feature} needs package {pip_name}; pip install {pip_name}"
         f" (placeholder {qualname!r} was called)",
-        name=qualname.partition(".")[0],
+        name=top,
     )
 
 
@@ -340,14 +363,21 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.package = package
         self.pip_names = pip_names
         self.served: Dict[str, str] = {}  # top-level name -> feature (first requester)
+        self.removed: Dict[str, str] = {}  # removed submodule of a real package -> feature
         self.modules: list = []
+
+    def _removed_root(self, fullname: str) -> Optional[str]:
+        for name in self.removed:
+            if fullname == name or fullname.startswith(name + "."):
+                return name
+        return None
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None):
         top = fullname.partition(".")[0]
-        if top in self.served:
+        if top in self.served or self._removed_root(fullname) is not None:
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        if "." in fullname:  # a missing submodule of a real package: not ours to fake
-            return None
+        if "." in fullname:  # a missing submodule of a real package: served only once an
+            return None      # import of the package's own code failed on it (_guarded_import)
         if top in ESSENTIAL or top == self.package or top in sys.stdlib_module_names:
             return None
         requester = _requesting_module()
@@ -359,7 +389,11 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         top = spec.name.partition(".")[0]
         module = _PlaceholderModule(spec.name)
-        module.__dict__["_ph_info"] = (self.pip_names.get(top, top), f"`{self.served[top]}`")
+        root = self._removed_root(spec.name)
+        if root is not None:
+            module.__dict__["_ph_info"] = (_REMOVED, f"`{self.removed[root]}`")
+        else:
+            module.__dict__["_ph_info"] = (self.pip_names.get(top, top), f"`{self.served[top]}`")
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
@@ -513,31 +547,94 @@ def _undo_side_effects(package: str) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+_CANNOT_IMPORT = re.compile(r"cannot import name '([^']+)' from '([^']+)'")
+_MAX_REMOVED = 32
+
+
+def _failing_importer(exc: BaseException) -> str:
+    """``__name__`` of the innermost non-importlib frame of ``exc``'s traceback: the
+    module whose import statement failed."""
+    name = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not (filename.startswith("<frozen importlib") or filename == __file__
+                or filename.endswith(os.path.join("importlib", "__init__.py"))):
+            name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return name
+
+
+def _removed_from_real_package(exc: ImportError, package: str) -> Optional[Tuple[str, str, str]]:
+    """What an uncaught import error of ``package``'s own code says is gone from an
+    installed package: ``("module", "pkg.sub", requester)`` for a missing submodule of
+    an importable package, ``("name", "pkg.mod:Name", requester)`` for a name that an
+    importable module no longer has; ``None`` for anything else."""
+    requester = _failing_importer(exc)
+    if not _in_package(requester, package):
+        return None
+    match = _CANNOT_IMPORT.match(str(exc))
+    if match is not None:
+        name, module_name = match.groups()
+        if module_name in sys.modules and not _in_package(module_name, package):
+            return ("name", f"{module_name}:{name}", requester)
+        return None
+    missing = getattr(exc, "name", None)
+    if isinstance(exc, ModuleNotFoundError) and missing and "." in missing:
+        parent = missing.rpartition(".")[0]
+        top = missing.partition(".")[0]
+        if top != package and parent in sys.modules and not isinstance(sys.modules[parent], _PlaceholderModule):
+            return ("module", missing, requester)
+    return None
+
+
 def _guarded_import(
     package: str = _PACKAGE, pip_names: Optional[Dict[str, str]] = None
 ) -> types.ModuleType:
     """Import ``package`` with placeholders for missing optional dependencies,
     transformers shims, and its import side effects undone.  Generic in ``package``
-    so that the mechanism can be tested without easyeditor."""
+    so that the mechanism can be tested without easyeditor.
+
+    When the package's own code fails, uncaught, on a submodule or a name that an
+    installed package no longer has (``transformers.modeling_attn_mask_utils`` in
+    transformers 5), the import is retried with a placeholder for it; imports that the
+    package guards with ``try/except ImportError`` keep their own fallback.  The
+    placeholders are taken away again afterwards, like the shims."""
     with _IMPORT_LOCK:
         if package in sys.modules:
             return sys.modules[package]
         finder = _PlaceholderFinder(package, PIP_NAMES if pip_names is None else pip_names)
+        names = _transformers_shims()
         sys.meta_path.append(finder)
         _STATE.importing = getattr(_STATE, "importing", 0) + 1
         try:
-            with _undo_side_effects(package), _provide_names(_transformers_shims()):
-                try:
-                    module = importlib.import_module(package)
-                except BaseException as exc:
-                    for name in [m for m in sys.modules if _in_package(m, package)]:
-                        del sys.modules[name]
-                    if isinstance(exc, ImportError):
+            with _undo_side_effects(package):
+                while True:
+                    try:
+                        with _provide_names(names):
+                            module = importlib.import_module(package)
+                        break
+                    except BaseException as exc:
+                        for name in [m for m in sys.modules if _in_package(m, package)]:
+                            del sys.modules[name]
+                        if not isinstance(exc, ImportError):
+                            raise
+                        gone = _removed_from_real_package(exc, package)
+                        known = len(finder.removed) + sum(map(len, names.values()))
+                        if gone is not None and known < _MAX_REMOVED:
+                            kind, what, requester = gone
+                            if kind == "module" and what not in finder.removed:
+                                finder.removed[what] = requester
+                                continue
+                            module_name, _, attr = what.partition(":")
+                            if kind == "name" and attr not in names.get(module_name, {}):
+                                names.setdefault(module_name, {})[attr] = _make_placeholder(
+                                    f"{module_name}.{attr}", _REMOVED, f"`{requester}`")
+                                continue
                         raise ImportError(
                             f"importing {package} failed even with placeholders for missing "
                             f"optional packages ({sorted(finder.served) or 'none'}): {exc}"
                         ) from exc
-                    raise
         finally:
             _STATE.importing -= 1
             if finder in sys.meta_path:
@@ -545,7 +642,15 @@ def _guarded_import(
             for name in finder.modules:
                 if isinstance(sys.modules.get(name), _PlaceholderModule):
                     del sys.modules[name]
+                parent, _, child = name.rpartition(".")
+                holder = sys.modules.get(parent)
+                if holder is not None and isinstance(holder.__dict__.get(child), _PlaceholderModule):
+                    delattr(holder, child)
         _LAST_PLACEHOLDERS[package] = tuple(sorted(finder.modules))
+        _LAST_REMOVED[package] = tuple(sorted(
+            [m for m in finder.modules if finder._removed_root(m) is not None]
+            + [f"{mod}.{attr}" for mod, attrs in names.items() for attr, value in attrs.items()
+               if isinstance(value, _PlaceholderMeta)]))
         return module
 
 
@@ -571,6 +676,13 @@ def placeholder_modules(package: str = _PACKAGE) -> Tuple[str, ...]:
     """Module names that were served as placeholders while ``package`` was imported
     by this process (empty if it was imported elsewhere or nothing was missing)."""
     return _LAST_PLACEHOLDERS.get(package, ())
+
+
+def removed_placeholders(package: str = _PACKAGE) -> Tuple[str, ...]:
+    """Submodules and names of installed packages that ``package``'s own code imports but
+    that those packages no longer have (e.g. ``transformers.modeling_attn_mask_utils``),
+    served as placeholders while this process imported it."""
+    return _LAST_REMOVED.get(package, ())
 
 
 # --------------------------------------------------------------------------------------

@@ -33,12 +33,17 @@ def _value(v: Any) -> Optional[float]:
 def summarize(all_metrics: List[Dict[str, Any]]) -> Dict[str, Any]:
     """``{"requests": n, "seconds_per_edit": s, "pre": {...}, "post": {...}}`` with the
     means of ``rewrite_acc``, ``rephrase_acc`` and every ``locality``/``portability``
-    ``*_acc`` key (pre-edit locality is by definition 1 and is not reported by EasyEdit)."""
+    ``*_acc`` key (pre-edit locality is by definition 1 and is not reported by EasyEdit).
+
+    ``seconds_per_edit`` is the mean of the requests' ``time`` (seconds in the apply
+    function): PyPI 0.0.1.dev0 records it; GitHub main's ``edit_requests`` does not, and
+    :class:`~amig_plugin.easyedit.editor.AMIGEditor` fills it in there. ``None`` when no
+    request has one (a plain GitHub-main ``BaseEditor``)."""
     if isinstance(all_metrics, dict):
         all_metrics = [all_metrics]
     out: Dict[str, Any] = {"requests": len(all_metrics)}
     times = [m.get("time") for m in all_metrics if m.get("time") is not None]
-    out["seconds_per_edit"] = mean(times) if times else float("nan")
+    out["seconds_per_edit"] = mean(times) if times else None
     for phase in ("pre", "post"):
         acc: Dict[str, List[float]] = {}
         for m in all_metrics:
@@ -75,23 +80,26 @@ def teacher_forced_predictions(model, tok, prompt: str, target: str) -> tuple:
 
 def cjk_aware_prediction_acc(original):
     """Wrap EasyEdit's ``test_prediction_acc(model, tok, hparams, prompts, targets, device,
-    locality=False)``: prompts ending in a CJK character are scored as ``prompt + target``
-    (Chinese has no space between words; EasyEdit joins with ``' '``), the others by
-    EasyEdit's own function. Same return shapes (accuracies, or predicted ids for locality)."""
+    locality=False, **kwargs)``: prompts ending in a CJK character are scored as
+    ``prompt + target`` (Chinese has no space between words; EasyEdit joins with ``' '``),
+    the others by EasyEdit's own function. Same return shapes (accuracies, or predicted ids
+    for locality). Further keywords (GitHub main's ``vanilla_generation``) go to EasyEdit's
+    function; a call with ``vanilla_generation=True`` (generation, not teacher forcing) is
+    EasyEdit's own."""
     from .prompts import has_cjk
 
-    def test_prediction_acc(model, tok, hparams, prompts, targets, device, locality=False):
+    def test_prediction_acc(model, tok, hparams, prompts, targets, device, locality=False, **kwargs):
         single = isinstance(prompts, str)
         ps, ts = ([prompts], [targets]) if single else (list(prompts), list(targets))
-        if not any(p and has_cjk(p.rstrip()[-1]) for p in ps):
-            return original(model, tok, hparams, prompts, targets, device, locality=locality)
+        if kwargs.get("vanilla_generation") or not any(p and has_cjk(p.rstrip()[-1]) for p in ps):
+            return original(model, tok, hparams, prompts, targets, device, locality=locality, **kwargs)
         out = []
         for p, t in zip(ps, ts):
             if p and has_cjk(p.rstrip()[-1]):
                 preds, gold = teacher_forced_predictions(model, tok, p, t)
                 out.append(preds if locality else float(sum(int(a == b) for a, b in zip(preds, gold)) / len(gold)))
             else:
-                res = original(model, tok, hparams, p, t, device, locality=locality)
+                res = original(model, tok, hparams, p, t, device, locality=locality, **kwargs)
                 out.append(res[0])
         return out
 

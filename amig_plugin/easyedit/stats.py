@@ -88,8 +88,13 @@ def local_corpus(source: str = "facts+pydoc") -> List[str]:
 
 
 def stats_path(model, layer_name: str, stats_dir: str, ds_name: str, precision: str, sample_size: Optional[int]) -> Path:
-    """Where EasyEdit's ``layer_stats`` (PyPI 0.0.1.dev0) looks for cached ``mom2`` stats."""
-    model_name = str(model.config._name_or_path).replace("/", "_")
+    """Where the installed EasyEdit's ``layer_stats`` looks for cached ``mom2`` stats: under
+    ``_name_or_path`` with ``/`` -> ``_`` (PyPI 0.0.1.dev0) or its last path part (GitHub
+    main)."""
+    from .compat import FLAVOUR_MAIN, easyedit_flavour
+
+    name = str(model.config._name_or_path)
+    model_name = name.rsplit("/")[-1] if easyedit_flavour() == FLAVOUR_MAIN else name.replace("/", "_")
     suffix = "" if sample_size is None else f"_{sample_size}"
     return Path(stats_dir) / model_name / f"{ds_name}_stats" / f"{layer_name}_{precision}_mom2{suffix}.npz"
 
