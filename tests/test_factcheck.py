@@ -499,7 +499,7 @@ def _sep_queries(n_dev_facts: int, n_test_facts: int, separable: bool = True):
 
 def test_report_statistics_baselines_auc_and_intervals():
     from amig_plugin.factcheck import evaluate_queries
-    rep = evaluate_sep_queries(_sep_queries(12, 30), "en")
+    rep = evaluate_queries(_sep_queries(12, 30), "en")
     st = rep.summary_statistics()["with_DKN"]
     assert st["f1"] == 1.0 and st["roc_auc"] == 1.0 and st["balanced_accuracy"] == 1.0
     assert st["all_true_f1"] == pytest.approx(2 / 3)
@@ -515,10 +515,10 @@ def test_report_statistics_baselines_auc_and_intervals():
 
 def test_small_dev_split_warns():
     from amig_plugin.factcheck import evaluate_queries, format_summary
-    small = evaluate_sep_queries(_sep_queries(4, 10), "zh")  # 8 dev queries
+    small = evaluate_queries(_sep_queries(4, 10), "zh")  # 8 dev queries
     assert small.dev_warnings() and "fewer than 20 dev queries" in small.dev_warnings()[0]
     assert "WARNING" in small.to_markdown() and "WARNING" in format_summary([small])
-    assert not evaluate_sep_queries(_sep_queries(10, 10), "zh").dev_warnings()  # 20 dev queries
+    assert not evaluate_queries(_sep_queries(10, 10), "zh").dev_warnings()  # 20 dev queries
 
 
 def test_bootstrap_interval_is_wide_on_a_noisy_scorer():
@@ -528,6 +528,6 @@ def test_bootstrap_interval_is_wide_on_a_noisy_scorer():
     qs = _sep_queries(15, 40)
     for q in qs:
         q["dkn"] = rng.random()  # no information
-    st = evaluate_sep_queries(qs, "en").summary_statistics()["with_DKN"]
+    st = evaluate_queries(qs, "en").summary_statistics()["with_DKN"]
     lo, hi = st["roc_auc_ci"]
     assert lo < 0.5 < hi and hi - lo > 0.15
