@@ -1099,8 +1099,13 @@ class LIKNExperiment:
                  "",
                  f"{c.get('facts')} facts ({c.get('data', '')}), languages {', '.join(self.likn.languages)}, method "
                  f"{self.likn.method}, causal mode `{c.get('causal_mode')}`, {c.get('n_unrelated')} unrelated facts "
-                 f"per fact, seed {c.get('seed')}.",
-                 "", "## Language-independent neurons", "", self.likn.to_markdown(max_facts=max_facts), ""]
+                 f"per fact, seed {c.get('seed')}.", ""]
+        if c.get("cut_losses"):
+            parts += ["Prompts that lose text after the mask in cut mode: " + ", ".join(
+                f"{l} {v['lose_text']}/{v['prompts']}" for l, v in c["cut_losses"].items())
+                + (" (scored in sentence mode: nothing lost)." if c.get("causal_mode") == "sentence" else "."), ""]
+        parts += [f"Note: {n}" for n in c.get("notes", [])] + ([""] if c.get("notes") else [])
+        parts += ["## Language-independent neurons", "", self.likn.to_markdown(max_facts=max_facts), ""]
         tables = self.tables()
         n_likn = s["nonempty"]
         for subset, title in (("likn", f"facts with a non-empty LIKN ({n_likn})"), ("all", f"all {s['facts']} facts")):

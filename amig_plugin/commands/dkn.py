@@ -34,6 +34,8 @@ def _floats(text: str) -> tuple[float, ...]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Hugging Face name or local folder (default: the embedded Gemma-3-270M)")
     p.add_argument("--data", default="shipped", help="BMLAMA folder (<lang>.tsv files), a .jsonl fact file, or 'shipped'")
+    p.add_argument("--template-lang", default="en", help="BMLAMA: the language whose aligned templates name the "
+                                                         "relations (default en; any loaded language works)")
     p.add_argument("--lang", default="en", help="language code, or a comma list (en,zh)")
     p.add_argument("--n", type=int, default=200, help="facts per language: the first N of the stratified sample (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fact sample and of the wrong objects")
@@ -78,7 +80,7 @@ def add_commands(subparsers) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def load_pool(data: str, langs: list[str]):
+def load_pool(data: str, langs: list[str], template_lang: str | None = "en"):
     """All facts of ``data`` that have every language of ``langs``."""
     from ..data import bmlama_paths, load_bmlama, load_facts, shipped_facts
 
@@ -87,7 +89,7 @@ def load_pool(data: str, langs: list[str]):
     else:
         path = Path(data).expanduser()
         if path.is_dir():
-            facts = load_bmlama(bmlama_paths(path))
+            facts = load_bmlama(bmlama_paths(path), template_lang=template_lang)
         elif path.is_file() and path.suffix == ".jsonl":
             facts = load_facts(path)
         elif path.is_file() and path.suffix == ".tsv":
@@ -120,11 +122,17 @@ def _setup(args):
     if args.k < 2:
         raise ValueError(f"--k must be >= 2, got {args.k}")
     langs = _langs(args.lang)
-    pool = load_pool(args.data, langs)
+    pool = load_pool(args.data, langs, getattr(args, "template_lang", "en"))
     if args.n > len(pool):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")
     facts = sample_facts(pool, args.n, seed=args.seed)
     model, tok = _load(args)
+    from ..data import cut_loss_warnings, cut_losses
+    from ..models import get_family
+    if get_family(model).kind == "causal":
+        fix = "DKN and fact-checking score the cut prefix only: read this language with care"
+        for w in cut_loss_warnings(cut_losses(facts, langs), fix=fix):
+            print(f"WARNING: {w}", file=sys.stderr)
     out = Path(args.out) if args.out else default_store_dir(model)
     out.mkdir(parents=True, exist_ok=True)
     stores = {"dkn": RecordStore(out / "dkn.jsonl"), "factcheck": RecordStore(out / "factcheck.jsonl")}

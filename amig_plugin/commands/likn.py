@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 
-def load_fact_data(data: str | None, langs: list[str]):
+def load_fact_data(data: str | None, langs: list[str], template_lang: str | None = "en"):
     """(facts with every language in ``langs``, a description, notes) from ``--data``."""
     from ..data import FactFormatError, bmlama_paths, load_bmlama, load_facts, load_mlama, shipped_facts
 
@@ -26,7 +26,7 @@ def load_fact_data(data: str | None, langs: list[str]):
     path = Path(data)
     if path.is_dir():
         if all((path / f"{l}.tsv").is_file() for l in langs):
-            return load_bmlama(bmlama_paths(path, langs)), f"BMLAMA {path}", notes
+            return load_bmlama(bmlama_paths(path, langs), template_lang=template_lang), f"BMLAMA {path}", notes
         if all((path / l / "templates.jsonl").is_file() for l in langs):
             return load_mlama(path, langs), f"mLAMA {path}", notes
         raise FactFormatError(
@@ -68,6 +68,7 @@ def cmd_likn(args) -> int:
     from ..cli import _load
     from ..data import sample_facts
     from ..likn import run_likn_experiment
+    from ..models import get_family
 
     if args.report_only:
         from ..likn import LIKNExperiment
@@ -84,7 +85,7 @@ def cmd_likn(args) -> int:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not args.threads:
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    facts, source, notes = load_fact_data(args.data, langs)
+    facts, source, notes = load_fact_data(args.data, langs, getattr(args, "template_lang", "en"))
     model, tok = _load(args)
     facts, bad = usable_for(model, facts, langs, args.causal_mode)
     if bad:
@@ -95,6 +96,10 @@ def cmd_likn(args) -> int:
             notes.append(f"--n {n} but only {len(facts)} usable facts: using all of them")
         n = len(facts)
     facts = sample_facts(facts, n, seed=args.sample_seed)
+    from ..data import cut_loss_warnings, cut_losses
+    losses = cut_losses(facts, langs)
+    if args.causal_mode == "cut" and get_family(model).kind == "causal":
+        notes += cut_loss_warnings(losses)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / (
@@ -110,7 +115,7 @@ def cmd_likn(args) -> int:
         n_unrelated=args.n_unrelated, seed=args.seed, rank_by=args.rank_by,
         unrelated_accuracy={"none": (), "activation": ("activation",), "both": ("activation", "value")}[
             args.unrelated_accuracy], random_control=not args.no_random, out_dir=out,
-        config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes,
+        config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes, cut_losses=losses,
                     sample_seed=args.sample_seed),
         localize_settings=settings, lambda_old=args.lambda_old, lambda_new=args.lambda_new, signed=not args.unsigned)
     elapsed = time.time() - t0
@@ -128,6 +133,8 @@ def add_commands(subparsers) -> None:
                                            "editing experiment (LIKN vs Mono-KN vs Seq-KN)")
     p.add_argument("--data", default=None, help="BMLAMA directory (<lang>.tsv), mLAMA directory (<lang>/templates.jsonl) "
                                                 "or JSONL fact file (default: the shipped facts)")
+    p.add_argument("--template-lang", default="en", help="BMLAMA: the language whose aligned templates name the "
+                                                         "relations (default en; any loaded language works)")
     p.add_argument("--langs", default="en,zh", help="comma-separated languages, at least 2 (default en,zh)")
     p.add_argument("--n", type=int, default=100, help="number of facts (prefix-consistent stratified sample; default 100)")
     p.add_argument("--method", choices=["amig", "kn"], default="amig")
