@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .neurons import KnowledgeNeurons, localize, model_id
+from .neurons import KnowledgeNeurons, default_tau, localize, model_id
 from .store import RecordStore
 
 
@@ -91,8 +91,14 @@ class LocalizationCache:
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        key, record = self._lookup(f"{model_id(model)}#{self._fingerprint(model)}", prompts, target, lang, method,
-                                   settings)
+        name = f"{model_id(model)}#{self._fingerprint(model)}"
+        given = dict(settings)
+        settings = {**settings, "tau": default_tau(lang, method) if given.get("tau") is None else given["tau"]}
+        key, record = self._lookup(name, prompts, target, lang, method, settings)
+        if record is None and given.get("tau") is None and settings["tau"] == default_tau(lang, "amig"):
+            # a record keyed before the default τ was resolved into the key (that default was AMIG's for both
+            # methods, so KN's English records, made with τ = 0.3, are not reused)
+            _, record = self._lookup(name, prompts, target, lang, method, given)
         if record is not None:
             self.hits += 1
             kn = KnowledgeNeurons.from_dict(record["neurons"])

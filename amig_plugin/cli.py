@@ -53,7 +53,8 @@ def cmd_localize(args) -> int:
     for prompt, r in zip(prompts, results):
         print(f"prompt {prompt!r}: F(a)={r.score:.4g}  completeness residual max|Σ IG − ΔF|={r.max_abs_residual:.3g} "
               f"(relative {r.relative_residual:.3g})  neurons above τ: {sum(1 for _ in kn.per_prompt[results.index(r)])}")
-    print(f"{len(kn)} knowledge neurons (layer, index, attribution):")
+    print(f"{len(kn)} knowledge neurons (layer, index, attribution):"
+          + (f" EMPTY: {kn.empty_reason}" if not len(kn) else ""))
     for (layer, index), score in list(zip(kn.neurons, kn.scores))[: args.top]:
         print(f"  L{layer:<3d} {index:<6d} {score:.4g}")
     if len(kn) > args.top:

@@ -162,6 +162,9 @@ def _combine_prompts(parts: list[KnowledgeNeurons], share_p: float) -> Knowledge
             top.setdefault((int(layer), int(index)), []).append(s)
     ranked = sorted(kept, key=lambda n: -statistics.fmean(score[n]))
     base = parts[0]
+    reason = "" if kept else (f"no neuron is shared by > p={share_p:g} of {len(parts)} prompts (per-prompt sets of "
+                              f"{', '.join(str(len(p)) for p in per_prompt)} neurons); lower share_p or tau, or use "
+                              "adaptive selection")
     return KnowledgeNeurons(
         neurons=ranked, scores=[statistics.fmean(score[n]) for n in ranked], target=base.target,
         prompts=[q for p in parts for q in p.prompts], lang=base.lang, fact_id=base.fact_id, method=base.method,
@@ -169,6 +172,7 @@ def _combine_prompts(parts: list[KnowledgeNeurons], share_p: float) -> Knowledge
         completeness_residuals=[r for p in parts for r in p.completeness_residuals],
         clean_scores=[s for p in parts for s in p.clean_scores],
         top=[[l, i, statistics.fmean(v)] for (l, i), v in sorted(top.items(), key=lambda kv: -statistics.fmean(kv[1]))],
+        empty_reason=reason,
     )
 
 

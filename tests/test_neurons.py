@@ -115,15 +115,16 @@ def test_default_tau():
     assert default_tau(None) == 0.2
 
 
-@pytest.mark.parametrize("lang,tau", [("en", 0.3), ("zh", 0.2), ("fr", 0.2), (None, 0.2)])
-def test_localize_records_settings_and_default_tau(lang, tau):
+@pytest.mark.parametrize("lang,method,tau", [("en", "amig", 0.3), ("en", "kn", 0.2), ("zh", "kn", 0.2),
+                                             ("fr", "amig", 0.2), (None, "kn", 0.2)])
+def test_localize_records_settings_and_default_tau(lang, method, tau):
     model, tok = get_model("gpt2")
-    kn, results = localize(model, tok, PROMPT, "paris", lang=lang, method="kn", steps=3, layers=[2, 0],
+    kn, results = localize(model, tok, PROMPT, "paris", lang=lang, method=method, steps=3, layers=[2, 0],
                            return_attributions=True)
     assert kn.settings["tau"] == tau
     assert kn.settings["steps"] == 3
     assert kn.settings["layers"] == [2, 0]
-    assert kn.method == "kn"
+    assert kn.method == method
     assert kn.lang == lang
     assert kn.target == "paris" and kn.prompts == [PROMPT]
     # one prompt: the kept neurons are exactly the thresholded ones, scores = attributions
@@ -178,10 +179,73 @@ def test_cache_ignores_batch_size_and_finds_records_keyed_the_old_way(tmp_path):
     # a record keyed with ig_batch_size=64 (before the key left it out) is a hit
     legacy = LocalizationCache(tmp_path / "legacy.jsonl")
     name = f"{model_id(model)}#{legacy._fingerprint(model)}"
-    old_key = legacy.key(name, [PROMPT], "paris", "en", "kn", {"steps": 3, "ig_batch_size": 64})
-    legacy.store.add(old_key, {"fact_id": None, "lang": "en", "method": "kn", "neurons": first.to_dict()})
-    found = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
+    old_key = legacy.key(name, [PROMPT], "paris", "zh", "kn", {"steps": 3, "ig_batch_size": 64})
+    legacy.store.add(old_key, {"fact_id": None, "lang": "zh", "method": "kn", "neurons": first.to_dict()})
+    found = legacy.localize(model, tok, PROMPT, "paris", lang="zh", method="kn", steps=3, ig_batch_size=128)
     assert (legacy.misses, legacy.hits) == (0, 1) and found.neurons == first.neurons
     # a result setting still separates entries
-    legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
+    legacy.localize(model, tok, PROMPT, "paris", lang="zh", method="kn", steps=4)
     assert legacy.misses == 1
+    # KN in English used to default to τ = 0.3: such a legacy record is NOT reused now that KN's τ is 0.2
+    old_en = legacy.key(name, [PROMPT], "paris", "en", "kn", {"steps": 3, "tau": None})
+    legacy.store.add(old_en, {"fact_id": None, "lang": "en", "method": "kn", "neurons": first.to_dict()})
+    redone = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, tau=None)
+    assert legacy.misses == 2 and redone.settings["tau"] == 0.2
+
+
+# ----------------------------------------------------------------------------------------
+# KN's τ, adaptive selection, the reason for an empty set
+
+
+def test_kn_default_tau_is_dais_and_amig_keeps_the_papers():
+    from amig_plugin.neurons import default_tau
+    assert default_tau("en", "kn") == 0.2 and default_tau("zh", "kn") == 0.2
+    assert default_tau("en", "amig") == 0.3 and default_tau("zh") == 0.2 and default_tau("fr") == 0.2
+
+
+def _attr(values):
+    import torch
+    return torch.tensor([values], dtype=torch.float32)
+
+
+def test_adaptive_selection_lands_in_range():
+    from amig_plugin.neurons import adaptive_select, select_neurons
+    a = _attr([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.33, 0.31])
+    _, fixed = select_neurons([a], [0], 0.3, 0.7)
+    assert len(fixed) == 10  # every value > 0.3
+    tau, _, kept = adaptive_select([a], [0], 0.3, 0.7, (2, 5))
+    assert 2 <= len(kept) <= 5 and tau > 0.3
+    assert sorted(kept) == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]  # τ = 0.5 keeps > 0.5
+    assert tau == pytest.approx(0.5)
+    # too few: τ moves down
+    b = _attr([1.0, 0.25, 0.24, 0.1, 0.0])
+    tau, _, kept = adaptive_select([b], [0], 0.3, 0.7, (3, 5))
+    assert len(kept) == 3 and tau == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        adaptive_select([b], [0], 0.3, 0.7, (5, 2))
+
+
+def test_empty_set_says_why():
+    from amig_plugin.neurons import empty_reason, select_neurons
+    a, b = _attr([1.0, 0.0, 0.0]), _attr([0.0, 1.0, 0.0])
+    per_prompt, kept = select_neurons([a, b], [0], 0.3, 0.7)
+    assert kept == []
+    why = empty_reason(per_prompt, 0.7, 0.3, True)
+    assert "no neuron is shared by > p=0.7 of 2 prompts" in why and "adaptive" in why
+    assert "positive" in empty_reason([[]], 0.7, 0.3, False)
+
+
+def test_localize_records_empty_reason_and_adaptive():
+    from amig_plugin.neurons import KnowledgeNeurons, localize
+    model, tok = get_model("gpt2")
+    prompts = [PROMPT, "the capital city of france is <mask>"]
+    # tau = 1: only the maximum of each prompt passes; two different maxima share nothing
+    kn = localize(model, tok, prompts, "paris", lang="en", tau=1.0, steps=2)
+    assert len(kn) == 0 or len(set(map(tuple, kn.per_prompt[0])) & set(map(tuple, kn.per_prompt[1]))) == 1
+    if not len(kn):
+        assert kn.empty_reason.startswith("no neuron")
+    ad = localize(model, tok, prompts, "paris", lang="en", steps=2, share_p=0.0, adaptive=(2, 5))
+    assert ad.settings["adaptive"] == [2, 5] and ad.settings["tau_start"] == 0.3
+    assert 2 <= len(ad) <= 5 or ad.settings["tau"] in (0.05, 1.0)
+    assert ad.empty_reason == ""
+    assert KnowledgeNeurons.from_dict(ad.to_dict()).settings == ad.settings

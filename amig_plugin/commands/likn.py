@@ -107,6 +107,8 @@ def cmd_likn(args) -> int:
     cache = LocalizationCache.for_model(model, root=args.cache_dir) if not args.no_cache else None
     settings = dict(steps=args.steps, objective=args.objective, quadrature=args.quadrature,
                     ig_batch_size=args.ig_batch_size, share_p=args.share_p, tau=args.tau)
+    if getattr(args, "adaptive", None):
+        settings["adaptive"] = tuple(int(x) for x in args.adaptive.split(","))
     print(f"LIKN: {len(facts)} facts from {source}, languages {langs}, method {args.method}, causal mode "
           f"{args.causal_mode}, protocols {protocols}; output {out}", file=sys.stderr)
     t0 = time.time()
@@ -157,7 +159,10 @@ def add_commands(subparsers) -> None:
                    help="value edit without orienting each neuron's update by the sign of its activation "
                         "(Dai's original; wrong for gated MLPs whose neurons can be negative)")
     p.add_argument("--no-random", action="store_true", help="skip the random-neuron control")
-    p.add_argument("--tau", type=float, default=None, help="threshold τ × max (default: en 0.3, zh 0.2, else 0.2)")
+    p.add_argument("--tau", type=float, default=None, help="threshold τ × max (default: AMIG en 0.3, zh 0.2, else 0.2; "
+                                                          "KN 0.2)")
+    p.add_argument("--adaptive", default=None, metavar="LO,HI", help="Dai et al.'s adaptive selection: move τ until "
+                                                                     "each set has LO..HI neurons (e.g. 2,5)")
     p.add_argument("--share-p", type=float, default=0.7, help="keep neurons shared by > p of a fact's prompts")
     p.add_argument("--cache-dir", default=None, help="localization cache root (default $AMIG_CACHE or ~/.cache/amig-plugin)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the localization cache")
