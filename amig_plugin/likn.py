@@ -1223,7 +1223,9 @@ class LIKNExperiment:
     def to_markdown(self, max_facts: int | None = 30) -> str:
         s = self.likn.summary()
         c = self.config
-        parts = [f"# LIKN and cross-lingual editing: {c.get('model', '')}",
+        from .loading import model_label
+
+        parts = [f"# LIKN and cross-lingual editing: {model_label(c.get('model'))} (measured here)",
                  "",
                  f"{c.get('facts')} facts ({c.get('data', '')}), languages {', '.join(self.likn.languages)}, method "
                  f"{self.likn.method}, causal mode `{c.get('causal_mode')}`, {c.get('n_unrelated')} unrelated facts "

@@ -220,7 +220,9 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     likn = _records(folder, "likn_overlap")
     dkn = _records(folder, "dkn")
     num_layers = _num_layers(folder, loc) if loc else 1
-    model = Path(config.model).name if os.sep in config.model else config.model
+    from .loading import model_label
+
+    model = model_label(Path(config.model).name if os.sep in config.model else config.model)
     title = f"{model} ({config.dtype}), {summary['facts']} facts, per layer"
 
     overview = [dict(study=name, expected=s["expected"], ok=s["ok"], failed=s["failed"], missing=s["missing"],
