@@ -65,6 +65,7 @@ from .attribution import frozen_eval
 from .cache import LocalizationCache, model_fingerprint
 from .data import CAUSAL_MODES, Fact, causal_prompt_and_target
 from .defaults import DEFAULT_IG_BATCH_SIZE
+from .stats import trimmed_mean
 from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
 from .models import get_family
 from .neurons import KnowledgeNeurons, localize, shared_neurons
@@ -1021,6 +1022,7 @@ def aggregate(records: Sequence[dict], subset: str = "likn") -> list[dict]:
                    empty_edits=sum(r["n_neurons"] == 0 for r in rows),
                    related_mean=rel[0], related_ci=rel[1], unrelated_mean=unrel[0], unrelated_ci=unrel[1],
                    related_median=_median(r["related"] for r in rows),
+                   related_trimmed=trimmed_mean([r["related"] for r in rows]),
                    unrelated_median=_median(r["unrelated"] for r in rows),
                    specific_mean=spec[0], specific_ci=spec[1],
                    ratio=abs(rel[0] / unrel[0]) if unrel[0] and not math.isnan(unrel[0]) else float("inf"),
@@ -1162,8 +1164,8 @@ def sturdy_table(rows: Sequence[dict]) -> str:
     for r in rows:
         by.setdefault((r["lang"], r["setting"]), {})[r["mode"]] = r
     lines = ["| measured in | setting | suppress: related − unrelated | suppress: median related / unrelated | "
-             "enhance: related − unrelated | enhance: median related / unrelated |",
-             "|---|---|---|---|---|---|"]
+             "enhance: related − unrelated | enhance: median related / unrelated | enhance: 10% trimmed mean related |",
+             "|---|---|---|---|---|---|---|"]
     for (lang, setting), m in by.items():
         s, e = m.get("suppress"), m.get("enhance")
         if s is None or e is None:
@@ -1171,7 +1173,8 @@ def sturdy_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {lang} | {setting} | {_pct(s['specific_mean'], s['specific_ci'])} | "
                      f"{_pct(s['related_median'], float('nan'))} / {_pct(s['unrelated_median'], float('nan'))} | "
                      f"{_pct(e['specific_mean'], e['specific_ci'])} | "
-                     f"{_pct(e['related_median'], float('nan'))} / {_pct(e['unrelated_median'], float('nan'))} |")
+                     f"{_pct(e['related_median'], float('nan'))} / {_pct(e['unrelated_median'], float('nan'))} | "
+                     f"{_pct(e.get('related_trimmed', float('nan')), float('nan'))} |")
     return "\n".join(lines)
 
 
