@@ -103,12 +103,14 @@ def cmd_likn(args) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / (
-        f"likn-{Path(args.data).name if args.data else 'shipped'}-{'-'.join(langs)}-{args.method}-n{n}-{args.causal_mode}")
+        f"likn-{Path(args.data).name if args.data else 'shipped'}-{'-'.join(langs)}-{args.method}-n{n}-{args.causal_mode}"
+        + (f"-adaptive{args.adaptive.replace(',', '-')}" if getattr(args, "adaptive", None) else ""))
     cache = LocalizationCache.for_model(model, root=args.cache_dir) if not args.no_cache else None
     settings = dict(steps=args.steps, objective=args.objective, quadrature=args.quadrature,
                     ig_batch_size=args.ig_batch_size, share_p=args.share_p, tau=args.tau)
     if getattr(args, "adaptive", None):
-        settings["adaptive"] = tuple(int(x) for x in args.adaptive.split(","))
+        from ..neurons import check_size_range
+        settings["adaptive"] = check_size_range(args.adaptive.split(","))
     print(f"LIKN: {len(facts)} facts from {source}, languages {langs}, method {args.method}, causal mode "
           f"{args.causal_mode}, protocols {protocols}; output {out}", file=sys.stderr)
     t0 = time.time()
