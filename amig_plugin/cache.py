@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .neurons import KnowledgeNeurons, default_tau, localize, model_id
+from .neurons import KnowledgeNeurons, adaptive_from_record, default_tau, localize, model_id
 from .store import RecordStore
 
 
@@ -87,23 +87,38 @@ class LocalizationCache:
                     break
         return key, record
 
+    def _find(self, name: str, prompts: list[str], target: str, lang: str | None, method: str,
+              given: dict) -> tuple[str, dict | None]:
+        """(key, record) with τ resolved into the key (:func:`default_tau`); a record keyed
+        before that (τ = None then meant AMIG's default for both methods, so KN's English
+        records, made with τ = 0.3, are not reused) is still found."""
+        settings = {**given, "tau": default_tau(lang, method) if given.get("tau") is None else given["tau"]}
+        key, record = self._lookup(name, prompts, target, lang, method, settings)
+        if record is None and given.get("tau") is None and settings["tau"] == default_tau(lang, "amig"):
+            _, record = self._lookup(name, prompts, target, lang, method, given)
+        return key, record
+
     def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         name = f"{model_id(model)}#{self._fingerprint(model)}"
-        given = dict(settings)
-        settings = {**settings, "tau": default_tau(lang, method) if given.get("tau") is None else given["tau"]}
-        key, record = self._lookup(name, prompts, target, lang, method, settings)
-        if record is None and given.get("tau") is None and settings["tau"] == default_tau(lang, "amig"):
-            # a record keyed before the default τ was resolved into the key (that default was AMIG's for both
-            # methods, so KN's English records, made with τ = 0.3, are not reused)
-            _, record = self._lookup(name, prompts, target, lang, method, given)
+        key, record = self._find(name, prompts, target, lang, method, settings)
+        if record is None and settings.get("adaptive") is not None and len(prompts) == 1:
+            # one prompt: the adaptive set follows from the plain record's top attributions (no new IG)
+            base = {k: v for k, v in settings.items() if k != "adaptive"}
+            _, plain = self._find(name, prompts, target, lang, method, base)
+            derived = adaptive_from_record(KnowledgeNeurons.from_dict(plain["neurons"]), settings["adaptive"]) \
+                if plain is not None else None
+            if derived is not None:
+                self.store.add(key, {"fact_id": fact_id, "lang": lang, "method": method, "neurons": derived.to_dict()})
+                record = {"neurons": derived.to_dict()}
         if record is not None:
             self.hits += 1
             kn = KnowledgeNeurons.from_dict(record["neurons"])
             kn.fact_id = fact_id if fact_id is not None else kn.fact_id
             return kn
+        settings = {**settings, "tau": default_tau(lang, method) if settings.get("tau") is None else settings["tau"]}
         self.misses += 1
         kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)
         self.store.add(key, {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()})

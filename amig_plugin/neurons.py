@@ -62,12 +62,17 @@ def adaptive_select(attributions: Sequence[torch.Tensor], layers: Sequence[int],
     has more than hi neurons, lower it while it has fewer than lo (τ stays in [step, 1]);
     stops in range or at a bound. If a step jumps across the range, the τ whose set size is
     closer to it wins (ties: the larger set). Returns (τ, per-prompt sets, final set)."""
+    return _adaptive(lambda t: select_neurons(attributions, layers, t, share_p), tau, size_range, step)
+
+
+def _adaptive(select, tau: float, size_range, step: float = ADAPTIVE_STEP):
+    """The search of :func:`adaptive_select` over any ``select(τ) -> (per_prompt, kept)``."""
     lo, hi = check_size_range(size_range)
     best = None
     t = tau
     direction = 0
     for _ in range(int(round(1 / step)) + 2):
-        per_prompt, kept = select_neurons(attributions, layers, t, share_p)
+        per_prompt, kept = select(t)
         miss = lo - len(kept) if len(kept) < lo else len(kept) - hi if len(kept) > hi else 0
         if best is None or (miss, -len(kept)) < (best[0], -len(best[3])):
             best = (miss, t, per_prompt, kept)
@@ -82,6 +87,36 @@ def adaptive_select(attributions: Sequence[torch.Tensor], layers: Sequence[int],
             break
         t = nxt
     return best[1], best[2], best[3]
+
+
+def adaptive_from_record(kn: "KnowledgeNeurons", size_range, step: float = ADAPTIVE_STEP) -> "KnowledgeNeurons | None":
+    """The adaptive selection of a ONE-prompt localization rebuilt from its record (no new IG):
+    with one prompt the set at τ is {n : IG_n > τ·max}, and ``kn.top`` holds the best
+    attributions, enough for every set of up to ``len(kn.top) − 1`` neurons (larger sets are
+    only compared with hi). None when the record cannot answer (several prompts, hi too large,
+    no positive attribution, already adaptive)."""
+    lo, hi = check_size_range(size_range)
+    if len(kn.prompts) != 1 or "adaptive" in kn.settings or hi >= len(kn.top) or not kn.top or kn.top[0][2] <= 0:
+        return None
+    top = [((int(l), int(i)), float(v)) for l, i, v in kn.top]
+    peak = top[0][1]
+
+    def select(t: float):
+        cut = float(torch.tensor(t * peak, dtype=torch.float32))  # the engine compares in float32
+        kept = [n for n, v in top if v > cut]
+        return [kept], kept
+
+    tau, per_prompt, kept = _adaptive(select, float(kn.settings["tau"]), (lo, hi), step)
+    score = dict(top)
+    ranked = sorted(kept, key=lambda n: -score[n])
+    return KnowledgeNeurons(
+        neurons=ranked, scores=[score[n] for n in ranked], target=kn.target, prompts=list(kn.prompts), lang=kn.lang,
+        fact_id=kn.fact_id, method=kn.method, model_id=kn.model_id,
+        settings={**kn.settings, "tau": tau, "adaptive": [lo, hi], "tau_start": kn.settings["tau"]},
+        per_prompt=per_prompt, completeness_residuals=list(kn.completeness_residuals),
+        clean_scores=list(kn.clean_scores), top=[list(t) for t in kn.top],
+        empty_reason="" if kept else "no neuron exceeds τ·max at any τ tried",
+    )
 
 
 def check_size_range(size_range) -> tuple[int, int]:

@@ -249,3 +249,29 @@ def test_localize_records_empty_reason_and_adaptive():
     assert 2 <= len(ad) <= 5 or ad.settings["tau"] in (0.05, 1.0)
     assert ad.empty_reason == ""
     assert KnowledgeNeurons.from_dict(ad.to_dict()).settings == ad.settings
+
+
+@pytest.mark.parametrize("size_range", [(2, 5), (1, 1), (8, 12)])
+def test_adaptive_from_a_one_prompt_record_equals_direct_selection(size_range):
+    from amig_plugin.neurons import adaptive_from_record
+    model, tok = get_model("gpt2")
+    plain = localize(model, tok, PROMPT, "paris", lang="en", steps=3)
+    direct = localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=size_range)
+    derived = adaptive_from_record(plain, size_range)
+    assert derived is not None
+    assert derived.neurons == direct.neurons and derived.settings["tau"] == direct.settings["tau"]
+    assert derived.scores == pytest.approx(direct.scores)
+    assert adaptive_from_record(plain, (2, 60)) is None  # more than the recorded top neurons: cannot answer
+
+
+def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
+    from amig_plugin.cache import LocalizationCache
+    model, tok = get_model("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3)
+    ad = cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5))
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert ad.neurons == localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5)).neurons
+    again = LocalizationCache(tmp_path / "loc.jsonl").localize(model, tok, PROMPT, "paris", lang="en", steps=3,
+                                                               adaptive=[2, 5])
+    assert again.neurons == ad.neurons
