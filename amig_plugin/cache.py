@@ -31,7 +31,7 @@ from torch import nn
 
 from . import defaults
 from .models import ModelFamily, get_family
-from .neurons import KnowledgeNeurons, localize, model_id
+from .neurons import KnowledgeNeurons, adaptive_from_record, default_tau, localize, model_id
 from .store import RecordStore
 
 #: identity of the fingerprint scheme (part of each fingerprint)
@@ -220,25 +220,46 @@ class LocalizationCache:
         """``<model id>#<fingerprint of every weight>``: the model part of the keys."""
         return f"{model_id(_module(model))}#{model_fingerprint(model)}"
 
+    def _key(self, model_name: str, prompts: list[str], target: str, lang: str | None, method: str,
+             settings: dict) -> str:
+        """The key of a request: execution-only settings left out, τ already resolved."""
+        result_settings = {k: v for k, v in settings.items() if k not in self.EXECUTION_ONLY}
+        return self.key(model_name, prompts, target, lang, method, result_settings)
+
+    def _checked(self, record: dict, key: str, model, prompts: list[str], target: str) -> KnowledgeNeurons | None:
+        """The record's neurons if it passes :func:`check_neurons_record`, else ``None`` with a
+        :class:`CacheWarning` naming the store file."""
+        family = get_family(model)
+        try:
+            return check_neurons_record(record, family.num_layers, family.ffn_width, prompts, target)
+        except InvalidRecord as exc:
+            warnings.warn(f"{self.path}: cached localization {key[:12]} is unusable ({exc}); recomputing it",
+                          CacheWarning, stacklevel=3)
+            return None
+
     def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input (and model
         weights); a cached record that fails :func:`check_neurons_record` is recomputed."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        result_settings = {k: v for k, v in settings.items() if k not in self.EXECUTION_ONLY}
-        key = self.key(self.model_name(model), prompts, target, lang, method, result_settings)
+        settings = {**settings, "tau": default_tau(lang, method) if settings.get("tau") is None else settings["tau"]}
+        name = self.model_name(model)
+        key = self._key(name, prompts, target, lang, method, settings)
         record = self.store.get(key)
-        if record is not None:
-            family = get_family(model)
-            try:
-                kn = check_neurons_record(record, family.num_layers, family.ffn_width, prompts, target)
-            except InvalidRecord as exc:
-                warnings.warn(f"{self.path}: cached localization {key[:12]} is unusable ({exc}); recomputing it",
-                              CacheWarning, stacklevel=2)
-            else:
-                self.hits += 1
-                kn.fact_id = fact_id if fact_id is not None else kn.fact_id
-                return kn
+        kn = self._checked(record, key, model, prompts, target) if record is not None else None
+        if kn is None and record is None and settings.get("adaptive") is not None and len(prompts) == 1:
+            # one prompt: the adaptive set follows from the plain record's top attributions (no new IG)
+            base = {k: v for k, v in settings.items() if k != "adaptive"}
+            plain_key = self._key(name, prompts, target, lang, method, base)
+            plain = self.store.get(plain_key)
+            plain_kn = self._checked(plain, plain_key, model, prompts, target) if plain is not None else None
+            kn = adaptive_from_record(plain_kn, settings["adaptive"]) if plain_kn is not None else None
+            if kn is not None:
+                self.store.add(key, {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()})
+        if kn is not None:
+            self.hits += 1
+            kn.fact_id = fact_id if fact_id is not None else kn.fact_id
+            return kn
         self.misses += 1
         kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)
         new = {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()}

@@ -80,7 +80,8 @@ def cmd_localize(args) -> int:
               f"(relative {r.relative_residual:.3g})  neurons above τ: {len(selected)}")
     if len(prompts) > 1:
         print(f"kept: neurons above τ for more than {args.share_p:g} of the {len(prompts)} prompts")
-    print(f"{len(kn)} knowledge neurons (layer, index, attribution):")
+    print(f"{len(kn)} knowledge neurons (layer, index, attribution):"
+          + (f" EMPTY: {kn.empty_reason}" if not len(kn) else ""))
     for (layer, index), score in list(zip(kn.neurons, kn.scores))[: args.top]:
         print(f"  L{layer:<3d} {index:<6d} {score:.4g}")
     if len(kn) > args.top:

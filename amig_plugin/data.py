@@ -50,6 +50,8 @@ __all__ = [
     "split_prompt_at_mask",
     "CAUSAL_MODES",
     "causal_prompt_and_target",
+    "cut_losses",
+    "cut_loss_warnings",
     "load_facts",
     "save_facts",
     "shipped_facts",
@@ -456,6 +458,30 @@ CAUSAL_MODES: tuple[str, ...] = ("cut", "sentence")
 _CAUSAL_MODES = CAUSAL_MODES
 
 
+def cut_losses(facts: Iterable["Fact"], langs: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per language: how many prompts lose words in ``cut`` mode, i.e. have a letter or
+    digit (any script) after ``<mask>`` (``{"prompts": n, "lose_text": k}``). In BMLAMA-17
+    every Japanese prompt does (``"Xは<mask>に生まれました。"`` cuts to ``"Xは"``): the
+    relation is gone from the prefix; use ``sentence`` mode there."""
+    out = {l: {"prompts": 0, "lose_text": 0} for l in langs}
+    for fact in facts:
+        for l in langs:
+            for prompt in fact.prompts.get(l, ()):
+                after = prompt.split(MASK_PLACEHOLDER, 1)[1] if MASK_PLACEHOLDER in prompt else ""
+                out[l]["prompts"] += 1
+                out[l]["lose_text"] += any(ch.isalnum() for ch in after)
+    return out
+
+
+def cut_loss_warnings(losses: Mapping[str, Mapping[str, int]], min_share: float = 0.1,
+                      fix: str = "use --causal-mode sentence (object scored inside the full sentence) for this language"
+                      ) -> list[str]:
+    """One line per language where more than ``min_share`` of the prompts lose text in cut mode."""
+    return [f"{l}: {c['lose_text']} of {c['prompts']} prompts lose text after the mask in cut mode "
+            f"({100 * c['lose_text'] / c['prompts']:.0f}%): the object is scored without the rest of the sentence; "
+            + fix for l, c in losses.items() if c["prompts"] and c["lose_text"] > min_share * c["prompts"]]
+
+
 def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tuple[str, str]:
     """Turn a cloze prompt and its object into ``(prefix, target_text)`` for a causal LM.
 
@@ -626,10 +652,31 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _slug(text: str) -> str:
-    s = re.sub(r"\[X\]", " x ", text)
+    """Unicode-safe relation slug: NFKC, lower case, runs of non-alphanumeric characters
+    (any script's letters and digits are kept) -> ``-``. ASCII templates give the same
+    slugs as before (``"[X] was born in [Y]."`` -> ``"x-was-born-in-y"``); Chinese or
+    Japanese ones keep their characters (``"[X]出生于[Y]。"`` -> ``"x-出生于-y"``)."""
+    s = re.sub(r"\[X\]", " x ", unicodedata.normalize("NFKC", text))
     s = re.sub(r"\[Y\]", " y ", s)
-    s = re.sub(r"[^0-9a-z]+", "-", s.lower()).strip("-")
+    s = "".join(ch if ch.isalnum() else "-" for ch in s.lower())
+    s = re.sub(r"-+", "-", s).strip("-")
     return s or "unknown"
+
+
+def _bmlama_template(row: tuple) -> str | None:
+    """``[X] ... [Y]`` template of a parsed BMLAMA row, or None if the subject is not in the prompt."""
+    _lineno, prompt, _ans, _cands, subject = row
+    if subject not in prompt:
+        return None
+    return prompt.replace(subject, "[X]", 1).replace(MASK_PLACEHOLDER, "[Y]")
+
+
+def _pick_template_lang(parsed: Mapping[str, tuple], wanted: str | None) -> str:
+    """``wanted`` when loaded; else the loaded language whose templates split the rows into
+    the most relations (the finest partition; ties: sorted order)."""
+    if wanted in parsed:
+        return wanted
+    return max(sorted(parsed), key=lambda l: (len({_bmlama_template(r) for r in parsed[l][1]}), -sorted(parsed).index(l)))
 
 
 def bmlama_paths(directory: PathLike, languages: Sequence[str] | None = None) -> dict[str, Path]:
@@ -696,7 +743,7 @@ def _parse_bmlama_file(lang: str, path: Path) -> list[tuple[int, str, str, tuple
     return rows
 
 
-def load_bmlama(paths: Mapping[str, PathLike], template_lang: str = "en") -> list[Fact]:
+def load_bmlama(paths: Mapping[str, PathLike], template_lang: str | None = "en") -> list[Fact]:
     """Load BMLAMA-style parallel TSV files, ``{lang: path}``; row i of every file is
     the same fact.
 
@@ -708,10 +755,12 @@ def load_bmlama(paths: Mapping[str, PathLike], template_lang: str = "en") -> lis
     missing from a row's split candidate list (e.g. it contains a comma) it is appended.
 
     Relation: BMLAMA has no relation column, so it is recovered from the prompt in
-    ``template_lang`` (default ``"en"``; the first language in sorted order if that one
-    is not loaded): the first occurrence of the subject becomes ``[X]`` and the mask
-    ``[Y]``, e.g. ``"[X] was born in [Y]."``. The relation id is ``"bmlama-"`` plus a
-    slug of that template (``"bmlama-x-was-born-in-y"``), stable whatever the row order
+    ``template_lang`` (default ``"en"``; when that one is not loaded, the loaded language
+    whose templates give the most relations, ties in sorted order): the first occurrence of
+    the subject becomes ``[X]`` and the mask ``[Y]``, e.g. ``"[X] was born in [Y]."``.
+    Rows are parallel, so any language's aligned template names the relation. The relation
+    id is ``"bmlama-"`` plus a Unicode-safe slug of that template
+    (``"bmlama-x-was-born-in-y"``, ``"bmlama-x-出生于-y"``), stable whatever the row order
     or file subset; the template itself is the ``relation_name``. Fact ids are
     ``"bmlama-<row>"`` with the 0-based data-row index, the cross-lingual fact id.
 
@@ -742,7 +791,10 @@ def load_bmlama(paths: Mapping[str, PathLike], template_lang: str = "en") -> lis
             f"counterpart: {first_extra}. BMLAMA files are parallel (row i of every file "
             "is the same fact): use files from the same release"
         )
-    tlang = template_lang if template_lang in parsed else langs[0]
+    if template_lang is not None and template_lang not in parsed and template_lang != "en":
+        raise FactFormatError(f"template language {template_lang!r} is not among the loaded files {langs}; "
+                              "pick one of them (or leave it out)")
+    tlang = _pick_template_lang(parsed, template_lang)
     tpath, trows = parsed[tlang]
     facts: list[Fact] = []
     for i in range(counts[tlang]):

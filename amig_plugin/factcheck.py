@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import statistics
 from collections import Counter
@@ -55,6 +56,7 @@ from .defaults import DEFAULT_IG_BATCH_SIZE
 from .dkn import FACT_ERRORS, DKNResult, model_key
 from .models import get_family
 from .errors import AmigError
+from .stats import _percentile
 
 Neuron = tuple[int, int]
 
@@ -65,6 +67,11 @@ METHOD_LABELS = {
     "wo_DKN_likelihood_rank": "wo_DKN likelihood rank (true vs wrong)",
     "likelihood_threshold": "log P(candidate), dev threshold",
 }
+#: The score each method thresholds or ranks (for its threshold-free ROC-AUC).
+SCORE_FIELDS = {"with_DKN": "dkn", "likelihood_threshold": "logprob", "wo_DKN_likelihood_rank": "logprob",
+                "wo_DKN_exact_match": "exact_match"}
+#: Fewer dev queries than this per relation: a tuned threshold is mostly noise (warned).
+MIN_DEV_QUERIES = 20
 PARTS = ("dkn", "dev", "test")
 DEFAULT_LAMBDA = 0.7
 DEFAULT_FRACTIONS = (1 / 3, 1 / 3, 1 / 3)
@@ -129,9 +136,60 @@ class Confusion:
     def accuracy(self) -> float:
         return (self.tp + self.tn) / self.n if self.n else 0.0
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """(TPR + TNR) / 2 (0.5 for any constant answer); NaN without both classes."""
+        if not (self.tp + self.fn) or not (self.tn + self.fp):
+            return float("nan")
+        return 0.5 * (self.tp / (self.tp + self.fn) + self.tn / (self.tn + self.fp))
+
     def to_dict(self) -> dict:
         return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1,
-                "accuracy": self.accuracy}
+                "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy}
+
+
+def all_true_f1(p: float) -> float:
+    """F1 of answering "true" to every query when a fraction p of them is true: precision
+    p, recall 1, F1 = 2p / (1 + p) (one wrong object per fact: p = ½, F1 = ⅔)."""
+    return 2 * p / (1 + p) if p > 0 else 0.0
+
+
+def random_f1(p: float, q: float) -> float:
+    """Expected F1 of answering "true" at random with rate q when a fraction p is true:
+    precision p, recall q, F1 = 2pq / (p + q)."""
+    return 2 * p * q / (p + q) if p + q > 0 else 0.0
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool], groups: Sequence | None = None) -> float:
+    """Threshold-free ROC-AUC by the rank statistic (Mann-Whitney U / (n₊ n₋)), ties
+    counted ½. With ``groups`` only (positive, negative) pairs of the same group count
+    (scores of different relations are not on one scale): Σ_g U_g / Σ_g n₊_g n₋_g.
+    NaN when no pair exists. A perfect scorer gives 1, a constant one ½."""
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    groups = [None] * len(scores) if groups is None else list(groups)
+    by: dict = {}
+    for s, y, g in zip(scores, labels, groups):
+        if s is not None and not math.isnan(float(s)):
+            by.setdefault(g, []).append((float(s), bool(y)))
+    u_total, pairs_total = 0.0, 0
+    for items in by.values():
+        items.sort(key=lambda t: t[0])
+        ranks = [0.0] * len(items)
+        i = 0
+        while i < len(items):  # midranks of tied scores
+            j = i
+            while j + 1 < len(items) and items[j + 1][0] == items[i][0]:
+                j += 1
+            for k in range(i, j + 1):
+                ranks[k] = (i + j) / 2 + 1
+            i = j + 1
+        n_pos = sum(y for _, y in items)
+        n_neg = len(items) - n_pos
+        if n_pos and n_neg:
+            u_total += sum(r for r, (_, y) in zip(ranks, items) if y) - n_pos * (n_pos + 1) / 2
+            pairs_total += n_pos * n_neg
+    return u_total / pairs_total if pairs_total else float("nan")
 
 
 def choose_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -333,16 +391,90 @@ class FactCheckReport:
         seen = {m for v in self.per_relation.values() for m in v}
         return [m for m in METHODS if m in seen]
 
+    def dev_warnings(self, min_dev: int = MIN_DEV_QUERIES) -> list[str]:
+        """One line when relations have fewer than ``min_dev`` dev queries to tune on."""
+        dev = Counter(q["relation"] for q in self.queries if q.get("part") == "dev")
+        small = sorted((dev.get(r, 0), r) for r in self.per_relation if dev.get(r, 0) < min_dev)
+        if not small:
+            return []
+        counts = [n for n, _ in small]
+        return [f"WARNING: {len(small)} of {len(self.per_relation)} relations have fewer than {min_dev} dev queries "
+                f"to tune their threshold on (median {statistics.median(counts):g}): the dev-tuned thresholds are "
+                "mostly noise; use more facts per relation (--n) or a larger dev part (--split), and read ROC-AUC "
+                "(threshold-free) first"]
+
+    def summary_statistics(self, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+        """Per method, on the test queries: F1, accuracy, balanced accuracy, ROC-AUC (pairs
+        within a relation), their percentile-bootstrap 95% intervals (facts resampled with
+        their true and wrong queries), and the trivial baselines: all-true F1 = 2p/(1+p)
+        and random F1 = 2pq/(p+q) at the dev-tuned positive rate q (p = share of true test
+        queries)."""
+        key = (n_boot, seed)
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = {m: self._method_statistics(m, n_boot, seed) for m in self.methods()}
+        self._stats_cache = (key, out)
+        return out
+
+    def _dev_rate(self, method: str, test: list[dict]) -> float:
+        field_ = SCORE_FIELDS.get(method)
+        dev = [q for q in self.queries if q.get("part") == "dev" and method in self.thresholds.get(q["relation"], {})]
+        if method in ("with_DKN", "likelihood_threshold") and dev:
+            return statistics.fmean(q[field_] > self.thresholds[q["relation"]][method] for q in dev)
+        return statistics.fmean(q["predictions"][method] for q in test)  # untuned: its own rate
+
+    def _method_statistics(self, method: str, n_boot: int, seed: int) -> dict:
+        test = [q for q in self.queries if q.get("part") == "test" and method in q.get("predictions", {})]
+        if not test:
+            return {}
+        field_ = SCORE_FIELDS.get(method)
+
+        def metrics(qs: list[dict]) -> tuple[float, float, float, float]:
+            c = Confusion.from_predictions([bool(q["label"]) for q in qs], [q["predictions"][method] for q in qs])
+            auc = roc_auc([float(q[field_]) for q in qs], [bool(q["label"]) for q in qs], [q["relation"] for q in qs])
+            return c.f1, c.accuracy, c.balanced_accuracy, auc
+
+        f1, acc, bacc, auc = metrics(test)
+        p = statistics.fmean(bool(q["label"]) for q in test)
+        q_rate = self._dev_rate(method, test)
+        by_fact: dict[str, list[dict]] = {}
+        for q in test:
+            by_fact.setdefault(q["fact_id"], []).append(q)
+        clusters = list(by_fact.values())
+        rng = random.Random(seed)
+        boots = []
+        for _ in range(n_boot if len(clusters) > 1 else 0):
+            sample = [q for _ in clusters for q in clusters[rng.randrange(len(clusters))]]
+            boots.append(metrics(sample))
+        out = dict(queries=len(test), facts=len(clusters), true_share=p, f1=f1, accuracy=acc, balanced_accuracy=bacc,
+                   roc_auc=auc, all_true_f1=all_true_f1(p), positive_rate_dev=q_rate, random_f1=random_f1(p, q_rate))
+        for k, name in enumerate(("f1", "accuracy", "balanced_accuracy", "roc_auc")):
+            vals = sorted(b[k] for b in boots if not math.isnan(b[k]))
+            out[f"{name}_ci"] = [_percentile(vals, 0.025), _percentile(vals, 0.975)] if vals else [float("nan")] * 2
+        return out
+
     def to_markdown(self, per_relation: bool = True) -> str:
         methods = self.methods()
         lines = [f"#### fact-checking [{self.lang}]: {len(self.per_relation)} relations, "
                  f"{self.overall(methods[0]).n if methods else 0} test queries "
                  f"({self.overall(methods[0]).tp + self.overall(methods[0]).fn if methods else 0} true)", "",
-                 "| method | P | R | F1 | accuracy | macro F1 | TP | FP | FN | TN |", "|---|---|---|---|---|---|---|---|---|---|"]
+                 "| method | P | R | F1 [95% CI] | all-true F1 | random F1 (dev rate) | accuracy | balanced acc. [95% CI] | "
+                 "ROC-AUC [95% CI] | macro F1 | TP | FP | FN | TN |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        stats = self.summary_statistics()
         for m in methods:
-            c = self.overall(m)
-            lines.append(f"| {METHOD_LABELS.get(m, m)} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.accuracy:.3f} | "
+            c, st = self.overall(m), stats.get(m, {})
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | {c.precision:.3f} | {c.recall:.3f} | {_ci(st, 'f1')} | "
+                         f"{st.get('all_true_f1', float('nan')):.3f} | {st.get('random_f1', float('nan')):.3f} "
+                         f"(q={st.get('positive_rate_dev', float('nan')):.2f}) | {c.accuracy:.3f} | "
+                         f"{_ci(st, 'balanced_accuracy')} | {_ci(st, 'roc_auc')} | "
                          f"{self.macro_f1(m):.3f} | {c.tp} | {c.fp} | {c.fn} | {c.tn} |")
+        lines.append("\nall-true F1 = 2p/(1+p), p = share of true test queries; random F1 = 2pq/(p+q) at the "
+                     "positive rate q the dev-tuned threshold gives on dev. ROC-AUC: threshold-free, (true, wrong) "
+                     "pairs of the same relation, ties ½. Intervals: percentile bootstrap over facts (1000 resamples).")
+        for w in self.dev_warnings():
+            lines.append("\n" + w)
         dkn_rel = [r for r, s in self.neuron_source.items() if s == "dkn" and r in self.per_relation]
         if len(dkn_rel) != len(self.per_relation) and "with_DKN" in methods:
             c = self.overall("with_DKN", dkn_rel)
@@ -366,7 +498,9 @@ class FactCheckReport:
     def to_dict(self) -> dict:
         return {
             "lang": self.lang,
-            "overall": {m: {**self.overall(m).to_dict(), "macro_f1": self.macro_f1(m)} for m in self.methods()},
+            "overall": {m: {**self.overall(m).to_dict(), "macro_f1": self.macro_f1(m), **self.summary_statistics().get(m, {})}
+                        for m in self.methods()},
+            "warnings": self.dev_warnings(),
             "per_relation": {r: {m: c.to_dict() for m, c in v.items()} for r, v in self.per_relation.items()},
             "thresholds": self.thresholds,
             "neurons": {r: [list(n) for n in ns] for r, ns in self.neurons.items()},
@@ -601,12 +735,26 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
     return report, checker
 
 
-def format_summary(reports: Sequence[FactCheckReport]) -> str:
-    """One markdown table: language × method, overall P / R / F1 (the paper's Table 3 shape)."""
-    lines = ["| lang | method | relations | test queries | P | R | F1 | macro F1 |", "|---|---|---|---|---|---|---|---|"]
+def _ci(st: Mapping, name: str) -> str:
+    if name not in st or math.isnan(st[name]):
+        return "n/a"
+    lo, hi = st.get(f"{name}_ci", [float("nan")] * 2)
+    return f"{st[name]:.3f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]")
+
+
+def format_summary(reports: Sequence[FactCheckReport], title: str | None = None) -> str:
+    """One markdown table: language × method, overall P / R / F1 (the paper's Table 3 shape)
+    with the trivial baselines, balanced accuracy, ROC-AUC and bootstrap intervals."""
+    lines = ([title, ""] if title else []) + [
+        "| lang | method | relations | test queries | P | R | F1 [95% CI] | all-true F1 | random F1 | "
+        "balanced acc. [95% CI] | ROC-AUC [95% CI] | macro F1 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rep in reports:
+        stats = rep.summary_statistics()
         for m in rep.methods():
-            c = rep.overall(m)
+            c, st = rep.overall(m), stats.get(m, {})
             lines.append(f"| {rep.lang} | {METHOD_LABELS.get(m, m)} | {len(rep.per_relation)} | {c.n} | "
-                         f"{c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {rep.macro_f1(m):.3f} |")
-    return "\n".join(lines)
+                         f"{c.precision:.3f} | {c.recall:.3f} | {_ci(st, 'f1')} | {st.get('all_true_f1', float('nan')):.3f} | "
+                         f"{st.get('random_f1', float('nan')):.3f} | {_ci(st, 'balanced_accuracy')} | "
+                         f"{_ci(st, 'roc_auc')} | {rep.macro_f1(m):.3f} |")
+    warnings = [f"[{rep.lang}] {w}" for rep in reports for w in rep.dev_warnings()]
+    return "\n".join(lines + ([""] + warnings if warnings else []))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .attribution import frozen_eval, make_runner
 from .errors import UsageError
 from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
+from .stats import mean_ci, median, paired_difference, trimmed_mean  # noqa: F401  (mean_ci re-exported)
 
 Neuron = tuple[int, int]
 
@@ -144,33 +145,23 @@ class EffectCase:
     neuron_sets: dict[str, list[Neuron]]
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width of the normal 95% confidence interval)."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    n = len(values)
-    mean = sum(values) / n
-    if n == 1:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, 1.96 * math.sqrt(var / n)
-
-
 @dataclass
 class EffectReport:
     rows: list[dict]
     per_fact: list[dict] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        head = "| method | mode | facts | mean #neurons | related Δp (95% CI) | unrelated Δp (95% CI) | related/unrelated |\n"
-        head += "|---|---|---|---|---|---|---|\n"
+        head = ("| method | mode | facts | mean #neurons | related Δp (95% t-CI) | unrelated Δp (95% t-CI) | "
+                "related − unrelated (bootstrap 95%) | median related Δp |\n")
+        head += "|---|---|---|---|---|---|---|---|\n"
         lines = []
         for r in self.rows:
             lines.append(
                 f"| {r['method']} | {r['mode']} | {r['facts']} | {r['mean_size']:.1f} | "
                 f"{100 * r['related_mean']:+.1f}% ± {100 * r['related_ci']:.1f} | "
-                f"{100 * r['unrelated_mean']:+.1f}% ± {100 * r['unrelated_ci']:.1f} | {r['ratio']:.2f} |"
+                f"{100 * r['unrelated_mean']:+.1f}% ± {100 * r['unrelated_ci']:.1f} | "
+                f"{100 * r['specific_mean']:+.1f}% [{100 * r['specific_low']:+.1f}, {100 * r['specific_high']:+.1f}] | "
+                f"{100 * r['related_median']:+.1f}% |"
             )
         return head + "\n".join(lines)
 
@@ -234,14 +225,18 @@ def localization_effect(model, tokenizer, cases: Sequence[EffectCase], *, modes:
     for m in methods:
         for mode in modes:
             related = [sum(changes[(i, m, mode, "related")]) / len(changes[(i, m, mode, "related")]) for i in range(len(cases))]
-            unrelated = [sum(v) / len(v) for i in range(len(cases)) if (v := changes.get((i, m, mode, "unrelated")))]
+            unrel_by = [sum(v) / len(v) if (v := changes.get((i, m, mode, "unrelated"))) else float("nan")
+                        for i in range(len(cases))]
+            unrelated = [u for u in unrel_by if not math.isnan(u)]
+            spec = paired_difference(related, unrel_by, seed=seed)
             rmean, rci = mean_ci(related)
             umean, uci = mean_ci(unrelated)
             sizes = [len(c.neuron_sets.get(m, [])) for c in cases]
             rows.append(dict(method=m, mode=mode, facts=len(cases), mean_size=sum(sizes) / len(sizes),
                              empty_sets=sum(s == 0 for s in sizes), related_mean=rmean, related_ci=rci,
-                             unrelated_mean=umean, unrelated_ci=uci,
-                             ratio=abs(rmean / umean) if umean not in (0.0,) and not math.isnan(umean) else float("inf")))
+                             unrelated_mean=umean, unrelated_ci=uci, related_median=median(related),
+                             related_trimmed=trimmed_mean(related), specific_mean=spec["mean"],
+                             specific_low=spec["low"], specific_high=spec["high"]))
             for i, c in enumerate(cases):
                 per_fact.append(dict(fact_id=c.fact_id, method=m, mode=mode, related=related[i],
                                      size=len(c.neuron_sets.get(m, []))))

@@ -65,6 +65,7 @@ from .attribution import frozen_eval
 from .cache import LocalizationCache, model_fingerprint
 from .data import CAUSAL_MODES, Fact, causal_prompt_and_target
 from .defaults import DEFAULT_IG_BATCH_SIZE
+from .stats import trimmed_mean
 from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
 from .models import get_family
 from .neurons import KnowledgeNeurons, localize, shared_neurons
@@ -81,6 +82,12 @@ __all__ = [
     "FactLIKN",
     "LIKNReport",
     "compute_likn",
+    "layer_matched_chance",
+    "uniform_chance",
+    "hub_neurons",
+    "pair_controls",
+    "likn_controls",
+    "controls_markdown",
     "find_likn",
     "Edit",
     "plan_edits",
@@ -162,6 +169,9 @@ def _combine_prompts(parts: list[KnowledgeNeurons], share_p: float) -> Knowledge
             top.setdefault((int(layer), int(index)), []).append(s)
     ranked = sorted(kept, key=lambda n: -statistics.fmean(score[n]))
     base = parts[0]
+    reason = "" if kept else (f"no neuron is shared by > p={share_p:g} of {len(parts)} prompts (per-prompt sets of "
+                              f"{', '.join(str(len(p)) for p in per_prompt)} neurons); lower share_p or tau, or use "
+                              "adaptive selection")
     return KnowledgeNeurons(
         neurons=ranked, scores=[statistics.fmean(score[n]) for n in ranked], target=base.target,
         prompts=[q for p in parts for q in p.prompts], lang=base.lang, fact_id=base.fact_id, method=base.method,
@@ -169,6 +179,7 @@ def _combine_prompts(parts: list[KnowledgeNeurons], share_p: float) -> Knowledge
         completeness_residuals=[r for p in parts for r in p.completeness_residuals],
         clean_scores=[s for p in parts for s in p.clean_scores],
         top=[[l, i, statistics.fmean(v)] for (l, i), v in sorted(top.items(), key=lambda kv: -statistics.fmean(kv[1]))],
+        empty_reason=reason,
     )
 
 
@@ -362,7 +373,125 @@ class LIKNReport:
 
     def to_json(self) -> dict:
         return dict(languages=list(self.languages), method=self.method, num_layers=self.num_layers,
-                    ffn_width=self.ffn_width, summary=self.summary(), facts=[f.to_dict() for f in self.facts])
+                    ffn_width=self.ffn_width, summary=self.summary(), controls=likn_controls(self),
+                    facts=[f.to_dict() for f in self.facts])
+
+
+# ----------------------------------------------------------------------------------------
+# controls of the overlap: shuffled facts, layer-matched chance, hub neurons
+
+
+def layer_matched_chance(sets: Sequence[Iterable], ffn_width: int) -> float:
+    """Expected |S_1 ∩ ... ∩ S_k| when each set's neurons are redrawn uniformly WITHIN their
+    own layers (layer sizes kept): Σ_l W · Π_k (c_{k,l} / W), c_{k,l} = set k's neurons in
+    layer l, W = FFN width. Exact (independent uniform subsets of a layer's W neurons)."""
+    counts = [Counter(l for l, _ in (_neuron(n) for n in s)) for s in sets]
+    layers = set.intersection(*(set(c) for c in counts)) if counts else set()
+    return math.fsum(ffn_width * math.prod(c[l] / ffn_width for c in counts) for l in layers)
+
+
+def uniform_chance(sizes: Sequence[int], total: int) -> float:
+    """Expected intersection size of independent uniform sets of the given sizes among
+    ``total`` neurons: total · Π (n_k / total)."""
+    return total * math.prod(n / total for n in sizes)
+
+
+def hub_neurons(facts: Sequence[FactLIKN], min_facts: int = 3) -> list[tuple[Neuron, int]]:
+    """Neurons in the LIKN (shared set) of at least ``min_facts`` facts, most frequent first."""
+    c = Counter(n for f in facts for n in f.shared)
+    return sorted(((n, k) for n, k in c.items() if k >= min_facts), key=lambda t: (-t[1], t[0]))
+
+
+def _overlap(a: Iterable, b: Iterable, exclude: set) -> int:
+    return len((set(a) - exclude) & (set(b) - exclude))
+
+
+def pair_controls(facts: Sequence[FactLIKN], a: str, b: str, num_layers: int, ffn_width: int,
+                  exclude: Iterable[Neuron] = ()) -> dict:
+    """Overlap of language a's and b's sets of the SAME fact against its controls:
+
+    * ``shuffled_same_relation`` / ``shuffled_other_relation``: mean |S_a(i) ∩ S_b(j)| over
+      every pair of facts i ≠ j of the same / another relation (all pairs, no sampling);
+    * ``uniform_chance``: |S_a||S_b| / (L·W) averaged over facts; ``layer_matched_chance``:
+      Σ_l a_l b_l / W averaged over facts (:func:`layer_matched_chance`);
+    * ``exclude``: neurons removed from every set first (hubs)."""
+    ex = {_neuron(n) for n in exclude}
+    sa = [set(f.per_lang[a]) - ex for f in facts]
+    sb = [set(f.per_lang[b]) - ex for f in facts]
+    rel = [f.relation for f in facts]
+    matched = [len(x & y) for x, y in zip(sa, sb)]
+    same, other = [], []
+    for i, x in enumerate(sa):
+        for j, y in enumerate(sb):
+            if i != j:
+                (same if rel[i] == rel[j] else other).append(len(x & y))
+    total = num_layers * ffn_width
+    mean = lambda v: statistics.fmean(v) if v else float("nan")
+    union = [len(x | y) for x, y in zip(sa, sb)]
+    return dict(languages=[a, b], facts=len(facts), matched=mean(matched),
+                matched_nonempty=sum(m > 0 for m in matched),
+                jaccard=mean([m / u for m, u in zip(matched, union) if u]),
+                mean_size=[mean([len(x) for x in sa]), mean([len(y) for y in sb])],
+                shuffled_same_relation=mean(same), same_relation_pairs=len(same),
+                shuffled_other_relation=mean(other), other_relation_pairs=len(other),
+                uniform_chance=mean([uniform_chance([len(x), len(y)], total) for x, y in zip(sa, sb)]),
+                layer_matched_chance=mean([layer_matched_chance([x, y], ffn_width) for x, y in zip(sa, sb)]),
+                excluded=len(ex))
+
+
+def likn_controls(report: "LIKNReport", hub_min_facts: int = 3, top_hubs: int = 10) -> dict:
+    """Every language pair's overlap with its controls (:func:`pair_controls`), the hub
+    neurons (in the LIKN of >= ``hub_min_facts`` facts) and the same table with the hubs
+    excluded from every set. Needs ``num_layers`` and ``ffn_width``."""
+    if not (report.num_layers and report.ffn_width):
+        return {}
+    langs = list(report.languages)
+    pairs = [(a, b) for i, a in enumerate(langs) for b in langs[i + 1:]]
+    hubs = hub_neurons(report.facts, hub_min_facts)
+    hub_set = {n for n, _ in hubs}
+    memberships = sum(k for _, k in hubs)
+    out = dict(pairs=[pair_controls(report.facts, a, b, report.num_layers, report.ffn_width) for a, b in pairs],
+               hub_min_facts=hub_min_facts, hubs=[[l, i, k] for (l, i), k in hubs[:top_hubs]], hub_count=len(hubs),
+               hub_memberships=memberships,
+               shared_memberships=sum(len(f.shared) for f in report.facts))
+    if hubs:
+        out["pairs_without_hubs"] = [pair_controls(report.facts, a, b, report.num_layers, report.ffn_width, hub_set)
+                                     for a, b in pairs]
+        out["nonempty_without_hubs"] = sum(bool(set(f.shared) - hub_set) for f in report.facts)
+    return out
+
+
+def controls_markdown(controls: Mapping) -> str:
+    """Markdown: the pairwise overlap table with its controls (and without hubs)."""
+    if not controls:
+        return "_controls need the model's layer count and FFN width_"
+
+    def table(rows: Sequence[Mapping]) -> list[str]:
+        lines = ["| pair | facts | mean sizes | same fact: mean overlap | facts with overlap | Jaccard | "
+                 "shuffled, same relation | shuffled, other relation | layer-matched chance | uniform chance |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            a, b = r["languages"]
+            lines.append(f"| {a}–{b} | {r['facts']} | {_num(r['mean_size'][0], '.1f')} / {_num(r['mean_size'][1], '.1f')} | "
+                         f"{_num(r['matched'], '.3f')} | {r['matched_nonempty']} | {_num(r['jaccard'], '.3f')} | "
+                         f"{_num(r['shuffled_same_relation'], '.3f')} ({r['same_relation_pairs']} pairs) | "
+                         f"{_num(r['shuffled_other_relation'], '.3f')} ({r['other_relation_pairs']} pairs) | "
+                         f"{_num(r['layer_matched_chance'], '.4f')} | {_num(r['uniform_chance'], '.4f')} |")
+        return lines
+
+    lines = table(controls["pairs"])
+    lines += ["", "Shuffled: language A's set of fact i against language B's set of fact j ≠ i (all pairs). "
+              "Layer-matched chance: each set redrawn uniformly within its own layers. An overlap of the same fact "
+              "well above the shuffled controls is fact-specific; near them, it is shared by every fact (hubs, "
+              "layer preference)."]
+    if controls.get("hubs"):
+        lines += ["", f"Hub neurons (in the LIKN of >= {controls['hub_min_facts']} facts): {controls['hub_count']} "
+                      f"neurons cover {controls['hub_memberships']} of {controls['shared_memberships']} LIKN "
+                      "memberships; top: " + ", ".join(f"L{l}.{i} ({k} facts)" for l, i, k in controls["hubs"]) + ".",
+                  "", f"Without the hubs (removed from every set): {controls.get('nonempty_without_hubs')} facts keep a "
+                      "non-empty LIKN.", ""]
+        lines += table(controls["pairs_without_hubs"])
+    return "\n".join(lines)
 
 
 def compute_likn(facts: Sequence[Fact], localizations: Mapping[str, Mapping[str, KnowledgeNeurons | Iterable]],
@@ -906,6 +1035,7 @@ def aggregate(records: Sequence[dict], subset: str = "likn") -> list[dict]:
                    empty_edits=sum(r["n_neurons"] == 0 for r in rows),
                    related_mean=rel[0], related_ci=rel[1], unrelated_mean=unrel[0], unrelated_ci=unrel[1],
                    related_median=_median(r["related"] for r in rows),
+                   related_trimmed=trimmed_mean([r["related"] for r in rows]),
                    unrelated_median=_median(r["unrelated"] for r in rows),
                    specific_mean=spec[0], specific_ci=spec[1],
                    ratio=abs(rel[0] / unrel[0]) if unrel[0] and not math.isnan(unrel[0]) else float("inf"),
@@ -1047,8 +1177,8 @@ def sturdy_table(rows: Sequence[dict]) -> str:
     for r in rows:
         by.setdefault((r["lang"], r["setting"]), {})[r["mode"]] = r
     lines = ["| measured in | setting | suppress: related − unrelated | suppress: median related / unrelated | "
-             "enhance: related − unrelated | enhance: median related / unrelated |",
-             "|---|---|---|---|---|---|"]
+             "enhance: related − unrelated | enhance: median related / unrelated | enhance: 10% trimmed mean related |",
+             "|---|---|---|---|---|---|---|"]
     for (lang, setting), m in by.items():
         s, e = m.get("suppress"), m.get("enhance")
         if s is None or e is None:
@@ -1056,7 +1186,8 @@ def sturdy_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {lang} | {setting} | {_pct(s['specific_mean'], s['specific_ci'])} | "
                      f"{_pct(s['related_median'], float('nan'))} / {_pct(s['unrelated_median'], float('nan'))} | "
                      f"{_pct(e['specific_mean'], e['specific_ci'])} | "
-                     f"{_pct(e['related_median'], float('nan'))} / {_pct(e['unrelated_median'], float('nan'))} |")
+                     f"{_pct(e['related_median'], float('nan'))} / {_pct(e['unrelated_median'], float('nan'))} | "
+                     f"{_pct(e.get('related_trimmed', float('nan')), float('nan'))} |")
     return "\n".join(lines)
 
 
@@ -1108,12 +1239,20 @@ class LIKNExperiment:
     def to_markdown(self, max_facts: int | None = 30) -> str:
         s = self.likn.summary()
         c = self.config
-        parts = [f"# LIKN and cross-lingual editing: {c.get('model', '')}",
+        from .loading import model_label
+
+        parts = [f"# LIKN and cross-lingual editing: {model_label(c.get('model'))} (measured here)",
                  "",
                  f"{c.get('facts')} facts ({c.get('data', '')}), languages {', '.join(self.likn.languages)}, method "
                  f"{self.likn.method}, causal mode `{c.get('causal_mode')}`, {c.get('n_unrelated')} unrelated facts "
-                 f"per fact, seed {c.get('seed')}.",
-                 "", "## Language-independent neurons", "", self.likn.to_markdown(max_facts=max_facts), ""]
+                 f"per fact, seed {c.get('seed')}.", ""]
+        if c.get("cut_losses"):
+            parts += ["Prompts that lose text after the mask in cut mode: " + ", ".join(
+                f"{l} {v['lose_text']}/{v['prompts']}" for l, v in c["cut_losses"].items())
+                + (" (scored in sentence mode: nothing lost)." if c.get("causal_mode") == "sentence" else "."), ""]
+        parts += [f"Note: {n}" for n in c.get("notes", [])] + ([""] if c.get("notes") else [])
+        parts += ["## Language-independent neurons", "", self.likn.to_markdown(max_facts=max_facts), "",
+                  "## Overlap controls (every language pair)", "", controls_markdown(likn_controls(self.likn)), ""]
         tables = self.tables()
         n_likn = s["nonempty"]
         for subset, title in (("likn", f"facts with a non-empty LIKN ({n_likn})"), ("all", f"all {s['facts']} facts")):

@@ -68,6 +68,18 @@ EMBEDDED_ALIASES = frozenset(
     }
 )
 
+#: How results of the embedded model are labelled in tables and plot titles.
+EMBEDDED_LABEL = "Gemma-3-270M (Q4_K_M-dequantized weights)"
+
+
+def model_label(name: str | None) -> str:
+    """A model name for titles: the embedded model says that its weights are the
+    Q4_K_M-dequantized ones (not the original bf16 checkpoint); other names are kept."""
+    if name is None or str(name).strip().lower() in EMBEDDED_ALIASES or "embedded default" in str(name):
+        return EMBEDDED_LABEL
+    return str(name)
+
+
 #: ``config.model_type`` values of encoder-only models loaded with ``AutoModelForMaskedLM``
 #: (used when ``config.architectures`` does not settle the choice).
 MASKED_LM_MODEL_TYPES = frozenset(

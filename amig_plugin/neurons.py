@@ -2,9 +2,15 @@
 
 Selection (Dai et al. 2022; Chen et al. 2024):
   1. per prompt, keep neuron (l, i) when IG_{l,i} > τ · max_{l', i'} IG_{l', i'} (max over
-     all attributed layers); τ per language: 0.3 en, 0.2 zh (the paper), 0.2 otherwise;
+     all attributed layers); τ for AMIG per language: 0.3 en, 0.2 zh (the paper), 0.2
+     otherwise; τ for KN: Dai et al.'s 0.2 in every language (:func:`default_tau`, the one
+     place these defaults live; the localization cache keys on the resolved τ);
   2. with several prompts of the same fact, keep the neurons selected for more than a
-     fraction p of the prompts (``share_p``; Dai et al. use 0.7).
+     fraction p of the prompts (``share_p``; Dai et al. use 0.7);
+  3. optionally (``adaptive=(lo, hi)``), Dai et al.'s adaptive selection: move τ in steps
+     of 0.05 until the final set has lo..hi neurons (:func:`adaptive_select`).
+
+An empty set carries its reason (``KnowledgeNeurons.empty_reason``).
 """
 
 from __future__ import annotations
@@ -29,11 +35,110 @@ Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
 
 DEFAULT_TAU = {"en": 0.3, "zh": 0.2}
 FALLBACK_TAU = 0.2
+#: Dai et al.'s τ for their zero-baseline KN (every language).
+KN_TAU = 0.2
+ADAPTIVE_STEP = 0.05
 
 
-def default_tau(lang: str | None) -> float:
-    """The paper's τ: 0.3 for English, 0.2 for Chinese, 0.2 for any other language."""
+def default_tau(lang: str | None, method: str = "amig") -> float:
+    """τ when none is given: KN 0.2 (Dai et al.); AMIG the paper's 0.3 for English, 0.2 for
+    Chinese, 0.2 for any other language."""
+    if method == "kn":
+        return KN_TAU
     return DEFAULT_TAU.get((lang or "").lower(), FALLBACK_TAU)
+
+
+def select_neurons(attributions: Sequence[torch.Tensor], layers: Sequence[int], tau: float,
+                   share_p: float) -> tuple[list[list[Neuron]], list[Neuron]]:
+    """(per-prompt sets above τ·max, the final set: shared by > share_p of the prompts)."""
+    per_prompt = [[n for n, _ in threshold_neurons(a, layers, tau)] for a in attributions]
+    kept = per_prompt[0] if len(per_prompt) == 1 else shared_neurons(per_prompt, share_p)
+    return per_prompt, kept
+
+
+def adaptive_select(attributions: Sequence[torch.Tensor], layers: Sequence[int], tau: float, share_p: float,
+                    size_range: tuple[int, int], step: float = ADAPTIVE_STEP) -> tuple[float, list[list[Neuron]], list[Neuron]]:
+    """Dai et al.'s adaptive threshold: from ``tau``, raise τ by ``step`` while the final set
+    has more than hi neurons, lower it while it has fewer than lo (τ stays in [step, 1]);
+    stops in range or at a bound. If a step jumps across the range, the τ whose set size is
+    closer to it wins (ties: the larger set). Returns (τ, per-prompt sets, final set)."""
+    return _adaptive(lambda t: select_neurons(attributions, layers, t, share_p), tau, size_range, step)
+
+
+def _adaptive(select, tau: float, size_range, step: float = ADAPTIVE_STEP):
+    """The search of :func:`adaptive_select` over any ``select(τ) -> (per_prompt, kept)``."""
+    lo, hi = check_size_range(size_range)
+    best = None
+    t = tau
+    direction = 0
+    for _ in range(int(round(1 / step)) + 2):
+        per_prompt, kept = select(t)
+        miss = lo - len(kept) if len(kept) < lo else len(kept) - hi if len(kept) > hi else 0
+        if best is None or (miss, -len(kept)) < (best[0], -len(best[3])):
+            best = (miss, t, per_prompt, kept)
+        if miss == 0:
+            break
+        d = 1 if len(kept) > hi else -1
+        if direction and d != direction:
+            break  # jumped across the range
+        direction = d
+        nxt = round(t + d * step, 10)
+        if not step - 1e-9 <= nxt <= 1.0:
+            break
+        t = nxt
+    return best[1], best[2], best[3]
+
+
+def adaptive_from_record(kn: "KnowledgeNeurons", size_range, step: float = ADAPTIVE_STEP) -> "KnowledgeNeurons | None":
+    """The adaptive selection of a ONE-prompt localization rebuilt from its record (no new IG):
+    with one prompt the set at τ is {n : IG_n > τ·max}, and ``kn.top`` holds the best
+    attributions, enough for every set of up to ``len(kn.top) − 1`` neurons (larger sets are
+    only compared with hi). None when the record cannot answer (several prompts, hi too large,
+    no positive attribution, already adaptive)."""
+    lo, hi = check_size_range(size_range)
+    if len(kn.prompts) != 1 or "adaptive" in kn.settings or hi >= len(kn.top) or not kn.top or kn.top[0][2] <= 0:
+        return None
+    top = [((int(l), int(i)), float(v)) for l, i, v in kn.top]
+    peak = top[0][1]
+
+    def select(t: float):
+        cut = float(torch.tensor(t * peak, dtype=torch.float32))  # the engine compares in float32
+        kept = [n for n, v in top if v > cut]
+        return [kept], kept
+
+    tau, per_prompt, kept = _adaptive(select, float(kn.settings["tau"]), (lo, hi), step)
+    score = dict(top)
+    ranked = sorted(kept, key=lambda n: -score[n])
+    return KnowledgeNeurons(
+        neurons=ranked, scores=[score[n] for n in ranked], target=kn.target, prompts=list(kn.prompts), lang=kn.lang,
+        fact_id=kn.fact_id, method=kn.method, model_id=kn.model_id,
+        settings={**kn.settings, "tau": tau, "adaptive": [lo, hi], "tau_start": kn.settings["tau"]},
+        per_prompt=per_prompt, completeness_residuals=list(kn.completeness_residuals),
+        clean_scores=list(kn.clean_scores), top=[list(t) for t in kn.top],
+        empty_reason="" if kept else "no neuron exceeds τ·max at any τ tried",
+    )
+
+
+def check_size_range(size_range) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in size_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"adaptive size range must be two integers (lo, hi), got {size_range!r}") from None
+    if not 1 <= lo <= hi:
+        raise ValueError(f"adaptive size range needs 1 <= lo <= hi, got {size_range!r}")
+    return lo, hi
+
+
+def empty_reason(per_prompt: Sequence[Sequence[Neuron]], share_p: float, tau: float, any_positive: bool) -> str:
+    """Why selection left no neuron (one line naming the fix)."""
+    if not any_positive:
+        return "no attribution is positive (the target's score falls along every path); nothing passes τ·max"
+    sizes = ", ".join(str(len(p)) for p in per_prompt)
+    if len(per_prompt) == 1:
+        return f"no neuron exceeds τ·max with τ={tau:g}; lower tau"
+    need = int(share_p * len(per_prompt)) + 1
+    return (f"no neuron is shared by > p={share_p:g} of {len(per_prompt)} prompts (needs {need}; per-prompt sets of "
+            f"{sizes} neurons at τ={tau:g}); lower share_p or tau, or use adaptive selection (adaptive=(2, 5))")
 
 
 def check_tau(tau: float) -> float:
@@ -101,6 +206,7 @@ class KnowledgeNeurons:
     completeness_residuals: list[float] = field(default_factory=list)
     clean_scores: list[float] = field(default_factory=list)
     top: list[list] = field(default_factory=list)  # [[layer, index, mean attribution], ...] best first
+    empty_reason: str = ""  # why the set is empty ("" when it is not)
 
     def top_neurons(self, k: int) -> list[Neuron]:
         """The k best neurons by mean attribution (from ``top``, recorded by :func:`localize`)."""
@@ -170,19 +276,24 @@ def localize(
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
     fact_id: str | None = None,
     top_k: int = 50,
+    adaptive: tuple[int, int] | None = None,
     progress: bool = False,
     return_attributions: bool = False,
 ):
     """A fact's knowledge neurons: IG per prompt, τ·max threshold, sharing filter.
 
     Scores of the kept neurons are their mean attribution over the prompts; the ``top_k``
-    best neurons by that mean are recorded too (for DKN's top-k and plots). With
-    ``return_attributions=True`` returns ``(KnowledgeNeurons, [AttributionResult, ...])``.
+    best neurons by that mean are recorded too (for DKN's top-k and plots). ``tau=None``:
+    :func:`default_tau` (KN 0.2; AMIG en 0.3 / zh 0.2 / else 0.2). ``adaptive=(lo, hi)``:
+    move τ until the set has lo..hi neurons (:func:`adaptive_select`; the τ used is in
+    ``settings["tau"]``, the start in ``settings["tau_start"]``). An empty set gets its
+    ``empty_reason``. With ``return_attributions=True`` returns
+    ``(KnowledgeNeurons, [AttributionResult, ...])``.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("no prompts given; pass at least one prompt with '<mask>' where the target goes")
-    tau = default_tau(lang) if tau is None else check_tau(tau)
+    tau = default_tau(lang, method) if tau is None else check_tau(tau)
     share_p = check_share_p(share_p)  # checked with one prompt too: before any IG is computed
     if method not in ("amig", "kn"):
         raise ValueError(f"unknown method {method!r}; use 'amig' or 'kn'")
@@ -197,8 +308,12 @@ def localize(
             family, query, tokenizer, method=method, steps=steps, objective=objective, layers=layers,
             ig_batch_size=ig_batch_size, quadrature=quadrature, amig_mode=amig_mode, progress=progress,
         ))
-    per_prompt = [[n for n, _ in threshold_neurons(r.attributions, r.layers, tau)] for r in results]
-    kept = per_prompt[0] if len(per_prompt) == 1 else shared_neurons(per_prompt, share_p)
+    attrs = [r.attributions for r in results]
+    tau_start = tau
+    if adaptive is not None:
+        tau, per_prompt, kept = adaptive_select(attrs, results[0].layers, tau, share_p, adaptive)
+    else:
+        per_prompt, kept = select_neurons(attrs, results[0].layers, tau, share_p)
     mean_attr = torch.stack([r.attributions for r in results]).mean(0)
     row = {layer: i for i, layer in enumerate(results[0].layers)}
     scored = sorted(((n, float(mean_attr[row[n[0]], n[1]])) for n in kept), key=lambda item: -item[1])
@@ -212,10 +327,12 @@ def localize(
         method=results[0].method,
         model_id=model_id(family.model),
         settings=dict(tau=tau, share_p=share_p, steps=steps, objective=objective, quadrature=quadrature,
-                      amig_mode=results[0].amig_mode, layers=results[0].layers, neuron_site=family.neuron_site),
+                      amig_mode=results[0].amig_mode, layers=results[0].layers, neuron_site=family.neuron_site,
+                      **({"adaptive": list(adaptive), "tau_start": tau_start} if adaptive is not None else {})),
         per_prompt=per_prompt,
         completeness_residuals=[r.max_abs_residual for r in results],
         clean_scores=[r.score for r in results],
         top=[[l, i, s] for (l, i), s in top_k_neurons(mean_attr, results[0].layers, min(top_k, mean_attr.numel()))],
+        empty_reason="" if kept else empty_reason(per_prompt, share_p, tau, any(float(a.max()) > 0 for a in attrs)),
     )
     return (kn, results) if return_attributions else kn

@@ -235,7 +235,9 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     likn = _records(folder, "likn_overlap")
     dkn = _records(folder, "dkn")
     num_layers = _num_layers(folder, loc) if loc else 1
-    model = Path(config.model).name if os.sep in config.model else config.model
+    from .loading import model_label
+
+    model = model_label(Path(config.model).name if os.sep in config.model else config.model)
     title = f"{model} ({config.dtype}), {summary['facts']} facts, per layer"
 
     overview = [dict(study=name, expected=s["expected"], ok=s["ok"], failed=s["failed"], missing=s["missing"],
@@ -297,7 +299,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
              f"- data: {config.data['kind']} `{config.data.get('path') or 'shipped'}`, {summary['facts']} facts "
              f"(sample_facts, seed {config.seed})",
              f"- localization: m = {config.localization['steps']} IG steps, objective {config.localization['objective']}, "
-             f"tau {config.localization['tau'] or 'paper default (en 0.3, zh 0.2)'}, share_p {config.localization['share_p']}",
+             f"tau {config.localization['tau'] or 'default (AMIG: en 0.3, zh 0.2; KN: 0.2)'}, share_p {config.localization['share_p']}",
              f"- complete: **{summary['complete']}**; failed units: **{summary.get('failed', 0)}**; process starts: {timing['process_starts']} "
              f"({timing['interrupted_sessions']} interrupted), process counts used: {timing['worlds']}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in timing['versions'].items() if k in ('python', 'torch', 'transformers', 'amig_plugin'))}"

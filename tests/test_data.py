@@ -486,3 +486,68 @@ def test_invalid_utf8_names_the_file_line_and_column(tmp_path):
     facts.write_bytes(b"\n".join(lines))
     with pytest.raises(FactFormatError, match=r"facts\.jsonl:2: not valid UTF-8 \(byte 0xc3 at column 1"):
         load_facts(facts)
+
+
+# ----------------------------------------------------------------------------------------
+# BMLAMA relations without English; text lost in cut mode
+
+
+_ZH_ROWS = [("巴黎", "法国的首都是巴黎", "法国", "法国的首都是<mask>。"),
+            ("柏林", "德国", "德国", "德国的首都是<mask>。"),
+            ("北京", "老舍", "老舍", "老舍出生于<mask>。"),
+            ("伦敦", "狄更斯", "狄更斯", "狄更斯出生于<mask>。"),
+            ("英语", "莎士比亚", "莎士比亚", "莎士比亚的母语是<mask>。")]
+_JA_ROWS = [("パリ", "フランス", "フランス", "フランスの首都は<mask>です。"),
+            ("ベルリン", "ドイツ", "ドイツ", "ドイツの首都は<mask>です。"),
+            ("北京", "老舎", "老舎", "老舎は<mask>で生まれました。"),
+            ("ロンドン", "ディケンズ", "ディケンズ", "ディケンズは<mask>で生まれました。"),
+            ("英語", "シェイクスピア", "シェイクスピア", "シェイクスピアの母語は<mask>です。")]
+
+
+def _write_bmlama(path, rows):
+    lines = ["Prompt\tAns\tCandidate Ans\tSubject"]
+    for ans, _unused, subject, prompt in rows:
+        lines.append(f"{prompt}\t{ans}\t{ans},其他\t{subject}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("lang,rows,n_rel", [("zh", _ZH_ROWS, 3), ("ja", _JA_ROWS, 3)])
+def test_bmlama_relations_without_english(tmp_path, lang, rows, n_rel):
+    from amig_plugin.data import load_bmlama
+    facts = load_bmlama({lang: _write_bmlama(tmp_path / f"{lang}.tsv", rows)})
+    rels = [f.relation for f in facts]
+    assert len(set(rels)) == n_rel, rels
+    assert rels[0] == rels[1] and rels[2] == rels[3] and rels[0] != rels[2] != rels[4]
+    assert "bmlama-x-y" not in rels
+    assert all(r.startswith("bmlama-x-") for r in rels)
+
+
+def test_bmlama_template_lang_choice(tmp_path):
+    from amig_plugin.data import FactFormatError, load_bmlama
+    paths = {"zh": _write_bmlama(tmp_path / "zh.tsv", _ZH_ROWS), "ja": _write_bmlama(tmp_path / "ja.tsv", _JA_ROWS)}
+    by_zh = load_bmlama(paths, template_lang="zh")
+    by_ja = load_bmlama(paths, template_lang="ja")
+    assert by_zh[0].relation == "bmlama-x-的首都是-y" and by_zh[0].relation_name == "[X]的首都是[Y]。"
+    assert by_ja[0].relation.startswith("bmlama-x-の首都は-y")
+    # the same partition of rows whichever language names it
+    part = lambda fs: [[i for i, f in enumerate(fs) if f.relation == r] for r in dict.fromkeys(f.relation for f in fs)]
+    assert part(by_zh) == part(by_ja)
+    assert len({f.relation for f in load_bmlama(paths)}) == 3  # "en" absent: a loaded language is used
+    with pytest.raises(FactFormatError, match="template language 'fr'"):
+        load_bmlama(paths, template_lang="fr")
+
+
+def test_ascii_slugs_unchanged():
+    from amig_plugin.data import _slug
+    assert _slug("[X] was born in [Y].") == "x-was-born-in-y"
+    assert _slug("[X] est né en [Y].") == "x-est-né-en-y"
+
+
+def test_cut_losses_counts_text_after_the_mask(tmp_path):
+    from amig_plugin.data import cut_loss_warnings, cut_losses, load_bmlama
+    paths = {"zh": _write_bmlama(tmp_path / "zh.tsv", _ZH_ROWS), "ja": _write_bmlama(tmp_path / "ja.tsv", _JA_ROWS)}
+    losses = cut_losses(load_bmlama(paths), ["zh", "ja"])
+    assert losses == {"zh": {"prompts": 5, "lose_text": 0}, "ja": {"prompts": 5, "lose_text": 5}}
+    warns = cut_loss_warnings(losses)
+    assert len(warns) == 1 and warns[0].startswith("ja: 5 of 5 prompts") and "--causal-mode sentence" in warns[0]

@@ -446,3 +446,88 @@ def test_demo_section_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     demo_section(model, tok, ["en"], seed=0)
     text = capsys.readouterr().out
     assert "degenerate pairs among the top-20" in text and "mean DKN attribution" in text
+
+
+# ----------------------------------------------------------------------------------------
+# baselines, threshold-free measures, intervals
+
+
+def test_all_true_f1_is_2p_over_1_plus_p():
+    from amig_plugin.factcheck import Confusion, all_true_f1
+    for n_true, n_false in ((5, 5), (1, 3), (7, 2)):
+        labels = [True] * n_true + [False] * n_false
+        c = Confusion.from_predictions(labels, [True] * len(labels))
+        p = n_true / len(labels)
+        assert c.f1 == pytest.approx(all_true_f1(p)) == pytest.approx(2 * p / (1 + p))
+        assert c.balanced_accuracy == 0.5
+    assert all_true_f1(0.5) == pytest.approx(2 / 3)
+
+
+def test_random_f1_matches_simulation():
+    import random as _random
+    from amig_plugin.factcheck import Confusion, random_f1
+    rng = _random.Random(0)
+    labels = [i % 4 == 0 for i in range(40000)]  # p = 0.25
+    preds = [rng.random() < 0.6 for _ in labels]
+    assert Confusion.from_predictions(labels, preds).f1 == pytest.approx(random_f1(0.25, 0.6), abs=0.01)
+
+
+def test_roc_auc_perfect_constant_reversed_and_ties():
+    from amig_plugin.factcheck import roc_auc
+    labels = [True, True, False, False, False]
+    assert roc_auc([0.9, 0.8, 0.1, 0.2, 0.3], labels) == 1.0
+    assert roc_auc([0.1, 0.2, 0.8, 0.9, 0.7], labels) == 0.0
+    assert roc_auc([0.5] * 5, labels) == 0.5
+    # one tie between a positive and a negative: (5 + 0.5) / 6
+    assert roc_auc([0.9, 0.3, 0.3, 0.2, 0.1], labels) == pytest.approx(5.5 / 6)
+    # groups: pairs across groups do not count (each group perfect, pooled would not be)
+    assert roc_auc([10, 9, 1, 0], [True, False, True, False], groups=["a", "a", "b", "b"]) == 1.0
+    assert roc_auc([10, 9, 1, 0], [True, False, True, False]) == 0.75
+
+
+def _sep_queries(n_dev_facts: int, n_test_facts: int, separable: bool = True):
+    qs = []
+    for part, n in (("dev", n_dev_facts), ("test", n_test_facts)):
+        for k in range(n):
+            fid = f"{part}{k}"
+            qs.append(dict(fact_id=fid, relation="r", part=part, label=True, dkn=1.0 + k * 0.01 if separable else 0.5,
+                           logprob=-1.0, exact_match=False))
+            qs.append(dict(fact_id=fid, relation="r", part=part, label=False, dkn=0.0 + k * 0.01 if separable else 0.5,
+                           logprob=-1.0, exact_match=False))
+    return qs
+
+
+def test_report_statistics_baselines_auc_and_intervals():
+    from amig_plugin.factcheck import evaluate_queries
+    rep = evaluate_queries(_sep_queries(12, 30), "en")
+    st = rep.summary_statistics()["with_DKN"]
+    assert st["f1"] == 1.0 and st["roc_auc"] == 1.0 and st["balanced_accuracy"] == 1.0
+    assert st["all_true_f1"] == pytest.approx(2 / 3)
+    assert st["positive_rate_dev"] == pytest.approx(0.5)
+    assert st["random_f1"] == pytest.approx(0.5)
+    assert st["f1_ci"] == [1.0, 1.0]
+    # exact match never fires: AUC of a constant score is 1/2
+    assert rep.summary_statistics()["wo_DKN_exact_match"]["roc_auc"] == 0.5
+    md = rep.to_markdown()
+    assert "all-true F1" in md and "ROC-AUC" in md and "0.667" in md
+    assert rep.to_dict()["overall"]["with_DKN"]["roc_auc"] == 1.0
+
+
+def test_small_dev_split_warns():
+    from amig_plugin.factcheck import evaluate_queries, format_summary
+    small = evaluate_queries(_sep_queries(4, 10), "zh")  # 8 dev queries
+    assert small.dev_warnings() and "fewer than 20 dev queries" in small.dev_warnings()[0]
+    assert "WARNING" in small.to_markdown() and "WARNING" in format_summary([small])
+    assert not evaluate_queries(_sep_queries(10, 10), "zh").dev_warnings()  # 20 dev queries
+
+
+def test_bootstrap_interval_is_wide_on_a_noisy_scorer():
+    import random as _random
+    from amig_plugin.factcheck import evaluate_queries
+    rng = _random.Random(1)
+    qs = _sep_queries(15, 40)
+    for q in qs:
+        q["dkn"] = rng.random()  # no information
+    st = evaluate_queries(qs, "en").summary_statistics()["with_DKN"]
+    lo, hi = st["roc_auc_ci"]
+    assert lo < 0.5 < hi and hi - lo > 0.15

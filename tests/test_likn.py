@@ -427,3 +427,84 @@ def test_value_protocol_reports_facts_without_a_parallel_new_object(models, cach
     assert [r["fact_id"] for r in exp.value if r.get("skipped")] == [f.id]
     assert "1 facts skipped" in exp.to_markdown()
     assert all(f.id not in r["fact_ids"] for r in exp.tables()["value"]["all"])
+
+
+# ----------------------------------------------------------------------------------------
+# overlap controls: shuffled facts, layer-matched chance, hubs
+
+
+def test_layer_matched_chance_exact_on_a_hand_made_example():
+    from amig_plugin.likn import layer_matched_chance, uniform_chance
+    a = [(0, 1), (0, 2), (3, 7)]          # layer 0: 2, layer 3: 1
+    b = [(0, 5), (3, 1), (3, 2), (5, 0)]  # layer 0: 1, layer 3: 2, layer 5: 1
+    # Σ_l a_l b_l / W = (2·1 + 1·2) / 10
+    assert layer_matched_chance([a, b], 10) == pytest.approx(0.4)
+    # three sets: Σ_l W Π (c_kl / W); layer 0 only: 10 · (2/10)(1/10)(3/10)
+    c = [(0, 0), (0, 3), (0, 4)]
+    assert layer_matched_chance([a, b, c], 10) == pytest.approx(10 * 0.2 * 0.1 * 0.3)
+    # concentrated in one layer, layer-matched chance exceeds the uniform one (6 layers)
+    assert uniform_chance([3, 4], 60) == pytest.approx(0.2)
+    assert uniform_chance([3, 4], 60) < layer_matched_chance([a, b], 10)
+
+
+def _random_report(n_facts=60, n_layers=4, width=25, size=6, seed=0, relations=3):
+    import random as _random
+    from amig_plugin.likn import FactLIKN, LIKNReport, intersect_neuron_sets
+    rng = _random.Random(seed)
+    facts = []
+    for i in range(n_facts):
+        per = {l: [(p // width, p % width) for p in rng.sample(range(n_layers * width), size)] for l in ("en", "zh")}
+        facts.append(FactLIKN(f"f{i}", f"r{i % relations}", ("en", "zh"), per, intersect_neuron_sets(per)))
+    return LIKNReport(("en", "zh"), "amig", facts, num_layers=n_layers, ffn_width=width)
+
+
+def test_shuffled_control_equals_chance_on_independent_sets():
+    from amig_plugin.likn import likn_controls
+    rep = _random_report(n_facts=90)
+    row = likn_controls(rep)["pairs"][0]
+    chance = 6 * 6 / 100  # |A||B| / (L W)
+    assert row["uniform_chance"] == pytest.approx(chance)
+    # all i != j pairs of independent sets: mean overlap = chance within sampling noise
+    assert row["shuffled_other_relation"] == pytest.approx(chance, rel=0.08)
+    assert row["shuffled_same_relation"] == pytest.approx(chance, rel=0.15)
+    assert row["matched"] == pytest.approx(chance, abs=0.2)
+    assert row["same_relation_pairs"] == 3 * 30 * 29 and row["other_relation_pairs"] == 90 * 89 - 3 * 30 * 29
+
+
+def test_matched_overlap_stands_out_only_when_planted_and_hubs_are_found():
+    from amig_plugin.likn import FactLIKN, LIKNReport, controls_markdown, intersect_neuron_sets, likn_controls
+    rep = _random_report(seed=1)
+    facts = []
+    for k, f in enumerate(rep.facts):
+        per = {l: list(ns) for l, ns in f.per_lang.items()}
+        planted = (3, k % 25)                 # a fact-specific shared neuron
+        hub = (2, 24)                         # in every fact's sets: a hub
+        for l in per:
+            per[l] = sorted(set(per[l]) | {planted, hub})
+        facts.append(FactLIKN(f.fact_id, f.relation, f.languages, per, intersect_neuron_sets(per)))
+    planted_rep = LIKNReport(rep.languages, "amig", facts, num_layers=4, ffn_width=25)
+    c = likn_controls(planted_rep, hub_min_facts=10)
+    row = c["pairs"][0]
+    # the hub adds 1 to every overlap, shuffled included; the planted neuron only to the same fact's
+    assert row["matched"] > row["shuffled_other_relation"] + 0.7
+    assert row["shuffled_other_relation"] > 1.0
+    assert c["hubs"][0][:2] == [2, 24] and c["hubs"][0][2] == 60
+    no_hub = c["pairs_without_hubs"][0]
+    assert row["matched"] - no_hub["matched"] == pytest.approx(1.0, abs=0.05)
+    assert no_hub["shuffled_other_relation"] < 0.7 < no_hub["matched"]
+    md = controls_markdown(c)
+    assert "Hub neurons" in md and "L2.24 (60 facts)" in md and "en–zh" in md
+
+
+def test_pairwise_table_for_four_languages():
+    import random as _random
+    from amig_plugin.likn import FactLIKN, LIKNReport, intersect_neuron_sets, likn_controls
+    rng = _random.Random(2)
+    langs = ("en", "zh", "fr", "ja")
+    facts = []
+    for i in range(10):
+        per = {l: [(rng.randrange(3), rng.randrange(20)) for _ in range(5)] for l in langs}
+        facts.append(FactLIKN(f"f{i}", "r", langs, per, intersect_neuron_sets(per)))
+    c = likn_controls(LIKNReport(langs, "kn", facts, num_layers=3, ffn_width=20))
+    assert [tuple(r["languages"]) for r in c["pairs"]] == [("en", "zh"), ("en", "fr"), ("en", "ja"), ("zh", "fr"),
+                                                            ("zh", "ja"), ("fr", "ja")]

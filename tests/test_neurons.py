@@ -115,15 +115,16 @@ def test_default_tau():
     assert default_tau(None) == 0.2
 
 
-@pytest.mark.parametrize("lang,tau", [("en", 0.3), ("zh", 0.2), ("fr", 0.2), (None, 0.2)])
-def test_localize_records_settings_and_default_tau(lang, tau):
+@pytest.mark.parametrize("lang,method,tau", [("en", "amig", 0.3), ("en", "kn", 0.2), ("zh", "kn", 0.2),
+                                             ("fr", "amig", 0.2), (None, "kn", 0.2)])
+def test_localize_records_settings_and_default_tau(lang, method, tau):
     model, tok = get_model("gpt2")
-    kn, results = localize(model, tok, PROMPT, "paris", lang=lang, method="kn", steps=3, layers=[2, 0],
+    kn, results = localize(model, tok, PROMPT, "paris", lang=lang, method=method, steps=3, layers=[2, 0],
                            return_attributions=True)
     assert kn.settings["tau"] == tau
     assert kn.settings["steps"] == 3
     assert kn.settings["layers"] == [2, 0]
-    assert kn.method == "kn"
+    assert kn.method == method
     assert kn.lang == lang
     assert kn.target == "paris" and kn.prompts == [PROMPT]
     # one prompt: the kept neurons are exactly the thresholded ones, scores = attributions
@@ -204,3 +205,87 @@ def test_a_prompt_longer_than_the_model_is_a_clear_query_error(kind):
     assert isinstance(info.value, QueryError) and "\n" not in str(info.value)
     fits = "the capital " * 25 + "of france is <mask> ."  # 50 words + specials: within 64
     assert get_family(model).encode(tok, fits, "paris").input_ids.numel() <= 64
+
+
+# ----------------------------------------------------------------------------------------
+# KN's τ, adaptive selection, the reason for an empty set
+
+
+def test_kn_default_tau_is_dais_and_amig_keeps_the_papers():
+    from amig_plugin.neurons import default_tau
+    assert default_tau("en", "kn") == 0.2 and default_tau("zh", "kn") == 0.2
+    assert default_tau("en", "amig") == 0.3 and default_tau("zh") == 0.2 and default_tau("fr") == 0.2
+
+
+def _attr(values):
+    import torch
+    return torch.tensor([values], dtype=torch.float32)
+
+
+def test_adaptive_selection_lands_in_range():
+    from amig_plugin.neurons import adaptive_select, select_neurons
+    a = _attr([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.33, 0.31])
+    _, fixed = select_neurons([a], [0], 0.3, 0.7)
+    assert len(fixed) == 10  # every value > 0.3
+    tau, _, kept = adaptive_select([a], [0], 0.3, 0.7, (2, 5))
+    assert 2 <= len(kept) <= 5 and tau > 0.3
+    assert sorted(kept) == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]  # τ = 0.5 keeps > 0.5
+    assert tau == pytest.approx(0.5)
+    # too few: τ moves down
+    b = _attr([1.0, 0.25, 0.24, 0.1, 0.0])
+    tau, _, kept = adaptive_select([b], [0], 0.3, 0.7, (3, 5))
+    assert len(kept) == 3 and tau == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        adaptive_select([b], [0], 0.3, 0.7, (5, 2))
+
+
+def test_empty_set_says_why():
+    from amig_plugin.neurons import empty_reason, select_neurons
+    a, b = _attr([1.0, 0.0, 0.0]), _attr([0.0, 1.0, 0.0])
+    per_prompt, kept = select_neurons([a, b], [0], 0.3, 0.7)
+    assert kept == []
+    why = empty_reason(per_prompt, 0.7, 0.3, True)
+    assert "no neuron is shared by > p=0.7 of 2 prompts" in why and "adaptive" in why
+    assert "positive" in empty_reason([[]], 0.7, 0.3, False)
+
+
+def test_localize_records_empty_reason_and_adaptive():
+    from amig_plugin.neurons import KnowledgeNeurons, localize
+    model, tok = get_model("gpt2")
+    prompts = [PROMPT, "the capital city of france is <mask>"]
+    # tau = 1: only the maximum of each prompt passes; two different maxima share nothing
+    kn = localize(model, tok, prompts, "paris", lang="en", tau=1.0, steps=2)
+    assert len(kn) == 0 or len(set(map(tuple, kn.per_prompt[0])) & set(map(tuple, kn.per_prompt[1]))) == 1
+    if not len(kn):
+        assert kn.empty_reason.startswith("no neuron")
+    ad = localize(model, tok, prompts, "paris", lang="en", steps=2, share_p=0.0, adaptive=(2, 5))
+    assert ad.settings["adaptive"] == [2, 5] and ad.settings["tau_start"] == 0.3
+    assert 2 <= len(ad) <= 5 or ad.settings["tau"] in (0.05, 1.0)
+    assert ad.empty_reason == ""
+    assert KnowledgeNeurons.from_dict(ad.to_dict()).settings == ad.settings
+
+
+@pytest.mark.parametrize("size_range", [(2, 5), (1, 1), (8, 12)])
+def test_adaptive_from_a_one_prompt_record_equals_direct_selection(size_range):
+    from amig_plugin.neurons import adaptive_from_record
+    model, tok = get_model("gpt2")
+    plain = localize(model, tok, PROMPT, "paris", lang="en", steps=3)
+    direct = localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=size_range)
+    derived = adaptive_from_record(plain, size_range)
+    assert derived is not None
+    assert derived.neurons == direct.neurons and derived.settings["tau"] == direct.settings["tau"]
+    assert derived.scores == pytest.approx(direct.scores)
+    assert adaptive_from_record(plain, (2, 60)) is None  # more than the recorded top neurons: cannot answer
+
+
+def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
+    from amig_plugin.cache import LocalizationCache
+    model, tok = get_model("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3)
+    ad = cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5))
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert ad.neurons == localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5)).neurons
+    again = LocalizationCache(tmp_path / "loc.jsonl").localize(model, tok, PROMPT, "paris", lang="en", steps=3,
+                                                               adaptive=[2, 5])
+    assert again.neurons == ad.neurons

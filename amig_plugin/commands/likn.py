@@ -29,7 +29,7 @@ def _protocols(text: str) -> list[str]:
     return list(dict.fromkeys(protocols))
 
 
-def load_fact_data(data: str | None, langs: list[str]):
+def load_fact_data(data: str | None, langs: list[str], template_lang: str | None = "en"):
     """(facts with every language in ``langs``, a description, notes) from ``--data``."""
     from ..data import FactFormatError, bmlama_paths, load_bmlama, load_facts, load_mlama, shipped_facts
 
@@ -39,7 +39,7 @@ def load_fact_data(data: str | None, langs: list[str]):
     path = Path(data)
     if path.is_dir():
         if all((path / f"{l}.tsv").is_file() for l in langs):
-            return load_bmlama(bmlama_paths(path, langs)), f"BMLAMA {path}", notes
+            return load_bmlama(bmlama_paths(path, langs), template_lang=template_lang), f"BMLAMA {path}", notes
         if all((path / l / "templates.jsonl").is_file() for l in langs):
             return load_mlama(path, langs), f"mLAMA {path}", notes
         raise FactFormatError(
@@ -81,6 +81,7 @@ def cmd_likn(args) -> int:
     from ..cli import _load
     from ..data import sample_facts
     from ..likn import run_likn_experiment
+    from ..models import get_family
 
     if args.report_only:
         from ..likn import LIKNExperiment
@@ -95,7 +96,7 @@ def cmd_likn(args) -> int:
     protocols = list(args.protocols)
     if not args.threads:
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    facts, source, notes = load_fact_data(args.data, langs)
+    facts, source, notes = load_fact_data(args.data, langs, getattr(args, "template_lang", "en"))
     model, tok = _load(args)
     facts, bad = usable_for(model, facts, langs, args.causal_mode)
     if bad:
@@ -106,13 +107,21 @@ def cmd_likn(args) -> int:
             notes.append(f"--n {n} but only {len(facts)} usable facts: using all of them")
         n = len(facts)
     facts = sample_facts(facts, n, seed=args.sample_seed)
+    from ..data import cut_loss_warnings, cut_losses
+    losses = cut_losses(facts, langs)
+    if args.causal_mode == "cut" and get_family(model).kind == "causal":
+        notes += cut_loss_warnings(losses)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / (
-        f"likn-{Path(args.data).name if args.data else 'shipped'}-{'-'.join(langs)}-{args.method}-n{n}-{args.causal_mode}")
+        f"likn-{Path(args.data).name if args.data else 'shipped'}-{'-'.join(langs)}-{args.method}-n{n}-{args.causal_mode}"
+        + (f"-adaptive{args.adaptive.replace(',', '-')}" if getattr(args, "adaptive", None) else ""))
     cache = LocalizationCache.for_model(model, root=args.cache_dir) if not args.no_cache else None
     settings = dict(steps=args.steps, objective=args.objective, quadrature=args.quadrature,
                     ig_batch_size=args.ig_batch_size, share_p=args.share_p, tau=args.tau)
+    if getattr(args, "adaptive", None):
+        from ..neurons import check_size_range
+        settings["adaptive"] = check_size_range(args.adaptive.split(","))
     print(f"LIKN: {len(facts)} facts from {source}, languages {langs}, method {args.method}, causal mode "
           f"{args.causal_mode}, protocols {protocols}; output {out}", file=sys.stderr)
     t0 = time.time()
@@ -121,7 +130,7 @@ def cmd_likn(args) -> int:
         n_unrelated=args.n_unrelated, seed=args.seed, rank_by=args.rank_by,
         unrelated_accuracy={"none": (), "activation": ("activation",), "both": ("activation", "value")}[
             args.unrelated_accuracy], random_control=not args.no_random, out_dir=out,
-        config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes,
+        config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes, cut_losses=losses,
                     sample_seed=args.sample_seed),
         localize_settings=settings, lambda_old=args.lambda_old, lambda_new=args.lambda_new, signed=not args.unsigned)
     elapsed = time.time() - t0
@@ -139,6 +148,8 @@ def add_commands(subparsers) -> None:
                                            "editing experiment (LIKN vs Mono-KN vs Seq-KN)")
     p.add_argument("--data", default=None, help="BMLAMA directory (<lang>.tsv), mLAMA directory (<lang>/templates.jsonl) "
                                                 "or JSONL fact file (default: the shipped facts)")
+    p.add_argument("--template-lang", type=opt.language, default="en", help="BMLAMA: the language whose aligned templates "
+                   "name the relations (default en; any loaded language works)")
     p.add_argument("--langs", type=opt.language_list(2), default=["en", "zh"], help="comma-separated languages, at least 2 (default en,zh)")
     p.add_argument("--n", type=opt.int_at_least(2, " (unrelated prompts come from other facts)"), default=100, help="number of facts (prefix-consistent stratified sample; default 100)")
     p.add_argument("--method", choices=["amig", "kn"], default="amig")
@@ -161,7 +172,10 @@ def add_commands(subparsers) -> None:
                    help="value edit without orienting each neuron's update by the sign of its activation "
                         "(Dai's original; wrong for gated MLPs whose neurons can be negative)")
     p.add_argument("--no-random", action="store_true", help="skip the random-neuron control")
-    p.add_argument("--tau", type=opt.tau, default=None, help="threshold τ × max (default: en 0.3, zh 0.2, else 0.2)")
+    p.add_argument("--tau", type=opt.tau, default=None, help="threshold τ × max (default: AMIG en 0.3, zh 0.2, else 0.2; "
+                                                          "KN 0.2)")
+    p.add_argument("--adaptive", default=None, metavar="LO,HI", help="Dai et al.'s adaptive selection: move τ until "
+                                                                     "each set has LO..HI neurons (e.g. 2,5)")
     p.add_argument("--share-p", type=opt.share_p, default=0.7, help="keep neurons shared by > p of a fact's prompts")
     p.add_argument("--cache-dir", default=None, help="localization cache root (default $AMIG_CACHE or ~/.cache/amig-plugin)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the localization cache")

@@ -261,7 +261,7 @@ def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
 
 
 def effect_summary(records: list[dict], config) -> list[dict]:
-    from ..intervene import mean_ci
+    from ..stats import mean_ci, median, paired_difference
 
     rows = []
     groups: dict[tuple, list[dict]] = {}
@@ -278,11 +278,14 @@ def effect_summary(records: list[dict], config) -> list[dict]:
                 unr = [r["unrelated"][name][mode] for r in ok if _finite(r["unrelated"].get(name, {}).get(mode))]
                 rm, rci = mean_ci(rel)
                 um, uci = mean_ci(unr)
+                paired = [(r["related"].get(name, {}).get(mode), r["unrelated"].get(name, {}).get(mode)) for r in ok]
+                spec = paired_difference([a for a, _ in paired], [b for _, b in paired], seed=getattr(config, "seed", 0))
                 sizes = [r["sizes"][name] for r in ok]
                 rows.append(dict(method=method, lang=lang, neurons=name, mode=mode, facts=len(ok), failed=failed,
                                  mean_size=_mean(sizes), empty_sets=sum(s == 0 for s in sizes),
                                  related_mean=rm, related_ci=rci, unrelated_mean=um, unrelated_ci=uci,
-                                 ratio=abs(rm / um) if um and _finite(um) and _finite(rm) else float("nan")))
+                                 related_median=median(rel), specific_mean=spec["mean"], specific_low=spec["low"],
+                                 specific_high=spec["high"]))
     return rows
 
 
