@@ -7,3 +7,17 @@ import here: the CLI and the hparams validation read them before any model is lo
 #: fact's path points (m = 20 x 12 GPT-2-small layers = 240 rows) never runs a block on a
 #: single row; 256 rows of Gemma-3-270M's 262k-token vocabulary take 268 MB.
 DEFAULT_IG_BATCH_SIZE = 256
+
+#: IG path points m and the quadrature rule (:func:`amig_plugin.attribution.quadrature_rule`)
+#: used wherever none is given: the engine, the CLI, EasyEdit hparams, run configs and studies.
+#: Both are part of every result's key (caches and stores keep results of other rules apart).
+DEFAULT_STEPS = 20
+DEFAULT_QUADRATURE = "midpoint"
+
+#: A result is converged when every layer's relative completeness residual
+#: |Σ IG − ΔF_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l |ΔF_l|) is at most this.
+DEFAULT_RESIDUAL_TOLERANCE = 0.05
+
+#: Layers whose ΔF is below this fraction of the largest layer's are judged against that
+#: fraction instead (a relative residual of a ΔF ~ 0 would be noise over noise).
+RESIDUAL_FLOOR = 0.01

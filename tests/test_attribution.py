@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from amig_plugin.attribution import neuron_attributions, path_alphas
+from amig_plugin.attribution import QUADRATURES, neuron_attributions, path_alphas, quadrature_rule
 from amig_plugin.models import QueryError, UnsupportedModelError, get_family
 from conftest import amig_hooks, FAMILIES, get_model
 from tiny import bos_word_tokenizer, dropping_word_tokenizer, tiny_sharp
@@ -110,7 +110,7 @@ def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers
     family = get_family(model, neuron_site=neuron_site)
     rq = RefQuery(kind, tok, prompt, target)
     layers = list(range(family.num_layers)) if layers is None else layers
-    alphas = path_alphas(steps, quadrature).tolist()
+    alphas, weights = (x.tolist() for x in quadrature_rule(steps, quadrature))
     attr, acts, bases, base_scores = [], [], [], []
     for layer in layers:
         a = ref_capture(model, family, rq.ids, layer, rq.tp)
@@ -122,13 +122,13 @@ def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers
         igs, fs = [], []
         for b in per:
             grad_sum = torch.zeros_like(a)
-            for alpha in alphas:
+            for alpha, weight in zip(alphas, weights):
                 z = (b + alpha * (a - b)).requires_grad_(True)
                 with torch.enable_grad():
                     f = ref_patched_score(model, family, rq, layer, z, objective)
                     (g,) = torch.autograd.grad(f, z)
-                grad_sum += g
-            igs.append((a - b) * grad_sum / steps)
+                grad_sum += weight * g
+            igs.append((a - b) * grad_sum)
             with torch.no_grad():
                 fs.append(float(ref_patched_score(model, family, rq, layer, b, objective)))
         attr.append(torch.stack(igs).mean(0))
