@@ -62,7 +62,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
-from .defaults import (DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS,
+from .defaults import (QUADRATURE_NAMES, DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS,
                        RESIDUAL_FLOOR)
 from .scoring import LMHead, head_scores, target_scores
 
@@ -72,7 +72,7 @@ Quadrature = Literal["midpoint", "left", "right", "linspace", "gauss", "steep"]
 
 METHODS = ("amig", "kn")
 OBJECTIVES = ("prob", "logprob")
-QUADRATURES = ("midpoint", "left", "right", "linspace", "gauss", "steep")
+QUADRATURES = QUADRATURE_NAMES
 AMIG_MODES = ("mean", "per_position")
 
 

@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .neurons import KnowledgeNeurons, localize, model_id
+from .defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
+from .neurons import KnowledgeNeurons, UnconvergedError, localize, model_id
 from .store import RecordStore
 
 
@@ -75,28 +76,43 @@ class LocalizationCache:
                 settings: dict) -> tuple[str, dict | None]:
         """(key to store under, record or None). The key leaves out execution-only settings;
         records written before that (keyed with ``ig_batch_size``, 64 by default then) are
-        still found."""
+        still found, and so are midpoint records keyed without the rule (then the only default)."""
         result_settings = {k: v for k, v in settings.items() if k not in self.EXECUTION_ONLY}
         key = self.key(model_name, prompts, target, lang, method, result_settings)
         record = self.store.get(key)
-        if record is None:
+        variants = [result_settings]
+        if result_settings.get("quadrature") == "midpoint":  # callers that left the rule to the old default
+            variants.append({k: v for k, v in result_settings.items() if k != "quadrature"})
+        for variant in variants:
+            if record is not None:
+                break
+            record = self.store.get(self.key(model_name, prompts, target, lang, method, variant))
             for batch in dict.fromkeys([settings.get("ig_batch_size", LEGACY_IG_BATCH_SIZE), LEGACY_IG_BATCH_SIZE]):
-                legacy = {**result_settings, "ig_batch_size": batch}
-                record = self.store.get(self.key(model_name, prompts, target, lang, method, legacy))
                 if record is not None:
                     break
+                legacy = {**variant, "ig_batch_size": batch}
+                record = self.store.get(self.key(model_name, prompts, target, lang, method, legacy))
         return key, record
 
     def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        # the rule is part of the key even where the caller left it to the default; 'warn' and
+        # 'refuse' give the same record (refusal is checked on the way out), 'refine' does not
+        settings = {"steps": DEFAULT_STEPS, "quadrature": DEFAULT_QUADRATURE, **settings}
+        refuse = settings.get("on_unconverged") == "refuse"
+        key_settings = {k: v for k, v in settings.items()
+                        if not (k == "on_unconverged" and v in ("warn", "refuse"))}
         key, record = self._lookup(f"{model_id(model)}#{self._fingerprint(model)}", prompts, target, lang, method,
-                                   settings)
+                                   key_settings)
         if record is not None:
             self.hits += 1
             kn = KnowledgeNeurons.from_dict(record["neurons"])
             kn.fact_id = fact_id if fact_id is not None else kn.fact_id
+            if refuse and kn.converged is False:
+                raise UnconvergedError(f"cached localization of {target!r} ({method}) is unconverged at layers "
+                                       f"{kn.unconverged_layers}; use the steep quadrature or on_unconverged='refine'")
             return kn
         self.misses += 1
         kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)

@@ -12,14 +12,15 @@ import sys
 import time
 
 from . import __version__
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
 
 
 def _add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Hugging Face name or local folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--steps", type=int, default=20, help="IG path points m (default 20)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"IG path points m (default {DEFAULT_STEPS})")
     p.add_argument("--objective", choices=["prob", "logprob"], default="prob", help="F = P(target) (paper) or log P(target)")
-    p.add_argument("--quadrature", choices=["midpoint", "left", "right", "linspace"], default="midpoint")
+    p.add_argument("--quadrature", choices=QUADRATURE_NAMES, default=DEFAULT_QUADRATURE,
+                   help="IG rule: Riemann sums, gauss (Gauss-Legendre), steep (graded towards the baseline)")
     p.add_argument("--ig-batch-size", type=int, default=DEFAULT_IG_BATCH_SIZE, help="path points per forward/backward batch")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
@@ -53,6 +54,9 @@ def cmd_localize(args) -> int:
     for prompt, r in zip(prompts, results):
         print(f"prompt {prompt!r}: F(a)={r.score:.4g}  completeness residual max|Σ IG − ΔF|={r.max_abs_residual:.3g} "
               f"(relative {r.relative_residual:.3g})  neurons above τ: {sum(1 for _ in kn.per_prompt[results.index(r)])}")
+    if kn.converged is False:
+        print(f"WARNING: unconverged IG (relative completeness residual {kn.relative_residual:.3g} > "
+              f"{kn.residual_tolerance} at layers {kn.unconverged_layers}): try --quadrature steep or more --steps")
     print(f"{len(kn)} knowledge neurons (layer, index, attribution):")
     for (layer, index), score in list(zip(kn.neurons, kn.scores))[: args.top]:
         print(f"  L{layer:<3d} {index:<6d} {score:.4g}")
@@ -70,7 +74,7 @@ def cmd_demo(args) -> int:
     model, tok = _load(args)
     return run_demo(model, tok, n_facts=args.facts, steps=args.steps, ig_batch_size=args.ig_batch_size,
                     objective=args.objective, langs=args.langs.split(","), seed=args.seed,
-                    prompts_per_fact=args.prompts_per_fact)
+                    prompts_per_fact=args.prompts_per_fact, quadrature=args.quadrature)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,10 @@ DEFAULT_IG_BATCH_SIZE = 256
 DEFAULT_STEPS = 20
 DEFAULT_QUADRATURE = "midpoint"
 
+#: The engine's quadrature rules (``amig_plugin.attribution.quadrature_rule``), for validation
+#: before torch is imported.
+QUADRATURE_NAMES = ("midpoint", "left", "right", "linspace", "gauss", "steep")
+
 #: A result is converged when every layer's relative completeness residual
 #: |Σ IG − ΔF_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l |ΔF_l|) is at most this.
 DEFAULT_RESIDUAL_TOLERANCE = 0.05

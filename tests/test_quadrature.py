@@ -151,3 +151,34 @@ def test_refine_unconverged_reruns_only_the_bad_layers():
     torch.testing.assert_close(fixed.attributions, direct.attributions, rtol=1e-4, atol=1e-7)
     amig = attribute_query(family, query, tok, method="amig", steps=20)
     assert refine_unconverged(family, query, amig, tok) is amig  # converged: untouched
+
+
+def test_localize_warns_refuses_or_refines_unconverged_results(tmp_path):
+    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.demo import unconverged_warning
+    from amig_plugin.neurons import KnowledgeNeurons, UnconvergedError, localize
+    from amig_plugin.report import unconverged_lines
+
+    model, tok = get_model("gemma3")
+    flagged = localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="midpoint")
+    assert flagged.converged is False and flagged.unconverged_layers == [0, 1, 2]
+    assert len(flagged.layer_relative_residuals) == 1 and len(flagged.layer_relative_residuals[0]) == 3
+    again = KnowledgeNeurons.from_dict(flagged.to_dict())  # the record keeps the guard
+    assert again.converged is False and again.relative_residual == flagged.relative_residual
+    assert "KN IG is unconverged for 1 of 1 facts" in unconverged_warning([flagged], "kn")
+    assert unconverged_warning([localize(model, tok, GEMMA_PROMPT, "paris", method="amig")], "amig") is None
+    with pytest.raises(UnconvergedError, match="unconverged"):
+        localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refuse")
+    refined = localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refine")
+    assert refined.converged is True and refined.settings["on_unconverged"] == "refine"
+    # the cache: refusal also applies to a cached unconverged record; 'refine' is a different key
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20)
+    with pytest.raises(UnconvergedError):
+        cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refuse")
+    assert cache.hits == 1
+    assert cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refine").converged
+    assert cache.misses == 2
+    rows = [dict(method="kn", lang="en", facts=3, unconverged=2, max_rel_residual=0.9), dict(method="amig", unconverged=0)]
+    lines = unconverged_lines(rows)
+    assert len([l for l in lines if "WARNING" in l]) == 1 and "2 of 3 KN" in lines[0]
