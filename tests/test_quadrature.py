@@ -182,3 +182,22 @@ def test_localize_warns_refuses_or_refines_unconverged_results(tmp_path):
     rows = [dict(method="kn", lang="en", facts=3, unconverged=2, max_rel_residual=0.9), dict(method="amig", unconverged=0)]
     lines = unconverged_lines(rows)
     assert len([l for l in lines if "WARNING" in l]) == 1 and "2 of 3 KN" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_captum_layer_integrated_gradients_agrees(kind):
+    """Captum's LayerIntegratedGradients at our neuron site (benchmarks/attribution.py) gives the
+    same KN attributions under the midpoint and Gauss-Legendre rules (a second anchor)."""
+    pytest.importorskip("captum", reason="captum is a benchmark dependency (the 'bench' extra)")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from attribution import captum_kn
+
+    model, tok = get_model(kind)
+    prompt = {"gpt2": GEMMA_PROMPT, "bert": "france capital <mask> ."}[kind]
+    for quadrature, rule, steps in (("midpoint", "riemann_middle", 7), ("gauss", "gausslegendre", 5)):
+        ours = neuron_attributions(model, tok, prompt, "paris", method="kn", steps=steps, quadrature=quadrature)
+        theirs = captum_kn(model, tok, steps, rule, 256)(prompt, "paris")
+        assert rel_diff(ours.attributions, theirs) < 1e-5
