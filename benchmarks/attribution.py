@@ -25,8 +25,8 @@ the same models and prompts as ours in ``kn`` mode at our default site. Ends wit
 
     speedup_vs_captum: causal=<x> masked=<y> max_rel_diff=<d>
 
-``--gemma`` adds seconds per fact on the real Gemma-3-270M (all 18 layers, m = 20, AMIG and
-KN, one English and one Chinese shipped fact), and ``--gemma-naive`` the naive per-layer
+``--gemma`` adds seconds per fact on the real Gemma-3-270M (all 18 layers, AMIG and KN, one
+English and one Chinese shipped fact; midpoint m = 20, the default rule and the steep rule), and ``--gemma-naive`` the naive per-layer
 loop (8 steps) on the same English fact for the ratio.
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's amig_plugin, installed or not
-from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE  # noqa: E402
+from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS  # noqa: E402
 
 CAUSAL = dict(vocab_size=50257, layers=12, width=768, heads=12, ffn=3072)  # GPT-2 small
 MASKED = dict(vocab_size=28996, layers=12, width=768, heads=12, ffn=3072)  # bert-base-cased
@@ -338,13 +338,16 @@ def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
     fact = shipped_facts()[0]
     for lang in ("en", "zh"):
         query = family.encode(tok, fact.prompts[lang][0], fact.object[lang])
+        rules = [("midpoint", 20), (DEFAULT_QUADRATURE, DEFAULT_STEPS), ("steep", 24), ("steep", 42)]
         for method in ("amig", "kn"):
-            t0 = time.perf_counter()
-            r = attribute_query(family, query, tok, method=method, steps=20)
-            dt = time.perf_counter() - t0
-            print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} tokens): "
-                  f"{method} all {family.num_layers} layers, m=20: {dt:.1f} s/fact; F(a)={r.score:.3g}, "
-                  f"relative completeness residual {r.relative_residual:.2g}")
+            for rule, steps in dict.fromkeys(rules):
+                t0 = time.perf_counter()
+                r = attribute_query(family, query, tok, method=method, steps=steps, quadrature=rule)
+                dt = time.perf_counter() - t0
+                print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} "
+                      f"tokens): {method} all {family.num_layers} layers, {rule}/{steps}: {dt:.1f} s/fact; "
+                      f"F(a)={r.score:.3g}, worst layer's relative completeness residual {r.relative_residual:.2g}"
+                      f"{'' if r.converged else ' (UNCONVERGED)'}")
     if naive:
         query = family.encode(tok, fact.prompts["en"][0], fact.object["en"])
         t0 = time.perf_counter()

@@ -103,13 +103,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny models, one query, 4 Gemma layers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-gemma", action="store_true")
+    ap.add_argument("--gemma-only", action="store_true", help="only Gemma-3-270M (all layers)")
+    ap.add_argument("--langs", default=None, help="Gemma fact languages (default en,zh; quick en)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from attribution import benchmark_queries
 
     cases = []
-    for name, model, tok, kind in small_models(args.quick):
+    for name, model, tok, kind in ([] if args.gemma_only else small_models(args.quick)):
         for q in benchmark_queries(kind, tok, 1 if args.quick else 2):
             for method in ("amig", "kn"):
                 cases.append(run_case(name, model, tok, q, method))
@@ -121,7 +123,8 @@ def main() -> None:
         model, tok = load_model()
         fact = shipped_facts()[0]
         layers = [0, 6, 12, 17] if args.quick else None
-        for lang in ("en",) if args.quick else ("en", "zh"):
+        langs = args.langs.split(",") if args.langs else (["en"] if args.quick else ["en", "zh"])
+        for lang in langs:
             for method in ("amig", "kn"):
                 case = run_case(f"gemma-3-270m/{lang}", model, tok, (fact.prompts[lang][0], fact.object[lang]), method, layers)
                 cases.append(case)
