@@ -11,8 +11,11 @@ DEFAULT_IG_BATCH_SIZE = 256
 #: IG path points m and the quadrature rule (:func:`amig_plugin.attribution.quadrature_rule`)
 #: used wherever none is given: the engine, the CLI, EasyEdit hparams, run configs and studies.
 #: Both are part of every result's key (caches and stores keep results of other rules apart).
-DEFAULT_STEPS = 20
-DEFAULT_QUADRATURE = "midpoint"
+#: 8-point Gauss-Legendre: on Gemma-3-270M (AMIG) its error against a 256-point reference is
+#: 4.7e-5 vs 2.1e-3 for the paper's midpoint m = 20, at 0.4x the path points
+#: (``benchmarks/ig_accuracy.py``); 4 points are not enough (4.5e-3).
+DEFAULT_STEPS = 8
+DEFAULT_QUADRATURE = "gauss"
 
 #: The engine's quadrature rules (``amig_plugin.attribution.quadrature_rule``), for validation
 #: before torch is imported.

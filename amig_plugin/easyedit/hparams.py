@@ -17,10 +17,10 @@ Ours (see :func:`amig_plugin.easyedit.amig_main.apply_amig_to_model`):
 key                 default      meaning
 ==================  ===========  ==============================================================
 method              amig         ``amig`` (Chen et al. 2024 baseline) or ``kn`` (Dai et al.'s 0)
-steps               20           IG path points m; >= 2 (``steps: 1`` is not IG)
+steps               8            IG path points m (defaults.py); >= 2 (``steps: 1`` is not IG)
 ig_batch_size       64           path points per forward/backward batch
 objective           prob         F = P(target) (paper) or ``logprob``
-quadrature          midpoint     midpoint | left | right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
+quadrature          gauss        midpoint | left | right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
 amig_mode           mean         IG from the mean masked baseline, or ``per_position``
 layers              null         layers to attribute (null = all)
 lang                auto         language of the requests: ``auto`` (CJK characters -> zh,
