@@ -30,8 +30,9 @@ of about 6 points), for paths that are flat with a jump near the baseline (Dai e
 baseline on models with a norm after the FFN, e.g. Gemma-2/3).
 
 Convergence: every result carries the per-layer relative completeness residual
-|Σ_i IG_i − ΔF_l| / max(|ΔF_l|, ε · max_l' |ΔF_l'|) (ε = ``RESIDUAL_FLOOR``, so a layer whose
-ΔF is ~0 is judged against a small fraction of the largest layer's instead of 0) and is
+|Σ_i IG_i − ΔF_l| / max(|ΔF_l|, ε · max_l' |ΔF_l'|, 1e-5 · |F(a)|) (ε = ``RESIDUAL_FLOOR``, so
+a layer whose ΔF is ~0 is judged against a small fraction of the largest layer's instead of 0,
+and nothing against less than float32 rounding of the score) and is
 ``converged`` when every layer is within ``tolerance`` (default 0.05); see
 :func:`refine_unconverged` for re-running the layers that are not with a finer rule.
 
@@ -119,7 +120,8 @@ class AttributionResult:
     @property
     def layer_relative_residuals(self) -> torch.Tensor:
         """[L]: |residual_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l' |ΔF_l'|), ΔF_l = F(a) − F(a'_l)."""
-        return layer_relative_residuals(self.completeness_residual, self.score - self.baseline_scores)
+        return layer_relative_residuals(self.completeness_residual, self.score - self.baseline_scores,
+                                        score=self.score)
 
     @property
     def relative_residual(self) -> float:
@@ -141,10 +143,17 @@ class AttributionResult:
         return self.layers[row]
 
 
-def layer_relative_residuals(residual: torch.Tensor, delta: torch.Tensor, floor: float = RESIDUAL_FLOOR) -> torch.Tensor:
-    """[L] relative completeness residuals: |residual_l| / max(|ΔF_l|, floor · max_l' |ΔF_l'|)."""
+FLOAT_NOISE = 1e-5
+"""ΔF below this fraction of |F(a)| is float32 rounding of the scores (a random-weight model's
+P(target) ~ 1e-4 moves by less than that): residuals are judged against at least this."""
+
+
+def layer_relative_residuals(residual: torch.Tensor, delta: torch.Tensor, floor: float = RESIDUAL_FLOOR,
+                             score: float = 0.0) -> torch.Tensor:
+    """[L] relative completeness residuals:
+    |residual_l| / max(|ΔF_l|, floor · max_l' |ΔF_l'|, FLOAT_NOISE · |F(a)|)."""
     delta = delta.abs().double()
-    denom = delta.clamp_min(max(floor * float(delta.max()), 1e-12))
+    denom = delta.clamp_min(max(floor * float(delta.max()), FLOAT_NOISE * abs(score), 1e-12))
     return (residual.abs().double() / denom).float()
 
 

@@ -114,6 +114,9 @@ def test_layer_relative_residuals_use_each_layers_own_delta_with_a_floor():
     delta = torch.tensor([1.0, 0.1, 1e-9])  # the last layer's ΔF is ~0: judged against the floor
     rel = layer_relative_residuals(residual, delta)
     torch.testing.assert_close(rel, torch.tensor([0.01, 0.1, 1e-6 / RESIDUAL_FLOOR]))
+    # ΔF below float32 rounding of F(a) (1e-5 · F) is noise: judged against that instead
+    noisy = layer_relative_residuals(torch.tensor([1e-9, 2e-9]), torch.tensor([1e-9, 1e-9]), score=1e-3)
+    torch.testing.assert_close(noisy, torch.tensor([1e-9 / 1e-8, 2e-9 / 1e-8]))
 
 
 def test_guard_flags_unconverged_zero_baseline_and_passes_converged():
