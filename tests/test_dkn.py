@@ -278,4 +278,4 @@ def test_detection_key_ignores_batch_size_and_keeps_the_legacy_key():
     new_default, legacy = detection_keys("m", fact, "en", settings={}, **args)
     assert detection_keys("m", fact, "en", settings={"ig_batch_size": 7}, **args)[0] == new_default
     assert legacy != new_default  # records keyed with ig_batch_size=64 (the old default) are looked up too
-    assert detection_keys("m", fact, "en", settings={"steps": 8}, **args)[0] != new_default
+    assert detection_keys("m", fact, "en", settings={"steps": 5}, **args)[0] != new_default
