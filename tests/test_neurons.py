@@ -180,8 +180,12 @@ def test_cache_ignores_batch_size_and_finds_records_keyed_the_old_way(tmp_path):
     name = f"{model_id(model)}#{legacy._fingerprint(model)}"
     old_key = legacy.key(name, [PROMPT], "paris", "en", "kn", {"steps": 3, "ig_batch_size": 64})
     legacy.store.add(old_key, {"fact_id": None, "lang": "en", "method": "kn", "neurons": first.to_dict()})
-    found = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
+    # (keyed without the rule, which was midpoint then: found for midpoint, not for another rule)
+    found = legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128,
+                            quadrature="midpoint")
     assert (legacy.misses, legacy.hits) == (0, 1) and found.neurons == first.neurons
+    legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="gauss")
+    assert (legacy.misses, legacy.hits) == (1, 1)
     # a result setting still separates entries
     legacy.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
-    assert legacy.misses == 1
+    assert legacy.misses == 2
