@@ -75,7 +75,10 @@ def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = DEFAULT_STEPS, 
             for method in ("amig", "kn"):
                 kn = cache.localize(model, tokenizer, prompts, target, lang=lang, method=method, steps=steps,
                                     objective=objective, ig_batch_size=ig_batch_size, fact_id=fact.id,
-                                    quadrature=quadrature)
+                                    quadrature=quadrature,
+                                    # KN's zero baseline jumps at α ≈ 0 on models with a post-FFN norm
+                                    # (Gemma-2/3): its unconverged layers are redone with the steep rule
+                                    on_unconverged="refine" if method == "kn" else "warn")
                 sets[method] = kn.neurons
                 info[method] = kn
                 infos[method].append(kn)
