@@ -17,10 +17,24 @@ Baselines
     baseline ā' = mean_j a'_j. ``amig_mode="per_position"``: the average over j of the IG
     attributions from each a'_j (completeness against mean_j F(a'_j)).
 
-Quadrature (α_k, all weights w_k = 1/m): ``midpoint`` (k+½)/m (default, best completeness),
-``left`` k/m (Dai et al.'s rule), ``right`` (k+1)/m, ``linspace`` k/(m−1) — EasyEdit's /
-EleutherAI's rule (``torch.linspace(0, 1, m)`` weighted 1/m: both endpoints, a biased sum;
-with m = 1 it is the gradient at α = 0 times a, not IG). Offered to reproduce their numbers.
+Quadrature: a rule is nodes and weights (α_k, w_k), ∫₀¹ g ≈ Σ_k w_k g(α_k)
+(:func:`quadrature_rule`); every rule estimates the same integral, and the rows of all path
+points of all layers are batched the same way whatever the rule. Riemann rules (w_k = 1/m):
+``midpoint`` (k+½)/m, ``left`` k/m (Dai et al.'s rule), ``right`` (k+1)/m, ``linspace``
+k/(m−1) — EasyEdit's / EleutherAI's rule (``torch.linspace(0, 1, m)`` weighted 1/m: both
+endpoints, a biased sum; with m = 1 it is the gradient at α = 0 times a, not IG), offered to
+reproduce their numbers. ``gauss``: m-point Gauss-Legendre on [0, 1] (exact for polynomials
+of degree ≤ 2m − 1; nodes and weights by Golub-Welsch). ``steep``: composite Gauss-Legendre
+on panels graded geometrically towards α = 0 ([0, 10^-(P-1)], …, [0.1, 1], P = m // 6 panels
+of about 6 points), for paths that are flat with a jump near the baseline (Dai et al.'s zero
+baseline on models with a norm after the FFN, e.g. Gemma-2/3).
+
+Convergence: every result carries the per-layer relative completeness residual
+|Σ_i IG_i − ΔF_l| / max(|ΔF_l|, ε · max_l' |ΔF_l'|, 1e-5 · |F(a)|) (ε = ``RESIDUAL_FLOOR``, so
+a layer whose ΔF is ~0 is judged against a small fraction of the largest layer's instead of 0,
+and nothing against less than float32 rounding of the score) and is
+``converged`` when every layer is within ``tolerance`` (default 0.05); see
+:func:`refine_unconverged` for re-running the layers that are not with a finer rule.
 
 Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
 batched forward; path points of all layers are batched together; causal models reuse the
@@ -42,7 +56,7 @@ from __future__ import annotations
 import copy
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
@@ -50,16 +64,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch, get_family
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import (QUADRATURE_NAMES, DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS,
+                       RESIDUAL_FLOOR)
 from .scoring import LMHead, head_scores, target_scores
 
 Method = Literal["amig", "kn"]
 Objective = Literal["prob", "logprob"]
-Quadrature = Literal["midpoint", "left", "right", "linspace"]
+Quadrature = Literal["midpoint", "left", "right", "linspace", "gauss", "steep"]
 
 METHODS = ("amig", "kn")
 OBJECTIVES = ("prob", "logprob")
-QUADRATURES = ("midpoint", "left", "right", "linspace")
+QUADRATURES = QUADRATURE_NAMES
 AMIG_MODES = ("mean", "per_position")
 
 
@@ -91,6 +106,9 @@ class AttributionResult:
     target_ids: list[int] = field(default_factory=list)
     num_baseline_inputs: int = 0
 
+    tolerance: float = DEFAULT_RESIDUAL_TOLERANCE
+    refined: dict = field(default_factory=dict)  # layer -> "steep/<m>" where refine_unconverged re-ran it
+
     @property
     def completeness_residual(self) -> torch.Tensor:
         """[L]: Σ_i IG_i − (F(a) − F(a'_l)); ≈ 0 for a correct IG."""
@@ -101,13 +119,100 @@ class AttributionResult:
         return float(self.completeness_residual.abs().max())
 
     @property
+    def layer_relative_residuals(self) -> torch.Tensor:
+        """[L]: |residual_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l' |ΔF_l'|), ΔF_l = F(a) − F(a'_l)."""
+        return layer_relative_residuals(self.completeness_residual, self.score - self.baseline_scores,
+                                        score=self.score)
+
+    @property
     def relative_residual(self) -> float:
-        """max_l |residual_l| / max_l |F(a) − F(a'_l)| (scale-free)."""
-        delta = (self.score - self.baseline_scores).abs().max().clamp_min(1e-12)
-        return float(self.completeness_residual.abs().max() / delta)
+        """The worst layer's relative residual (:attr:`layer_relative_residuals`)."""
+        return float(self.layer_relative_residuals.max())
+
+    @property
+    def unconverged_layers(self) -> list[int]:
+        """Layers whose relative residual exceeds ``tolerance``."""
+        rel = self.layer_relative_residuals
+        return [layer for layer, r in zip(self.layers, rel.tolist()) if not r <= self.tolerance]
+
+    @property
+    def converged(self) -> bool:
+        """Every layer's relative residual is within ``tolerance``."""
+        return not self.unconverged_layers
 
     def layer_of_row(self, row: int) -> int:
         return self.layers[row]
+
+
+FLOAT_NOISE = 1e-5
+"""ΔF below this fraction of |F(a)| is float32 rounding of the scores (a random-weight model's
+P(target) ~ 1e-4 moves by less than that): residuals are judged against at least this."""
+
+
+def layer_relative_residuals(residual: torch.Tensor, delta: torch.Tensor, floor: float = RESIDUAL_FLOOR,
+                             score: float = 0.0) -> torch.Tensor:
+    """[L] relative completeness residuals:
+    |residual_l| / max(|ΔF_l|, floor · max_l' |ΔF_l'|, FLOAT_NOISE · |F(a)|)."""
+    delta = delta.abs().double()
+    denom = delta.clamp_min(max(floor * float(delta.max()), FLOAT_NOISE * abs(score), 1e-12))
+    return (residual.abs().double() / denom).float()
+
+
+# ----------------------------------------------------------------------------------------
+# quadrature
+
+STEEP_PANEL_POINTS = 6
+"""Gauss-Legendre points per panel of the ``steep`` rule."""
+STEEP_PANEL_RATIO = 10.0
+"""Width ratio of neighbouring panels of the ``steep`` rule (panels [0, r^-(P-1)], …, [1/r, 1])."""
+
+
+def gauss_legendre(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """m-point Gauss-Legendre nodes and weights on [0, 1], float64 (Golub-Welsch: the nodes are
+    the eigenvalues of the Jacobi matrix of the Legendre polynomials, off-diagonal
+    k / sqrt(4k² − 1), and the weights 2·(first eigenvector component)², mapped from [−1, 1])."""
+    if m == 1:
+        return torch.tensor([0.5], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    k = torch.arange(1, m, dtype=torch.float64)
+    off = k / torch.sqrt(4 * k * k - 1)
+    jacobi = torch.diag(off, 1) + torch.diag(off, -1)
+    nodes, vectors = torch.linalg.eigh(jacobi)
+    weights = 2 * vectors[0] ** 2
+    nodes = (nodes - nodes.flip(0)) / 2  # symmetric to rounding
+    weights = (weights + weights.flip(0)) / 2
+    return (nodes + 1) / 2, weights / weights.sum()
+
+
+def steep_rule(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite Gauss-Legendre on P = max(1, m // 6) panels graded geometrically towards 0
+    (edges 0, r^-(P-1), …, r^-1, 1 with r = 10); the m points are shared out as evenly as the
+    panels allow, the wider panels taking the remainder. Float64 nodes and weights."""
+    panels = max(1, m // STEEP_PANEL_POINTS)
+    inner = [STEEP_PANEL_RATIO ** -(panels - 1 - i) for i in range(panels - 1)]
+    edges = [0.0] + inner + [1.0]
+    counts = [m // panels + (1 if i >= panels - m % panels else 0) for i in range(panels)]
+    nodes, weights = [], []
+    for (lo, hi), n in zip(zip(edges[:-1], edges[1:]), counts):
+        x, w = gauss_legendre(n)
+        nodes.append(lo + (hi - lo) * x)
+        weights.append((hi - lo) * w)
+    return torch.cat(nodes), torch.cat(weights)
+
+
+def quadrature_rule(steps: int, quadrature: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α_k [m], w_k [m]), both float64, with ∫₀¹ g(α) dα ≈ Σ_k w_k g(α_k), ascending α."""
+    if quadrature == "gauss":
+        return gauss_legendre(steps)
+    if quadrature == "steep":
+        return steep_rule(steps)
+    if quadrature not in QUADRATURES:
+        raise ValueError(f"unknown quadrature {quadrature!r}; use one of {QUADRATURES}")
+    if quadrature == "linspace":
+        alphas = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    else:
+        k = torch.arange(steps, dtype=torch.float64)
+        alphas = (k + {"left": 0.0, "midpoint": 0.5, "right": 1.0}[quadrature]) / steps
+    return alphas, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,12 +237,8 @@ def _validate(method: str, objective: str, steps: int, quadrature: str, amig_mod
 
 
 def path_alphas(steps: int, quadrature: str) -> torch.Tensor:
-    """α_k of the Riemann rule (weights are all 1/steps)."""
-    if quadrature == "linspace":
-        return torch.linspace(0.0, 1.0, steps)
-    k = torch.arange(steps, dtype=torch.float32)
-    offset = {"left": 0.0, "midpoint": 0.5, "right": 1.0}[quadrature]
-    return (k + offset) / steps
+    """α_k of the rule, float32 (weights: :func:`quadrature_rule`)."""
+    return quadrature_rule(steps, quadrature)[0].float()
 
 
 @contextmanager
@@ -792,11 +893,11 @@ def attribute_query(
     tokenizer=None,
     *,
     method: Method = "amig",
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
-    quadrature: Quadrature = "midpoint",
+    quadrature: Quadrature = DEFAULT_QUADRATURE,
     amig_mode: str = "mean",
     strategy: str = "auto",
     progress: bool = False,
@@ -822,7 +923,8 @@ def attribute_query(
             if amig_mode == "mean":
                 per_baseline = per_baseline.mean(0, keepdim=True)
 
-        alphas = path_alphas(steps, quadrature)
+        alphas, weights = quadrature_rule(steps, quadrature)
+        alphas = alphas.float()
         n_base, L, W = per_baseline.shape
         layer_ids = torch.tensor(layers)
         diff = activations.unsqueeze(0) - per_baseline  # [B, L, W]
@@ -870,7 +972,7 @@ def attribute_query(
         else:
             position = int(torch.nonzero(kept_steps == zero_step)[0])
             end_scores = scores[:n_path].view(n_base, L, kept_steps.numel())[:, :, position]
-        mean_grad = grads.mean(2)  # Σ_k w_k ∂F/∂z, w_k = 1/m
+        mean_grad = torch.einsum("blmw,m->blw", grads, weights.to(grads.device, grads.dtype))  # Σ_k w_k ∂F/∂z
         attributions = (diff * mean_grad).mean(0)  # average over baselines (1 unless per_position)
         baseline_scores = end_scores.mean(0)
     return AttributionResult(
@@ -892,6 +994,39 @@ def attribute_query(
     )
 
 
+def refine_unconverged(
+    family: ModelFamily,
+    query: EncodedQuery,
+    result: AttributionResult,
+    tokenizer=None,
+    *,
+    max_steps: int = 96,
+    ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
+    strategy: str = "auto",
+) -> AttributionResult:
+    """``result`` with its unconverged layers re-attributed by the ``steep`` rule at doubling
+    m (from max(2m, 24)) until each is within ``result.tolerance`` or m would exceed
+    ``max_steps``. Per-layer IG is independent across layers, so only those layers run again;
+    ``refined`` records the rule each replaced layer got. Converged results come back as is."""
+    steps = max(2 * result.steps, 24)
+    while not result.converged and steps <= max_steps:
+        todo = result.unconverged_layers
+        again = attribute_query(family, query, tokenizer, method=result.method, steps=steps,
+                                objective=result.objective, layers=todo, ig_batch_size=ig_batch_size,
+                                quadrature="steep", amig_mode=result.amig_mode if result.method == "amig" else "mean",
+                                strategy=strategy)
+        rows = [result.layers.index(layer) for layer in todo]
+        attributions, baselines = result.attributions.clone(), result.baselines.clone()
+        baseline_scores = result.baseline_scores.clone()
+        attributions[rows], baselines[rows] = again.attributions, again.baselines
+        baseline_scores[rows] = again.baseline_scores
+        refined = {**result.refined, **{layer: f"steep/{steps}" for layer in todo}}
+        result = replace(result, attributions=attributions, baselines=baselines, baseline_scores=baseline_scores,
+                         refined=refined)
+        steps *= 2
+    return result
+
+
 def neuron_attributions(
     model: nn.Module | ModelFamily,
     tokenizer,
@@ -899,11 +1034,11 @@ def neuron_attributions(
     target: str,
     *,
     method: Method = "amig",
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     objective: Objective = "prob",
     layers: Sequence[int] | None = None,
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
-    quadrature: Quadrature = "midpoint",
+    quadrature: Quadrature = DEFAULT_QUADRATURE,
     amig_mode: str = "mean",
     neuron_site: str = "ffn_hidden",
     strategy: str = "auto",

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import defaults
 from .models import ModelFamily, get_family
-from .neurons import KnowledgeNeurons, adaptive_from_record, default_tau, localize, model_id
+from .neurons import KnowledgeNeurons, UnconvergedError, adaptive_from_record, default_tau, localize, model_id
 from .store import RecordStore
 
 #: identity of the fingerprint scheme (part of each fingerprint)
@@ -242,14 +242,19 @@ class LocalizationCache:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input (and model
         weights); a cached record that fails :func:`check_neurons_record` is recomputed."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        settings = {**settings, "tau": default_tau(lang, method) if settings.get("tau") is None else settings["tau"]}
+        # the rule is part of the key even where the caller left it to the default; 'warn' and
+        # 'refuse' give the same record (refusal is checked on the way out), 'refine' does not
+        settings = {"steps": defaults.DEFAULT_STEPS, "quadrature": defaults.DEFAULT_QUADRATURE, **settings}
+        settings["tau"] = default_tau(lang, method) if settings.get("tau") is None else settings["tau"]
+        refuse = settings.get("on_unconverged") == "refuse"
+        key_settings = {k: v for k, v in settings.items() if not (k == "on_unconverged" and v in ("warn", "refuse"))}
         name = self.model_name(model)
-        key = self._key(name, prompts, target, lang, method, settings)
+        key = self._key(name, prompts, target, lang, method, key_settings)
         record = self.store.get(key)
         kn = self._checked(record, key, model, prompts, target) if record is not None else None
         if kn is None and record is None and settings.get("adaptive") is not None and len(prompts) == 1:
             # one prompt: the adaptive set follows from the plain record's top attributions (no new IG)
-            base = {k: v for k, v in settings.items() if k != "adaptive"}
+            base = {k: v for k, v in key_settings.items() if k != "adaptive"}
             plain_key = self._key(name, prompts, target, lang, method, base)
             plain = self.store.get(plain_key)
             plain_kn = self._checked(plain, plain_key, model, prompts, target) if plain is not None else None
@@ -259,6 +264,9 @@ class LocalizationCache:
         if kn is not None:
             self.hits += 1
             kn.fact_id = fact_id if fact_id is not None else kn.fact_id
+            if refuse and kn.converged is False:
+                raise UnconvergedError(f"cached localization of {target!r} ({method}) is unconverged at layers "
+                                       f"{kn.unconverged_layers}; use the steep quadrature or on_unconverged='refine'")
             return kn
         self.misses += 1
         kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)

@@ -19,14 +19,15 @@ import time
 
 from . import __version__
 from .commands import options as opt
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
 
 
 def _add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Hugging Face name or local folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--steps", type=opt.ig_steps, default=20, help="IG path points m, >= 2 (default 20)")
+    p.add_argument("--steps", type=opt.ig_steps, default=DEFAULT_STEPS, help=f"IG path points m, >= 2 (default {DEFAULT_STEPS})")
     p.add_argument("--objective", choices=["prob", "logprob"], default="prob", help="F = P(target) (paper) or log P(target)")
-    p.add_argument("--quadrature", choices=["midpoint", "left", "right", "linspace"], default="midpoint")
+    p.add_argument("--quadrature", choices=QUADRATURE_NAMES, default=DEFAULT_QUADRATURE,
+                   help="IG rule: Riemann sums, gauss (Gauss-Legendre), steep (graded towards the baseline)")
     p.add_argument("--ig-batch-size", type=opt.positive_int, default=DEFAULT_IG_BATCH_SIZE,
                    help="path points per forward/backward batch")
     p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -80,6 +81,9 @@ def cmd_localize(args) -> int:
               f"(relative {r.relative_residual:.3g})  neurons above τ: {len(selected)}")
     if len(prompts) > 1:
         print(f"kept: neurons above τ for more than {args.share_p:g} of the {len(prompts)} prompts")
+    if kn.converged is False:
+        print(f"WARNING: unconverged IG (relative completeness residual {kn.relative_residual:.3g} > "
+              f"{kn.residual_tolerance} at layers {kn.unconverged_layers}): try --quadrature steep or more --steps")
     print(f"{len(kn)} knowledge neurons (layer, index, attribution):"
           + (f" EMPTY: {kn.empty_reason}" if not len(kn) else ""))
     for (layer, index), score in list(zip(kn.neurons, kn.scores))[: args.top]:
@@ -102,7 +106,7 @@ def cmd_demo(args) -> int:
     model, tok = _load(args)
     return run_demo(model, tok, n_facts=args.facts, steps=args.steps, ig_batch_size=args.ig_batch_size,
                     objective=args.objective, langs=args.langs, seed=args.seed,
-                    prompts_per_fact=args.prompts_per_fact)
+                    prompts_per_fact=args.prompts_per_fact, quadrature=args.quadrature)
 
 
 def build_parser() -> argparse.ArgumentParser:

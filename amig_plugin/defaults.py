@@ -12,3 +12,24 @@ DEFAULT_IG_BATCH_SIZE = 256
 #: selection, DKN detection). Part of every cache key: raise it whenever a change alters the
 #: neurons or scores a localization returns, so records computed before are never served.
 ATTRIBUTION_VERSION = 2
+
+#: IG path points m and the quadrature rule (:func:`amig_plugin.attribution.quadrature_rule`)
+#: used wherever none is given: the engine, the CLI, EasyEdit hparams, run configs and studies.
+#: Both are part of every result's key (caches and stores keep results of other rules apart).
+#: 8-point Gauss-Legendre: on Gemma-3-270M (AMIG) its error against a 256-point reference is
+#: 4.7e-5 vs 2.1e-3 for the paper's midpoint m = 20, at 0.4x the path points
+#: (``benchmarks/ig_accuracy.py``); 4 points are not enough (4.5e-3).
+DEFAULT_STEPS = 8
+DEFAULT_QUADRATURE = "gauss"
+
+#: The engine's quadrature rules (``amig_plugin.attribution.quadrature_rule``), for validation
+#: before torch is imported.
+QUADRATURE_NAMES = ("midpoint", "left", "right", "linspace", "gauss", "steep")
+
+#: A result is converged when every layer's relative completeness residual
+#: |Σ IG − ΔF_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l |ΔF_l|) is at most this.
+DEFAULT_RESIDUAL_TOLERANCE = 0.05
+
+#: Layers whose ΔF is below this fraction of the largest layer's are judged against that
+#: fraction instead (a relative residual of a ΔF ~ 0 would be noise over noise).
+RESIDUAL_FLOOR = 0.01

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, target_scores
 from .data import Fact, FactFormatError
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .intervene import scale_neurons, scores_under_interventions
 from .models import QueryError, get_family
 
@@ -68,7 +68,7 @@ DEFAULT_MAX_SET_SIZE = 4
 #: Localization settings used for the top-k neurons. They must equal those of the other
 #: studies (LIKN, ``amig run``) so that cached localizations are shared: the cache keys on
 #: the settings as passed.
-LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
+LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE,
                                amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
 
 

@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 from .attribution import frozen_eval
 from .cache import LocalizationCache, model_fingerprint
 from .data import CAUSAL_MODES, Fact, causal_prompt_and_target
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .stats import trimmed_mean
 from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
 from .models import get_family
@@ -109,7 +109,7 @@ Neuron = tuple[int, int]
 
 #: The keyword arguments of :func:`amig_plugin.neurons.localize` used by default. They
 #: equal the run engine's defaults (``amig run``), so both share cached localizations.
-DEFAULT_LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=20, objective="prob", quadrature="midpoint",
+DEFAULT_LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE,
                                        amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
 
 PROTOCOLS = ("activation", "value")

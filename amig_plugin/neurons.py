@@ -27,8 +27,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attribution import AttributionResult, attribute_query
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .attribution import AttributionResult, attribute_query, refine_unconverged
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS
+from .errors import AmigError
+
+ON_UNCONVERGED = ("warn", "refine", "refuse")
+
+
+class UnconvergedError(AmigError, ArithmeticError):
+    """An IG result whose completeness residual exceeds the tolerance, where it was refused."""
 from .models import ModelFamily, get_family
 
 Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
@@ -204,6 +211,9 @@ class KnowledgeNeurons:
     settings: dict = field(default_factory=dict)
     per_prompt: list[list[Neuron]] = field(default_factory=list)
     completeness_residuals: list[float] = field(default_factory=list)
+    #: per prompt, per attributed layer: |Σ IG − ΔF_l| / max(|ΔF_l|, floor · max |ΔF|)
+    layer_relative_residuals: list[list[float]] = field(default_factory=list)
+    residual_tolerance: float = DEFAULT_RESIDUAL_TOLERANCE
     clean_scores: list[float] = field(default_factory=list)
     top: list[list] = field(default_factory=list)  # [[layer, index, mean attribution], ...] best first
     empty_reason: str = ""  # why the set is empty ("" when it is not)
@@ -220,6 +230,24 @@ class KnowledgeNeurons:
 
     def __len__(self) -> int:
         return len(self.neurons)
+
+    @property
+    def relative_residual(self) -> float | None:
+        """The worst layer's relative residual over the prompts (None: a record from before it was kept)."""
+        values = [r for rs in self.layer_relative_residuals for r in rs]
+        return max(values) if values else None
+
+    @property
+    def converged(self) -> bool | None:
+        """Every prompt's every layer within ``residual_tolerance`` (None: not recorded)."""
+        worst = self.relative_residual
+        return None if worst is None else worst <= self.residual_tolerance
+
+    @property
+    def unconverged_layers(self) -> list[int]:
+        layers = self.settings.get("layers") or []
+        return sorted({layers[i] for rs in self.layer_relative_residuals for i, r in enumerate(rs)
+                       if not r <= self.residual_tolerance and i < len(layers)})
 
     def layer_counts(self) -> Counter:
         return Counter(layer for layer, _ in self.neurons)
@@ -268,9 +296,9 @@ def localize(
     method: str = "amig",
     tau: float | None = None,
     share_p: float = 0.7,
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     objective: str = "prob",
-    quadrature: str = "midpoint",
+    quadrature: str = DEFAULT_QUADRATURE,
     amig_mode: str = "mean",
     layers: Sequence[int] | None = None,
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
@@ -279,6 +307,8 @@ def localize(
     adaptive: tuple[int, int] | None = None,
     progress: bool = False,
     return_attributions: bool = False,
+    on_unconverged: str = "warn",
+    refine_max_steps: int = 96,
 ):
     """A fact's knowledge neurons: IG per prompt, τ·max threshold, sharing filter.
 
@@ -289,7 +319,13 @@ def localize(
     ``settings["tau"]``, the start in ``settings["tau_start"]``). An empty set gets its
     ``empty_reason``. With ``return_attributions=True`` returns
     ``(KnowledgeNeurons, [AttributionResult, ...])``.
+    ``on_unconverged``: a prompt whose IG has a layer above the residual tolerance is kept and
+    flagged (``warn``, the record's ``converged`` is False), re-attributed on those layers with
+    the steep rule up to ``refine_max_steps`` points (``refine``), or raises
+    :class:`UnconvergedError` (``refuse``).
     """
+    if on_unconverged not in ON_UNCONVERGED:
+        raise ValueError(f"on_unconverged must be one of {ON_UNCONVERGED}, got {on_unconverged!r}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("no prompts given; pass at least one prompt with '<mask>' where the target goes")
@@ -304,10 +340,19 @@ def localize(
     results: list[AttributionResult] = []
     for prompt in tqdm(prompts, desc="prompts", disable=not progress or len(prompts) == 1, leave=False):
         query = family.encode(tokenizer, prompt, target)
-        results.append(attribute_query(
+        result = attribute_query(
             family, query, tokenizer, method=method, steps=steps, objective=objective, layers=layers,
             ig_batch_size=ig_batch_size, quadrature=quadrature, amig_mode=amig_mode, progress=progress,
-        ))
+        )
+        if not result.converged and on_unconverged == "refine":
+            result = refine_unconverged(family, query, result, tokenizer, max_steps=refine_max_steps,
+                                        ig_batch_size=ig_batch_size)
+        if not result.converged and on_unconverged == "refuse":
+            raise UnconvergedError(
+                f"IG of {prompt!r} -> {target!r} ({method}, {quadrature}/{steps}) is unconverged: relative "
+                f"completeness residual {result.relative_residual:.3g} > {result.tolerance} at layers "
+                f"{result.unconverged_layers}; use the steep quadrature, more steps, or on_unconverged='refine'")
+        results.append(result)
     attrs = [r.attributions for r in results]
     tau_start = tau
     if adaptive is not None:
@@ -328,9 +373,12 @@ def localize(
         model_id=model_id(family.model),
         settings=dict(tau=tau, share_p=share_p, steps=steps, objective=objective, quadrature=quadrature,
                       amig_mode=results[0].amig_mode, layers=results[0].layers, neuron_site=family.neuron_site,
-                      **({"adaptive": list(adaptive), "tau_start": tau_start} if adaptive is not None else {})),
+                      **({"adaptive": list(adaptive), "tau_start": tau_start} if adaptive is not None else {}),
+                      **({"on_unconverged": on_unconverged} if on_unconverged == "refine" else {})),
         per_prompt=per_prompt,
         completeness_residuals=[r.max_abs_residual for r in results],
+        layer_relative_residuals=[[round(x, 6) for x in r.layer_relative_residuals.tolist()] for r in results],
+        residual_tolerance=results[0].tolerance,
         clean_scores=[r.score for r in results],
         top=[[l, i, s] for (l, i), s in top_k_neurons(mean_attr, results[0].layers, min(top_k, mean_attr.numel()))],
         empty_reason="" if kept else empty_reason(per_prompt, share_p, tau, any(float(a.max()) > 0 for a in attrs)),

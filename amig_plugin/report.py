@@ -206,6 +206,18 @@ def overlap_data(loc: list[dict], method: str, langs: tuple[str, str], num_layer
     return per_layer, sizes, jaccard
 
 
+def unconverged_lines(rows: list[dict]) -> list[str]:
+    """Warning lines for summary rows with unconverged IG results (``unconverged`` > 0)."""
+    out = []
+    for row in rows:
+        if row.get("unconverged"):
+            out += [f"**WARNING: {row['unconverged']} of {row.get('facts', '?')} {str(row.get('method', '')).upper()} "
+                    f"localizations ({row.get('lang', '')}) are unconverged** (worst layer's relative completeness "
+                    f"residual {row.get('max_rel_residual', float('nan')):.3g}): their neurons are unreliable; rerun with "
+                    f"`localization.quadrature: steep` or `localization.on_unconverged: refine`.", ""]
+    return out
+
+
 def _timing(folder: RunFolder) -> dict:
     events = folder.read_log()
     starts = [e for e in events if e.get("event") == "start"]
@@ -298,7 +310,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
              f"{', '.join(config.methods)}; languages: {', '.join(config.languages)}",
              f"- data: {config.data['kind']} `{config.data.get('path') or 'shipped'}`, {summary['facts']} facts "
              f"(sample_facts, seed {config.seed})",
-             f"- localization: m = {config.localization['steps']} IG steps, objective {config.localization['objective']}, "
+             f"- localization: m = {config.localization['steps']} IG steps ({config.localization['quadrature']}), objective {config.localization['objective']}, "
              f"tau {config.localization['tau'] or 'default (AMIG: en 0.3, zh 0.2; KN: 0.2)'}, share_p {config.localization['share_p']}",
              f"- complete: **{summary['complete']}**; failed units: **{summary.get('failed', 0)}**; process starts: {timing['process_starts']} "
              f"({timing['interrupted_sessions']} interrupted), process counts used: {timing['worlds']}",
@@ -311,6 +323,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     for name, s in summary["studies"].items():
         if s["rows"]:
             lines += [f"## {name}", "", markdown_table(s["rows"]), f"\n(`{name}.csv`)", ""]
+            lines += unconverged_lines(s["rows"])
     lines += ["## Figures", ""]
     for fname, heading, caption in figures:
         lines += [f"### {heading}", "", f"![{heading}]({fname})", "", caption, ""]

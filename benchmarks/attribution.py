@@ -15,8 +15,18 @@ a burst of load on a shared machine hurts neither). Ends with one line:
 
     speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d>
 
-``--gemma`` adds seconds per fact on the real Gemma-3-270M (all 18 layers, m = 20, AMIG and
-KN, one English and one Chinese shipped fact), and ``--gemma-naive`` the naive per-layer
+``--captum`` compares with Captum instead (PyPI ``captum``, the ``bench`` extra; run the script
+with an interpreter that has it): its ``LayerIntegratedGradients``, one layer at a time, on a
+layer that is our neuron site (the FFN neuron vector at the target position: a small module
+the site's hook passes that vector through, so Captum's layer hook replaces exactly it, and
+the baseline input makes it the zero vector), with the same steps, rule (midpoint =
+Captum's ``riemann_middle``, ``gauss`` = its ``gausslegendre``) and internal batch size, on
+the same models and prompts as ours in ``kn`` mode at our default site. Ends with:
+
+    speedup_vs_captum: causal=<x> masked=<y> max_rel_diff=<d>
+
+``--gemma`` adds seconds per fact on the real Gemma-3-270M (all 18 layers, AMIG and KN, one
+English and one Chinese shipped fact; midpoint m = 20, the default rule and the steep rule), and ``--gemma-naive`` the naive per-layer
 loop (8 steps) on the same English fact for the ratio.
 """
 
@@ -34,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's amig_plugin, installed or not
-from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE  # noqa: E402
+from amig_plugin.defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS  # noqa: E402
 
 CAUSAL = dict(vocab_size=50257, layers=12, width=768, heads=12, ffn=3072)  # GPT-2 small
 MASKED = dict(vocab_size=28996, layers=12, width=768, heads=12, ffn=3072)  # bert-base-cased
@@ -157,8 +167,64 @@ def _reset_peak_rss() -> None:
         pass
 
 
+CAPTUM_RULE = {"midpoint": "riemann_middle", "left": "riemann_left", "right": "riemann_right", "gauss": "gausslegendre"}
+
+
+def captum_kn(model, tok, steps: int, rule: str, batch_size: int):
+    """attribute(prompt, target) -> [L, W]: Captum's LayerIntegratedGradients per layer, zero
+    baseline at the neuron vector of the target position (KN), F = P(target), whole-model
+    forwards (Captum knows nothing of prefix caches or layer skipping)."""
+    from captum.attr import LayerIntegratedGradients
+
+    from amig_plugin.models import get_family
+
+    family = get_family(model)
+
+    class Site(torch.nn.Module):
+        """The neuron vector at the target position; baseline rows (flagged) give zeros."""
+
+        def forward(self, x, is_baseline):
+            return torch.where(is_baseline.view(-1, 1), torch.zeros_like(x), x)
+
+    site = Site()
+
+    def attribute(prompt: str, target: str) -> torch.Tensor:
+        query = family.encode(tok, prompt, target)
+        ids, tp = query.input_ids.unsqueeze(0), query.target_position
+        positions, target_ids = query.score_positions, query.target_ids
+        V = model.config.vocab_size
+        out = []
+        for layer in range(family.num_layers):
+            module, side = family.neuron_hook_module(layer)
+
+            def forward(signed_ids):  # baseline rows carry ids − V (negative)
+                is_baseline = signed_ids[:, 0] < 0
+                real = torch.where(signed_ids < 0, signed_ids + V, signed_ids)
+
+                def patch(act):
+                    act = act.clone()
+                    act[:, tp] = site(act[:, tp], is_baseline)
+                    return act
+
+                handle = (module.register_forward_pre_hook(lambda _m, args: (patch(args[0]),) + tuple(args[1:]))
+                          if side == "input" else module.register_forward_hook(lambda _m, _a, o: patch(o)))
+                try:
+                    logits = model(input_ids=real).logits[:, positions].float()
+                finally:
+                    handle.remove()
+                logp = torch.log_softmax(logits, -1).gather(-1, target_ids.view(1, -1, 1).expand(logits.shape[0], -1, 1))
+                return logp.sum((1, 2)).exp()
+
+            lig = LayerIntegratedGradients(forward, site)
+            attr = lig.attribute(ids, baselines=ids - V, n_steps=steps, method=rule, internal_batch_size=batch_size)
+            out.append(attr[0].detach().float())
+        return torch.stack(out)
+
+    return attribute
+
+
 def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int, batch_size: int, threads: int,
-                min_tokens: int, warmup: bool, queue) -> None:
+                min_tokens: int, warmup: bool, queue, quadrature: str = "linspace") -> None:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
@@ -184,11 +250,20 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
                 s = kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False)
                 times.append(time.perf_counter() - t0)
                 scores.append(s.detach().float().cpu())
+    elif engine == "captum":
+        attribute = captum_kn(model, tok, steps, CAPTUM_RULE[quadrature], batch_size)
+        if warmup:
+            attribute(*queries[0])
+        for prompt, target in queries:
+            t0 = time.perf_counter()
+            s = attribute(prompt, target)
+            times.append(time.perf_counter() - t0)
+            scores.append(s)
     else:
         from amig_plugin.attribution import neuron_attributions
 
-        site = "ffn_pre_activation" if kind == "causal" else "ffn_hidden"
-        settings = dict(method="kn", steps=steps, objective="prob", quadrature="linspace", neuron_site=site,
+        site = "ffn_pre_activation" if kind == "causal" and quadrature == "linspace" else "ffn_hidden"
+        settings = dict(method="kn", steps=steps, objective="prob", quadrature=quadrature, neuron_site=site,
                         ig_batch_size=batch_size)
         if warmup:
             neuron_attributions(model, tok, *queries[0], **settings)
@@ -203,9 +278,10 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
 
 
 def run_isolated(*args) -> dict:
+    *args, quadrature = args
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_engine, args=(*args, queue))
+    proc = ctx.Process(target=_run_engine, args=(*args, queue, quadrature))
     proc.start()
     result = queue.get()
     proc.join()
@@ -213,19 +289,20 @@ def run_isolated(*args) -> dict:
 
 
 def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, our_batch: int, repeats: int,
-            min_tokens: int = 0, warmup: bool = True) -> dict:
+            min_tokens: int = 0, warmup: bool = True, other: str = "easyedit", quadrature: str = "linspace") -> dict:
     """Alternate EasyEdit and ours ``repeats`` times (fresh processes); keep each one's fastest
     pass, so a burst of load on the shared machine hurts neither side."""
     import tempfile
 
     tok_dir = tempfile.mkdtemp(prefix="amig-bench-tok-")
     build_tokenizer(kind).save_pretrained(tok_dir)  # trained once: both engines see the same ids
-    runs = {"easyedit": [], "ours": []}
+    runs = {other: [], "ours": []}
     for _ in range(repeats):
-        runs["easyedit"].append(run_isolated("easyedit", kind, tok_dir, n_prompts, steps, ee_batch, threads, min_tokens,
-                                             warmup))
-        runs["ours"].append(run_isolated("ours", kind, tok_dir, n_prompts, steps, our_batch, threads, min_tokens, warmup))
-    ee = min(runs["easyedit"], key=lambda r: sum(r["times"]))
+        runs[other].append(run_isolated(other, kind, tok_dir, n_prompts, steps, ee_batch, threads, min_tokens,
+                                        warmup, quadrature))
+        runs["ours"].append(run_isolated("ours", kind, tok_dir, n_prompts, steps, our_batch, threads, min_tokens, warmup,
+                                         quadrature))
+    ee = min(runs[other], key=lambda r: sum(r["times"]))
     ours = min(runs["ours"], key=lambda r: sum(r["times"]))
     rel = []
     for a, b in zip(ours["scores"], ee["scores"]):
@@ -233,9 +310,9 @@ def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, 
         rel.append(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)))
     t_ee, t_ours = sum(ee["times"]), sum(ours["times"])
     print(f"[{kind}] {len(ours['times'])} prompts, m={steps}, all {MASKED['layers'] if kind == 'masked' else CAUSAL['layers']} layers, "
-          f"{threads} threads")
-    print(f"  easyedit KN : {t_ee / len(ee['times']):7.2f} s/prompt  peak RSS {ee['peak_rss_mb']:.0f} MB "
-          f"(+{ee['extra_rss_mb']:.0f} MB over the loaded model)  batch_size={ee_batch}")
+          f"{threads} threads, rule {quadrature}")
+    print(f"  {other + (' KN' if other == 'easyedit' else ' LIG'):12s}: {t_ee / len(ee['times']):7.2f} s/prompt  peak RSS {ee['peak_rss_mb']:.0f} MB "
+          f"(+{ee['extra_rss_mb']:.0f} MB over the loaded model)  batch_size={ee_batch if other == 'easyedit' else our_batch}")
     print(f"  amig-plugin : {t_ours / len(ours['times']):7.2f} s/prompt  peak RSS {ours['peak_rss_mb']:.0f} MB "
           f"(+{ours['extra_rss_mb']:.0f} MB over the loaded model)  ig_batch_size={our_batch}")
     from transformers import AutoTokenizer
@@ -261,13 +338,16 @@ def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
     fact = shipped_facts()[0]
     for lang in ("en", "zh"):
         query = family.encode(tok, fact.prompts[lang][0], fact.object[lang])
+        rules = [("midpoint", 20), (DEFAULT_QUADRATURE, DEFAULT_STEPS), ("steep", 24), ("steep", 42)]
         for method in ("amig", "kn"):
-            t0 = time.perf_counter()
-            r = attribute_query(family, query, tok, method=method, steps=20)
-            dt = time.perf_counter() - t0
-            print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} tokens): "
-                  f"{method} all {family.num_layers} layers, m=20: {dt:.1f} s/fact; F(a)={r.score:.3g}, "
-                  f"relative completeness residual {r.relative_residual:.2g}")
+            for rule, steps in dict.fromkeys(rules):
+                t0 = time.perf_counter()
+                r = attribute_query(family, query, tok, method=method, steps=steps, quadrature=rule)
+                dt = time.perf_counter() - t0
+                print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} "
+                      f"tokens): {method} all {family.num_layers} layers, {rule}/{steps}: {dt:.1f} s/fact; "
+                      f"F(a)={r.score:.3g}, worst layer's relative completeness residual {r.relative_residual:.2g}"
+                      f"{'' if r.converged else ' (UNCONVERGED)'}")
     if naive:
         query = family.encode(tok, fact.prompts["en"][0], fact.object["en"])
         t0 = time.perf_counter()
@@ -295,6 +375,9 @@ def main() -> None:
     ap.add_argument("--kinds", default="causal,masked", help="which models: causal, masked or both")
     ap.add_argument("--no-warmup", action="store_true",
                     help="time the first call too (by default each engine makes one untimed call first)")
+    ap.add_argument("--captum", action="store_true",
+                    help="compare with Captum's LayerIntegratedGradients (midpoint rule, our internal batch size) "
+                         "instead of EasyEdit's KN")
     ap.add_argument("--gemma", action="store_true", help="also time one real fact on Gemma-3-270M")
     ap.add_argument("--gemma-naive", action="store_true", help="with --gemma: also the naive per-layer loop (8 steps)")
     ap.add_argument("--gemma-only", action="store_true", help="only the Gemma-3-270M timing (implies --gemma)")
@@ -309,9 +392,12 @@ def main() -> None:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds or set(kinds) - {"causal", "masked"}:
         ap.error(f"--kinds takes causal, masked or both, got {args.kinds!r}")
+    other, rule = ("captum", "midpoint") if args.captum else ("easyedit", "linspace")
     for kind in kinds:
-        results[kind] = compare(kind, n, args.steps, args.threads, args.easyedit_batch_size, args.ig_batch_size,
-                                args.repeats or (1 if args.quick else 2), args.min_prompt_tokens, not args.no_warmup)
+        results[kind] = compare(kind, n, args.steps, args.threads,
+                                args.ig_batch_size if args.captum else args.easyedit_batch_size, args.ig_batch_size,
+                                args.repeats or (1 if args.quick else 2), args.min_prompt_tokens, not args.no_warmup,
+                                other, rule)
     if args.gemma:
         gemma_seconds_per_fact(args.threads, args.gemma_naive)
     if args.json:
@@ -319,7 +405,7 @@ def main() -> None:
             json.dump({k: {kk: vv for kk, vv in v.items() if kk in ("speedup", "max_rel_diff")} for k, v in results.items()}, f)
     d = max(r["max_rel_diff"] for r in results.values())
     speeds = " ".join(f"{k}={results[k]['speedup']:.1f}" for k in ("causal", "masked") if k in results)
-    print(f"speedup_vs_easyedit_kn: {speeds} max_rel_diff={d:.1e}")
+    print(f"speedup_vs_{'captum' if args.captum else 'easyedit_kn'}: {speeds} max_rel_diff={d:.1e}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from amig_plugin.attribution import neuron_attributions, path_alphas
+from amig_plugin.attribution import QUADRATURES, neuron_attributions, path_alphas, quadrature_rule
+from amig_plugin.defaults import DEFAULT_QUADRATURE
 from amig_plugin.models import QueryError, UnsupportedModelError, get_family
 from conftest import amig_hooks, FAMILIES, get_model
 from tiny import bos_word_tokenizer, dropping_word_tokenizer, tiny_sharp
@@ -105,12 +106,12 @@ def ref_masked_baselines(model, family, rq: RefQuery, layer) -> torch.Tensor:
 
 
 def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers=None,
-           amig_mode="mean", quadrature="midpoint", neuron_site="ffn_hidden"):
+           amig_mode="mean", quadrature=DEFAULT_QUADRATURE, neuron_site="ffn_hidden"):
     """(attributions [L, W], activations, mean baselines, F(a), F(a') per layer)."""
     family = get_family(model, neuron_site=neuron_site)
     rq = RefQuery(kind, tok, prompt, target)
     layers = list(range(family.num_layers)) if layers is None else layers
-    alphas = path_alphas(steps, quadrature).tolist()
+    alphas, weights = (x.tolist() for x in quadrature_rule(steps, quadrature))
     attr, acts, bases, base_scores = [], [], [], []
     for layer in layers:
         a = ref_capture(model, family, rq.ids, layer, rq.tp)
@@ -122,13 +123,13 @@ def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers
         igs, fs = [], []
         for b in per:
             grad_sum = torch.zeros_like(a)
-            for alpha in alphas:
+            for alpha, weight in zip(alphas, weights):
                 z = (b + alpha * (a - b)).requires_grad_(True)
                 with torch.enable_grad():
                     f = ref_patched_score(model, family, rq, layer, z, objective)
                     (g,) = torch.autograd.grad(f, z)
-                grad_sum += g
-            igs.append((a - b) * grad_sum / steps)
+                grad_sum += weight * g
+            igs.append((a - b) * grad_sum)
             with torch.no_grad():
                 fs.append(float(ref_patched_score(model, family, rq, layer, b, objective)))
         attr.append(torch.stack(igs).mean(0))
@@ -342,8 +343,8 @@ COMPLETENESS_PROMPT = {"gpt2": "the capital of france is <mask>", "llama": "the 
 def test_completeness_residual(kind, method):
     model, tok = get_model(kind)
     prompt = COMPLETENESS_PROMPT[kind]
-    coarse = neuron_attributions(model, tok, prompt, "paris", method=method, steps=4)
-    fine = neuron_attributions(model, tok, prompt, "paris", method=method, steps=64)
+    coarse = neuron_attributions(model, tok, prompt, "paris", method=method, steps=4, quadrature="midpoint")
+    fine = neuron_attributions(model, tok, prompt, "paris", method=method, steps=64, quadrature="midpoint")
     print(f"RESIDUAL {kind} {method} steps4 {coarse.relative_residual:.2e} steps64 {fine.relative_residual:.2e}")
     # the residual is what it says: sum IG - (F(a) - F(a'))
     torch.testing.assert_close(fine.completeness_residual,
@@ -358,8 +359,8 @@ def test_completeness_per_position_amig(kind):
     """Per-position AMIG is complete against mean_j F(a'_j)."""
     model, tok = get_model(kind)
     prompt = COMPLETENESS_PROMPT[kind]
-    coarse = neuron_attributions(model, tok, prompt, "paris", method="amig", amig_mode="per_position", steps=4)
-    fine = neuron_attributions(model, tok, prompt, "paris", method="amig", amig_mode="per_position", steps=64)
+    coarse = neuron_attributions(model, tok, prompt, "paris", method="amig", amig_mode="per_position", steps=4, quadrature="midpoint")
+    fine = neuron_attributions(model, tok, prompt, "paris", method="amig", amig_mode="per_position", steps=64, quadrature="midpoint")
     print(f"RESIDUAL {kind} amig-per_position steps4 {coarse.relative_residual:.2e} steps64 {fine.relative_residual:.2e}")
     assert fine.relative_residual < 1e-2
     assert coarse.relative_residual > 5 * fine.relative_residual
@@ -371,8 +372,8 @@ def test_gemma3_zero_baseline_breaks_completeness_amig_does_not():
     F(a) − F(0) is not. AMIG's baseline path does not pass through 0."""
     model, tok = get_model("gemma3")
     prompt = "the capital of france is <mask>"
-    kn = neuron_attributions(model, tok, prompt, "paris", method="kn", steps=64)
-    amig = neuron_attributions(model, tok, prompt, "paris", method="amig", steps=64)
+    kn = neuron_attributions(model, tok, prompt, "paris", method="kn", steps=64, quadrature="midpoint")
+    amig = neuron_attributions(model, tok, prompt, "paris", method="amig", steps=64, quadrature="midpoint")
     print(f"RESIDUAL gemma3 kn steps64 {kn.relative_residual:.3f} amig steps64 {amig.relative_residual:.2e}")
     assert kn.relative_residual > 0.5
     assert amig.relative_residual < 1e-2

@@ -278,7 +278,7 @@ def test_detection_key_ignores_batch_size_and_depends_on_the_algorithm_version(m
     args = dict(k=20, low=0.2, high=0.25, method="amig", grow=False, max_set_size=4)
     key = detection_key("m", fact, "en", settings={}, **args)
     assert detection_key("m", fact, "en", settings={"ig_batch_size": 7}, **args) == key
-    assert detection_key("m", fact, "en", settings={"steps": 8}, **args) != key
+    assert detection_key("m", fact, "en", settings={"steps": 5}, **args) != key
     assert detection_key("m#otherweights", fact, "en", settings={}, **args) != key
     monkeypatch.setattr(amig_plugin.defaults, "ATTRIBUTION_VERSION", amig_plugin.defaults.ATTRIBUTION_VERSION + 1)
     assert detection_key("m", fact, "en", settings={}, **args) != key  # old detections are not served

@@ -177,6 +177,11 @@ def test_cache_ignores_batch_size(tmp_path):
     assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
     cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
     assert cache.misses == 2
+    # so is the quadrature rule (the default rule is keyed even when the caller leaves it out)
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
+    assert cache.misses == 3
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
+    assert cache.misses == 3
 
 
 @pytest.mark.parametrize("kwargs,message", [(dict(share_p=1.5), r"share_p must lie in \[0, 1\)"),

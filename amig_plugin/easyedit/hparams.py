@@ -17,10 +17,10 @@ Ours (see :func:`amig_plugin.easyedit.amig_main.apply_amig_to_model`):
 key                 default      meaning
 ==================  ===========  ==============================================================
 method              amig         ``amig`` (Chen et al. 2024 baseline) or ``kn`` (Dai et al.'s 0)
-steps               20           IG path points m; >= 2 (``steps: 1`` is not IG)
+steps               8            IG path points m (defaults.py); >= 2 (``steps: 1`` is not IG)
 ig_batch_size       64           path points per forward/backward batch
 objective           prob         F = P(target) (paper) or ``logprob``
-quadrature          midpoint     midpoint | left | right | linspace (EasyEdit/EleutherAI's rule)
+quadrature          gauss        midpoint | left | right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
 amig_mode           mean         IG from the mean masked baseline, or ``per_position``
 layers              null         layers to attribute (null = all)
 lang                auto         language of the requests: ``auto`` (CJK characters -> zh,
@@ -49,7 +49,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from ..defaults import DEFAULT_IG_BATCH_SIZE
+from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
 from ..errors import AmigError
 
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
@@ -73,10 +73,10 @@ class AMIGHyperParams:
     batch_size: int = 1
     # localization
     method: str = "amig"
-    steps: int = 20
+    steps: int = DEFAULT_STEPS
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE
     objective: str = "prob"
-    quadrature: str = "midpoint"
+    quadrature: str = DEFAULT_QUADRATURE
     amig_mode: str = "mean"
     layers: Optional[List[int]] = None
     lang: str = "auto"
@@ -199,7 +199,7 @@ VALID_KEYS = tuple(f.name for f in dataclasses.fields(AMIGHyperParams))
 _CHOICES = {
     "method": ("amig", "kn"),
     "objective": ("prob", "logprob"),
-    "quadrature": ("midpoint", "left", "right", "linspace"),
+    "quadrature": QUADRATURE_NAMES,
     "amig_mode": ("mean", "per_position"),
     "localize_on": ("prompt", "prompt+rephrase"),
     "edit_mode": ("update", "erase"),

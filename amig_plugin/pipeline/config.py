@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..defaults import DEFAULT_IG_BATCH_SIZE
+from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
 from ..errors import AmigError
 
 
@@ -44,16 +44,18 @@ TOP_KEYS = ("name", "model", "dtype", "device", "device_map", "threads", "seed",
 DATA_KEYS = ("kind", "path", "n", "template_lang")
 DATA_KINDS = ("bmlama", "jsonl", "shipped")
 LOCALIZATION_KEYS = ("steps", "objective", "quadrature", "amig_mode", "ig_batch_size", "share_p", "tau", "top_k",
-                     "layers", "cache", "heatmap_facts")
+                     "layers", "cache", "heatmap_facts", "on_unconverged")
 METHODS = ("amig", "kn")
 DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
-DEFAULT_LOCALIZATION = dict(steps=20, objective="prob", quadrature="midpoint", amig_mode="mean",
-                            ig_batch_size=DEFAULT_IG_BATCH_SIZE, share_p=0.7, tau=None, top_k=50, layers=None, cache=True, heatmap_facts=1)
+DEFAULT_LOCALIZATION = dict(steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE, amig_mode="mean",
+                            ig_batch_size=DEFAULT_IG_BATCH_SIZE, share_p=0.7, tau=None, top_k=50, layers=None, cache=True,
+                            heatmap_facts=1, on_unconverged="warn")
 
 # settings that change the numbers of existing records: a resumed run must not change them
 RESULT_KEYS = ("model", "dtype", "seed", "data.kind", "data.path", "data.template_lang",
-               *(f"localization.{k}" for k in LOCALIZATION_KEYS if k not in ("cache", "ig_batch_size", "heatmap_facts")))
+               *(f"localization.{k}" for k in LOCALIZATION_KEYS
+                 if k not in ("cache", "ig_batch_size", "heatmap_facts", "on_unconverged")))
 
 
 def _suggest(key: str, valid) -> str:
@@ -114,7 +116,8 @@ class RunConfig:
         loc = self.localization
         return dict(tau=self.tau(lang), share_p=loc["share_p"], steps=loc["steps"], objective=loc["objective"],
                     quadrature=loc["quadrature"], amig_mode=loc["amig_mode"], layers=loc["layers"],
-                    ig_batch_size=loc["ig_batch_size"], top_k=loc["top_k"])
+                    ig_batch_size=loc["ig_batch_size"], top_k=loc["top_k"],
+                    **({} if loc.get("on_unconverged", "warn") == "warn" else {"on_unconverged": loc["on_unconverged"]}))
 
     def get(self, dotted: str):
         value: Any = self.to_dict()
@@ -204,8 +207,10 @@ def parse_config(raw: Mapping, source: str = "<config>", study_registry: Mapping
     _check_int(loc["heatmap_facts"], "'localization.heatmap_facts'", 0)
     if loc["objective"] not in ("prob", "logprob"):
         raise ConfigError(f"'localization.objective' must be 'prob' or 'logprob', got {loc['objective']!r}")
-    if loc["quadrature"] not in ("midpoint", "left", "right", "linspace"):
-        raise ConfigError(f"'localization.quadrature' must be midpoint|left|right|linspace, got {loc['quadrature']!r}")
+    if loc["quadrature"] not in QUADRATURE_NAMES:
+        raise ConfigError(f"'localization.quadrature' must be {'|'.join(QUADRATURE_NAMES)}, got {loc['quadrature']!r}")
+    if loc["on_unconverged"] not in ("warn", "refuse", "refine"):
+        raise ConfigError(f"'localization.on_unconverged' must be warn|refuse|refine, got {loc['on_unconverged']!r}")
     if loc["amig_mode"] not in ("mean", "per_position"):
         raise ConfigError(f"'localization.amig_mode' must be 'mean' or 'per_position', got {loc['amig_mode']!r}")
     if not isinstance(loc["share_p"], (int, float)) or not 0.0 <= loc["share_p"] < 1.0:

@@ -159,7 +159,9 @@ def localization_compute(ctx: StudyContext, fact, unit: dict) -> dict:
     kn, results = _localize_one(ctx, fact, lang, method, with_attributions=heatmap)
     d = kn.to_dict()
     out = {k: d[k] for k in ("neurons", "scores", "target", "prompts", "top", "per_prompt",
-                             "completeness_residuals", "clean_scores", "settings", "model_id")}
+                             "completeness_residuals", "layer_relative_residuals", "residual_tolerance",
+                             "clean_scores", "settings", "model_id")}
+    out["converged"] = kn.converged
     out["layers"] = sorted({l for l, _ in kn.neurons})
     if heatmap and ctx.run_dir is not None:
         mean = torch.stack([r.attributions for r in results]).mean(0)
@@ -187,10 +189,14 @@ def localization_summary(records: list[dict], config) -> list[dict]:
         sizes = [len(r["neurons"]) for r in ok]
         residuals = [max(r["completeness_residuals"]) for r in ok if r["completeness_residuals"]]
         probs = [r["clean_scores"][0] for r in ok if r["clean_scores"]]
+        relative = [max(x for rs in r["layer_relative_residuals"] for x in rs) for r in ok
+                    if r.get("layer_relative_residuals")]
         rows.append(dict(
             method=method, lang=lang, facts=len(recs), failed=len(recs) - len(ok),
             mean_neurons=_mean(sizes), median_neurons=_median(sizes), empty=sum(s == 0 for s in sizes),
             mean_p_gold=_mean(probs), max_residual=max(residuals) if residuals else float("nan"),
+            max_rel_residual=max(relative) if relative else float("nan"),
+            unconverged=sum(r.get("converged") is False for r in ok),
             seconds_per_fact=_mean([r["meta"]["seconds"] for r in recs if r["status"] == "ok"]),
         ))
     return rows
