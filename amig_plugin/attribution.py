@@ -36,7 +36,7 @@ and nothing against less than float32 rounding of the score) and is
 ``converged`` when every layer is within ``tolerance`` (default 0.05); see
 :func:`refine_unconverged` for re-running the layers that are not with a finer rule.
 
-Speed (estimator unchanged, DESIGN.md §2): all masked baselines of all layers come from one
+Speed (estimator unchanged): all masked baselines of all layers come from one
 batched forward; path points of all layers are batched together; causal models reuse the
 clean key/value cache of the prefix, so each path point recomputes only the target
 position's column (prompt-length fewer FLOPs); a path point of layer l joins the batch at

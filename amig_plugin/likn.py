@@ -1,7 +1,7 @@
 """Language-independent knowledge neurons (LIKN) and the cross-lingual editing experiment.
 
 Chen et al. (AAAI 2024), "Journey to the Center of the Knowledge Neurons", §LIKN; see
-``DESIGN.md`` §1 and ``docs/likn.md``.
+``docs/likn.md``.
 
 **LIKN.** Each fact is localized in each language (AMIG or KN, through the shared
 :class:`~amig_plugin.cache.LocalizationCache`); the fact's language-independent neurons are

@@ -2,7 +2,7 @@
 target is encoded and scored.
 
 A *knowledge neuron* is one unit of an FFN's hidden vector at one position: the vector that
-the FFN's output projection consumes (DESIGN.md §1).
+the FFN's output projection consumes.
 
 ==================  ==========================================  ==========================
 family              neuron vector = input of                    attributed position
