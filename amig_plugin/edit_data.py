@@ -403,7 +403,7 @@ def _format_of(path: Path, first: Any) -> str:
             zsre = "answers" in keys or (isinstance(loc, str) and loc.startswith("nq question:")) or \
                 str(first.get("src", "")).rstrip().endswith("?")
             return "zsre" if zsre else "counterfact"
-        if "en" in keys and len(keys) == 2 and all(isinstance(v, dict) and "src" in v for v in first.values()):
+        if "en" in keys and len(keys) == 2 and all(isinstance(v, dict) for v in first.values()) and "src" in first["en"]:
             return "mzsre"
         if ({"prompt", "text"} & keys) and ({"target_new", "labels"} & keys):
             return "knowedit"
