@@ -8,7 +8,15 @@ projection that the neurons feed -- are edited with
 
 * ``edit_mode: update`` (Dai et al. 2022): ``v_i <- v_i - lambda_old e(ground truth) +
   lambda_new e(target_new)``, e(.) the model's real input word embedding;
-* ``edit_mode: erase``: ``v_i <- 0`` (``target_new`` is ignored).
+* ``edit_mode: erase``: ``v_i <- 0`` (``target_new`` is ignored);
+* ``edit_rule: optimize`` (this package's extension, not a published rule): only the same
+  value vectors are changed, by Adam on NLL(target_new | prompt) + kl_weight x KL on the
+  ``kl_prompts`` (never the evaluation's locality prompts), ||delta_i|| bounded
+  (:func:`amig_plugin.neuron_edit.optimize_value_vectors`). Causal LMs use the KL term;
+  masked LMs optimize the NLL alone.
+
+``edit_rule`` (``dai`` | ``erase`` | ``optimize``) names the rule; when it is null
+``edit_mode`` decides (``update`` = ``dai``).
 
 Calling convention (EasyEdit's, PyPI 0.0.1.dev0 and GitHub main)::
 
@@ -67,6 +75,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..intervene import WeightBackup, edit_value_vectors
+from ..neuron_edit import optimize_value_vectors
 from ..models import causal_prefix_and_target, get_family
 from ..neurons import localize
 from .hparams import AMIGHyperParams
@@ -228,9 +237,10 @@ def _edit_one(family, tok, request: Mapping, hparams: AMIGHyperParams, backup: W
         prompts.append(cloze_prompt(rephrase, mask_token))
     gt = _engine_target(family, cloze, strip_target(ground_truth))
     new_target = request.get("target_new")
-    if hparams.edit_mode == "update":
+    rule = hparams.rule()
+    if rule in ("dai", "optimize"):
         if new_target in (None, ""):
-            raise ValueError("edit_mode 'update' needs target_new (use edit_mode: erase to only erase)")
+            raise ValueError(f"edit rule {rule!r} needs target_new (use edit_rule: erase to only erase)")
         new = _engine_target(family, cloze, strip_target(new_target))
     else:
         new = None
@@ -242,9 +252,19 @@ def _edit_one(family, tok, request: Mapping, hparams: AMIGHyperParams, backup: W
         ig_batch_size=hparams.ig_batch_size, top_k=max(50, hparams.min_neurons),
     )
     neurons = _select_neurons(kn, hparams)
-    if neurons:
+    trace: dict = {}
+    if neurons and rule == "optimize":
+        subject = request.get("subject") or ""
+        kl = [] if family.kind == "masked" else [p.replace("{subject}", subject) for p in hparams.kl_prompts
+                                                  if subject or "{subject}" not in p]
+        result = optimize_value_vectors(
+            family, tok, neurons, cloze, strip_target(new_target), locality=kl, steps=hparams.optimize_steps,
+            lr=hparams.optimize_lr, kl_weight=hparams.kl_weight, norm_bound=hparams.norm_bound, backup=backup)
+        trace = {"optimize_steps_run": result.steps, "nll_start": result.nll[0], "nll_end": result.nll[-1],
+                 "kl_end": result.kl[-1] if result.kl else None}
+    elif neurons:
         edit_value_vectors(
-            family, tok, neurons, mode=hparams.edit_mode, old_target=gt, new_target=new,
+            family, tok, neurons, mode="update" if rule == "dai" else "erase", old_target=gt, new_target=new,
             lambda_old=hparams.lambda_old, lambda_new=hparams.lambda_new, backup=backup,
         )
     score = dict(((int(l), int(i)), s) for l, i, s in kn.top)
@@ -261,6 +281,8 @@ def _edit_one(family, tok, request: Mapping, hparams: AMIGHyperParams, backup: W
         "above_tau": len(kn.neurons),
         "completeness_residual": max(kn.completeness_residuals) if kn.completeness_residuals else None,
         "clean_score": kn.clean_scores[0] if kn.clean_scores else None,
+        "edit_rule": rule,
+        **trace,
         "seconds": time.perf_counter() - start,
     }
 

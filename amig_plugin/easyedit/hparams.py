@@ -36,6 +36,18 @@ edit_mode           update       ``update`` (Dai et al.: v -= lambda_old e(old),
                                  e(new)) or ``erase`` (v = 0)
 lambda_old          1.0          weight of the ground truth's word embedding
 lambda_new          8.0          weight of the new target's word embedding
+edit_rule           null         ``dai`` (= edit_mode update), ``erase`` (= edit_mode erase) or
+                                 ``optimize`` (this package's extension: Adam on the value
+                                 vectors only, NLL(target_new) + kl_weight x KL on kl_prompts,
+                                 ||delta_i|| <= norm_bound x mean ||v||; see
+                                 :mod:`amig_plugin.neuron_edit`); null = follow edit_mode
+optimize_steps      40           Adam steps of ``optimize``
+optimize_lr         0.5          its step, in units of the layer's RMS value-vector entry
+kl_weight           1.0          weight of the KL (locality) term
+norm_bound          4.0          per-neuron bound on ||delta_i|| (x the layer's mean ||v||)
+kl_prompts          (5 prompts)  unrelated prompts whose next-token distributions the KL term
+                                 keeps ("{subject}" is filled in); never the evaluation's
+                                 locality prompts
 sequential          false        accumulate edits across requests (see amig_main)
 ==================  ===========  ==============================================================
 """
@@ -55,6 +67,11 @@ from ..errors import AmigError
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
 
 ALG_NAME = "AMIG"
+
+#: Unrelated prompts of the ``optimize`` rule's KL term (ROME's "{subject} is a" keeps what
+#: the model says about the subject itself).
+DEFAULT_KL_PROMPTS = ("{subject} is a", "The capital of France is", "Water is made of",
+                      "The first president of the United States was", "The sun rises in the")
 
 
 class HParamsError(AmigError, ValueError):
@@ -90,6 +107,12 @@ class AMIGHyperParams:
     edit_mode: str = "update"
     lambda_old: float = 1.0
     lambda_new: float = 8.0
+    edit_rule: Optional[str] = None
+    optimize_steps: int = 40
+    optimize_lr: float = 0.5
+    kl_weight: float = 1.0
+    norm_bound: float = 4.0
+    kl_prompts: List[str] = field(default_factory=lambda: list(DEFAULT_KL_PROMPTS))
     sequential: bool = False
 
     def __post_init__(self) -> None:
@@ -186,6 +209,12 @@ class AMIGHyperParams:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def rule(self) -> str:
+        """The edit rule in force: ``edit_rule``, or ``dai``/``erase`` from ``edit_mode``."""
+        if self.edit_rule is not None:
+            return self.edit_rule
+        return "dai" if self.edit_mode == "update" else "erase"
+
     def tau_for(self, lang: Optional[str]) -> float:
         """tau for a request in ``lang``: ``tau`` if set, else ``tau_by_lang`` (0.2 otherwise)."""
         if self.tau is not None:
@@ -263,3 +292,16 @@ def _validate(h: AMIGHyperParams, source: str) -> None:
     for key in ("lambda_old", "lambda_new"):
         if not _is_number(getattr(h, key)):
             raise bad(key, "must be a number")
+    if h.edit_rule not in (None, "dai", "erase", "optimize"):
+        raise bad("edit_rule", "must be null, 'dai', 'erase' or 'optimize'")
+    if h.edit_rule == "dai" and h.edit_mode == "erase":
+        raise bad("edit_rule", "contradicts edit_mode: erase; give one of them")
+    if not _is_int(h.optimize_steps) or h.optimize_steps < 1:
+        raise bad("optimize_steps", "must be a positive integer")
+    for key in ("optimize_lr", "norm_bound"):
+        if not _is_number(getattr(h, key)) or getattr(h, key) <= 0:
+            raise bad(key, "must be a positive number")
+    if not _is_number(h.kl_weight) or h.kl_weight < 0:
+        raise bad("kl_weight", "must be a number >= 0")
+    if not isinstance(h.kl_prompts, list) or not all(isinstance(p, str) and p.strip() for p in h.kl_prompts):
+        raise bad("kl_prompts", "must be a list of non-empty prompts ('{subject}' is filled in)")
