@@ -1,6 +1,6 @@
 """Kill-safe, resumable records of an editing comparison: one record per request × method.
 
-Layout: ``OUT/records/rank<R>.jsonl``, each an append-only
+Layout: ``RECORDS/rank<R>.jsonl``, each an append-only
 :class:`~amig_plugin.store.RecordStore` (whole-line appends with ``fsync``; a line cut by
 ``kill -9`` is removed on the next start). One process (rank) writes one file, so sharded
 runs never share a file; every rank reads all files to know what is done.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .edit_data import EditRequest
 from .store import RecordStore
@@ -28,18 +28,40 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def record_key(request: EditRequest | str, method: str, settings: Mapping[str, Any]) -> str:
-    """Key of (request, method, settings); ``request`` an :class:`EditRequest` or its fingerprint."""
-    fp = request if isinstance(request, str) else request.fingerprint()
+Request = Union[EditRequest, Mapping[str, Any], str]
+
+
+def request_fingerprint(request: Request) -> str:
+    """An :class:`EditRequest`'s fingerprint; sha256 of a request dict's canonical JSON; a
+    string is taken as a fingerprint already."""
+    if isinstance(request, str):
+        return request
+    if isinstance(request, EditRequest):
+        return request.fingerprint()
+    return hashlib.sha256(canonical(dict(request)).encode("utf-8")).hexdigest()
+
+
+def _case_id(request: Request) -> str:
+    if isinstance(request, EditRequest):
+        return request.case_id
+    if isinstance(request, Mapping):
+        return str(request.get("case_id", request.get("fact_id", "")))
+    return ""
+
+
+def record_key(request: Request, method: str, settings: Mapping[str, Any]) -> str:
+    """Key of (request, method, settings); ``request`` an :class:`EditRequest`, an EasyEdit
+    request dict or a fingerprint."""
+    fp = request_fingerprint(request)
     text = canonical({"request": fp, "method": method, "settings": dict(settings)})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 class CompareRecords:
-    """The records of one comparison folder; this process appends to ``rank<rank>.jsonl``."""
+    """The records folder of one comparison; this process appends to ``rank<rank>.jsonl``."""
 
-    def __init__(self, out_dir: str | Path, rank: int = 0):
-        self.dir = Path(out_dir) / "records"
+    def __init__(self, records_dir: str | Path, rank: int = 0):
+        self.dir = Path(records_dir)
         self.rank = rank
         self.store = RecordStore(self.dir / f"rank{rank}.jsonl", allow_duplicates=True)
         self._others: dict[str, dict] = {}
@@ -56,28 +78,30 @@ class CompareRecords:
     def get(self, key: str) -> Optional[dict]:
         return self.store.get(key) or self._others.get(key)
 
-    def done(self, request: EditRequest, method: str, settings: Mapping[str, Any]) -> bool:
+    def done(self, request: Request, method: str, settings: Mapping[str, Any]) -> bool:
         """Whether (request, method, settings) has a record (``ok`` or ``failed``)."""
         return self.get(record_key(request, method, settings)) is not None
 
-    def add(self, request: EditRequest, method: str, settings: Mapping[str, Any], metrics: Any, *,
-            seconds: float | None = None, status: str = "ok", error: str | None = None) -> dict:
-        """Append the record of (request, method, settings), durably."""
-        record = {"case_id": request.case_id, "method": method, "request": request.fingerprint(),
+    def add(self, request: Request, method: str, settings: Mapping[str, Any], metrics: Any, *,
+            seconds: float | None = None, status: str = "ok", error: str | None = None,
+            extra: Optional[Mapping[str, Any]] = None) -> dict:
+        """Append the record of (request, method, settings), durably; ``extra``: more fields."""
+        record = {"case_id": _case_id(request), "method": method, "request": request_fingerprint(request),
                   "settings": json.loads(canonical(dict(settings))), "metrics": metrics,
                   "seconds": seconds, "status": status}
         if error is not None:
             record["error"] = error
+        record.update(extra or {})
         return self.store.add(record_key(request, method, settings), record)
 
-    def pending(self, requests: Sequence[EditRequest], methods: Iterable[str],
-                settings: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, EditRequest, str]]:
+    def pending(self, requests: Sequence[Request], methods: Iterable[str],
+                settings: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, Request, str]]:
         """(index, request, method) not done yet, in request order then method order.
         ``settings``: method -> its settings."""
         methods = list(methods)
         return [(i, r, m) for i, r in enumerate(requests) for m in methods if not self.done(r, m, settings[m])]
 
-    def records(self, requests: Sequence[EditRequest], method: str, settings: Mapping[str, Any]) -> list[Optional[dict]]:
+    def records(self, requests: Sequence[Request], method: str, settings: Mapping[str, Any]) -> list[Optional[dict]]:
         """The records of ``method`` for ``requests``, in order (``None`` where missing)."""
         return [self.get(record_key(r, method, settings)) for r in requests]
 

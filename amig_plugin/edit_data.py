@@ -98,18 +98,24 @@ class EditRequest:
         text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def to_easyedit(self) -> dict:
-        """The request as EasyEdit's ``editor.edit`` takes it (one element of its lists)."""
-        out = {"prompt": self.prompt, "subject": self.subject, "target_new": self.target_new,
-               "ground_truth": self.ground_truth, "locality": {}, "portability": {}}
+    def to_easyedit(self, other_lang: Optional[str] = None) -> dict:
+        """The request as EasyEdit's ``editor.edit`` takes it (one element of its lists): the
+        first rephrase, ``locality["neighborhood"]`` and ``portability["one_hop"]`` from the
+        first pair, and with ``other_lang`` (present in ``other_languages``)
+        ``portability["other_language"]``: that language's prompt with its new target (the
+        English edit carried over)."""
+        out = {"case_id": self.case_id, "prompt": self.prompt, "subject": self.subject,
+               "target_new": self.target_new, "ground_truth": self.ground_truth, "locality": {}, "portability": {}}
         if self.rephrase:
             out["rephrase_prompt"] = self.rephrase[0]
         if self.locality:
-            out["locality"]["neighborhood"] = {"prompt": [p.prompt for p in self.locality],
-                                               "ground_truth": [p.answer for p in self.locality]}
+            out["locality"]["neighborhood"] = {"prompt": self.locality[0].prompt, "ground_truth": self.locality[0].answer}
         if self.portability:
-            out["portability"]["one_hop"] = {"prompt": [p.prompt for p in self.portability],
-                                             "ground_truth": [p.answer for p in self.portability]}
+            out["portability"]["one_hop"] = {"prompt": self.portability[0].prompt,
+                                             "ground_truth": self.portability[0].answer}
+        if other_lang and other_lang in self.other_languages:
+            other = self.other_languages[other_lang]
+            out["portability"]["other_language"] = {"prompt": other.prompt, "ground_truth": other.target_new}
         return out
 
 

@@ -39,7 +39,7 @@ def test_killed_run_resumes_without_repeating_or_losing(tmp_path):
         run(tmp_path, fail_after=3)
     assert len(CompareRecords(tmp_path)) == 3
     # a line cut by kill -9 in the middle of a write
-    path = tmp_path / "records" / "rank0.jsonl"
+    path = tmp_path / "rank0.jsonl"
     with open(path, "ab") as f:
         f.write(b'{"key": "half')
     assert run(tmp_path) == 2 * len(REQS) - 3

@@ -215,4 +215,5 @@ def test_fingerprint_and_easyedit_dict(tmp_path):
     assert a.fingerprint() == load_requests(tmp_path / "z.json")[0].fingerprint() != b.fingerprint()
     e = a.to_easyedit()
     assert e["prompt"] == a.prompt and e["ground_truth"] == "French" and e["target_new"] == "German"
-    assert e["locality"]["neighborhood"] == {"prompt": ["nq question: who wrote hamlet"], "ground_truth": ["Shakespeare"]}
+    assert e["locality"]["neighborhood"] == {"prompt": "nq question: who wrote hamlet", "ground_truth": "Shakespeare"}
+    assert e["portability"]["one_hop"]["ground_truth"] == "Germany" and e["rephrase_prompt"] == a.rephrase[0]

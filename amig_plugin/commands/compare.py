@@ -1,16 +1,27 @@
 """``amig compare``: AMIG vs EasyEdit's KN, ROME, MEMIT and FT on the same requests.
 
     amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT] [--n 20]
-                 [--facts FILE|BMLAMA_DIR] [--lang en] [--other-lang zh] [--hparams-dir hparams]
+                 [--facts FILE|BMLAMA_DIR | --data FILE [--format F]] [--lang en] [--other-lang zh]
+                 [--hparams-dir hparams]
                  [--hparams METHOD=YAML] [--set METHOD.key=value] [--mom2 local|off]
                  [--mom2-corpus facts+pydoc|facts|pydoc|FILE] [--mom2-tokens 20000]
-                 [--out results.json] [--fresh] [--threads N]
+                 [--out results.json] [--records DIR] [--fresh] [--threads N]
 
 Every method runs from its own YAML (``<hparams-dir>/<METHOD>/<model>.yaml``) through
 EasyEdit's editor and metrics on one shared model, with a reset after each request; one
-markdown table is printed (see :mod:`amig_plugin.easyedit.compare`). Results per method are
-saved to ``--out`` as they finish and reused by a later run on the same requests and
-settings (``--fresh`` recomputes).
+markdown table is printed (see :mod:`amig_plugin.easyedit.compare`).
+
+``--data FILE``: requests from a benchmark file (ZsRE, CounterFact, KnowEdit, MzsRE, our
+JSONL facts, BMLAMA; detected from the content or named with ``--format``, see
+:mod:`amig_plugin.edit_data`); the first ``--n`` are edited. Where the file has no original
+answer, the ground truth is the model's own greedy prediction, and the table says so.
+
+Kill-safe and resumable: one record per request and method is appended to
+``--records`` (default: next to ``--out``) as soon as it is done
+(:mod:`amig_plugin.compare_records`); a restarted run skips what is recorded, whatever
+killed it. Under ``torchrun`` (``RANK``/``WORLD_SIZE``) each process edits every
+WORLD_SIZE-th request into its own record file; the process that finds every record
+present prints the table. ``--fresh`` starts a new records folder.
 """
 
 from __future__ import annotations
@@ -78,6 +89,7 @@ def cmd_compare(args) -> int:
     from ..easyedit.compat import easyedit_flavour, import_easyeditor
     from ..easyedit.editor import load_editor
     from ..easyedit.evaluate import summarize
+    from ..compare_records import CompareRecords
     from ..loading import DEFAULT_MODEL, load_model
     from ..models import get_family
 
@@ -105,12 +117,14 @@ def cmd_compare(args) -> int:
             hparams[method] = AMIGHyperParams.from_dict(hparams[method].to_dict(), source="--set AMIG")
 
     other = None if args.other_lang in ("", "none") else args.other_lang
+    if args.data and args.facts:
+        raise ValueError("give either --data (a benchmark file) or --facts, not both")
     if args.facts and os.path.isdir(args.facts):  # a BMLAMA folder with <lang>.tsv files
         from ..data import bmlama_paths, load_bmlama
 
         langs = [args.lang] + ([other] if other else [])
         facts = load_bmlama(bmlama_paths(args.facts, langs), template_lang=args.lang)
-    else:
+    elif not args.data:
         facts = load_facts(args.facts) if args.facts else shipped_facts()
 
     import_easyeditor()
@@ -120,16 +134,35 @@ def cmd_compare(args) -> int:
     masked = family.kind == "masked"
     print(f"model: {model_name} ({type(model).__name__}), loaded in {time.time() - t0:.1f}s; easyeditor {easyedit_flavour()}",
           file=sys.stderr)
-    requests = C.build_requests(facts, args.n, lang=args.lang, other_lang=other, seed=args.seed, masked=masked)
+    gt_note = ""
+    if args.data:
+        from ..edit_data import load_requests, with_model_ground_truth
+
+        loaded = load_requests(args.data, args.format, lang=args.lang, seed=args.seed, limit=args.n)
+        missing = sum(r.ground_truth is None for r in loaded)
+        if missing:
+            loaded = with_model_ground_truth(loaded, model, tok)
+            gt_note = (f"ground truth: the model's own greedy prediction for {missing} of {len(loaded)} requests "
+                       f"({args.data} has no original answer for them)")
+            print(gt_note, file=sys.stderr)
+        loaded = [r for r in loaded if r.ground_truth]
+        requests = [r.to_easyedit(other) for r in loaded]
+    else:
+        requests = C.build_requests(facts, args.n, lang=args.lang, other_lang=other, seed=args.seed, masked=masked)
     fingerprint = C.requests_fingerprint(requests)
     out_path = Path(args.out) if args.out else cache_root() / "compare" / f"{stem}-{args.lang}-{args.n}-{fingerprint}.json"
+    records_dir = Path(args.records) if args.records else out_path.with_suffix(".records")
+    if args.fresh and records_dir.exists():
+        import shutil
+
+        shutil.rmtree(records_dir)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    records = CompareRecords(records_dir, rank=rank)
+    mine = set(range(rank, len(requests), world))
     results = {}
-    if out_path.is_file() and not args.fresh:
-        saved = json.loads(out_path.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") == fingerprint:
-            results = saved.get("methods", {})
-    print(f"{len(requests)} requests from {args.facts or 'the shipped facts'} (lang {args.lang}, portability in {other}); "
-          f"results: {out_path}", file=sys.stderr)
+    print(f"{len(requests)} requests from {args.data or args.facts or 'the shipped facts'} (lang {args.lang}, "
+          f"portability in {other}); results: {out_path}; records: {records_dir}"
+          + (f"; rank {rank} of {world}" if world > 1 else ""), file=sys.stderr)
 
     stats_dir = args.stats_dir or str(cache_root() / "easyedit-stats")
     notes: dict = {}
@@ -137,7 +170,6 @@ def cmd_compare(args) -> int:
     for method in methods:
         h = hparams[method]
         settings = _settings_of(h)
-        prior = results.get(method)
         if method in ("ROME", "MEMIT"):
             if masked:
                 rows.append({"method": method, "error": "ROME/MEMIT need a causal LM"})
@@ -146,48 +178,74 @@ def cmd_compare(args) -> int:
                                                  stats_dir=stats_dir, max_tokens=args.mom2_tokens)
             print(notes[method], file=sys.stderr)
             settings = _settings_of(h)
-        if prior and prior.get("settings") == settings and prior.get("summary"):
+        key_settings = {"model": model_name, "seed": args.seed, "hparams": settings}
+        todo = [i for i in sorted(mine) if not records.done(requests[i], method, key_settings)]
+        if not todo:
             print(f"{method}: reusing saved results", file=sys.stderr)
-            rows.append({"method": method, "summary": prior["summary"], "note": prior.get("note", "")})
-            continue
-        print(f"{method}: editing {len(requests)} requests with {paths[method]}", file=sys.stderr)
-        editor = load_editor(h, model=model, tokenizer=tok)
-        captured = []
-        apply_algo = editor.apply_algo
+        else:
+            if len(todo) < len(mine):
+                print(f"{method}: resuming, {len(mine) - len(todo)} of {len(mine)} requests already recorded",
+                      file=sys.stderr)
+            print(f"{method}: editing {len(todo)} requests with {paths[method]}", file=sys.stderr)
+            editor = load_editor(h, model=model, tokenizer=tok)
+            captured = []
+            apply_algo = editor.apply_algo
 
-        def capturing(*a, _apply=apply_algo, **kw):
-            out = _apply(*a, **kw)
-            if isinstance(out, tuple) and len(out) == 2 and hasattr(out[1], "edits"):
-                captured.extend(out[1].edits)
-            return out
+            def capturing(*a, _apply=apply_algo, _captured=captured, **kw):
+                out = _apply(*a, **kw)
+                if isinstance(out, tuple) and len(out) == 2 and hasattr(out[1], "edits"):
+                    _captured.extend(out[1].edits)
+                return out
 
-        editor.apply_algo = capturing
-        start = time.time()
-        try:
-            # EasyEdit prints progress to stdout: keep stdout for the table
-            with contextlib.redirect_stdout(sys.stderr):
-                metrics = C.run_method(editor, requests, seed=args.seed)
-        except Exception as exc:  # keep the other methods' rows
-            if os.environ.get("AMIG_DEBUG"):
-                raise
-            print(f"{method} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            rows.append({"method": method, "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
+            editor.apply_algo = capturing
+            error = None
+            for i in todo:
+                captured.clear()
+                start = time.time()
+                try:
+                    # EasyEdit prints progress to stdout: keep stdout for the table
+                    with contextlib.redirect_stdout(sys.stderr):
+                        metrics = C.run_method(editor, [requests[i]], seed=args.seed)
+                except Exception as exc:  # keep the other methods' rows; this request is retried on restart
+                    if os.environ.get("AMIG_DEBUG"):
+                        raise
+                    error = f"{type(exc).__name__}: {str(exc)[:120]}"
+                    print(f"{method} failed on request {i}: {error}", file=sys.stderr)
+                    break
+                records.add(requests[i], method, key_settings, C.slim_metrics(metrics)[0],
+                            seconds=time.time() - start,
+                            extra={"amig_edit": C._clean(captured[0])} if captured else None)
+            if error is not None:
+                rows.append({"method": method, "error": error})
+                continue
+            print(f"{method}: done", file=sys.stderr)
+        records.refresh()
+        found = records.records(requests, method, key_settings)
+        if any(r is None for r in found):
+            missing_n = sum(r is None for r in found)
+            rows.append({"method": method, "error": f"{missing_n} requests not recorded yet (other ranks still running)"})
             continue
+        metrics = [r["metrics"] for r in found]
+        edits = [r["amig_edit"] for r in found if r.get("amig_edit")]
         summary = summarize(metrics)
+        summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
         note = notes.get(method, "")
-        if captured:
-            sizes = [len(e["neurons"]) for e in captured]
-            res = [abs(e["completeness_residual"]) for e in captured if e.get("completeness_residual") is not None]
+        if edits:
+            sizes = [len(e["neurons"]) for e in edits]
+            res = [abs(e["completeness_residual"]) for e in edits if e.get("completeness_residual") is not None]
+            rule = h.rule()
+            rule_text = {"dai": f"Dai et al.'s rule, lambda {h.lambda_old}/{h.lambda_new}", "erase": "erase",
+                         "optimize": (f"optimized value vectors (our extension), {h.optimize_steps} steps, "
+                                      f"KL weight {h.kl_weight}, norm bound {h.norm_bound}")}[rule]
             note = (f"{h.method.upper()} IG steps={h.steps}, {sum(sizes) / len(sizes):.1f} neurons/edit "
-                    f"(tau x max, cap {h.max_neurons}), lambda {h.lambda_old}/{h.lambda_new}"
+                    f"(tau x max, cap {h.max_neurons}), {rule_text}"
                     + (f", max completeness residual {max(res):.2g}" if res else ""))
         elif method == "KN":
             note = f"EasyEdit KN, steps={h.steps}, IG batch forced to 1 by EasyEdit"
         elif method == "FT":
             note = f"EasyEdit FT-L, layers {h.layers}, {h.num_steps} steps"
         row = {"method": method, "summary": summary, "note": note, "settings": settings,
-               "wall_seconds": time.time() - start, "metrics": C.slim_metrics(metrics),
-               "amig_edits": C._clean(captured)}
+               "metrics": metrics, "amig_edits": edits}
         rows.append(row)
         results[method] = row
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,17 +253,18 @@ def cmd_compare(args) -> int:
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "model": model_name, "requests": requests,
                                    "methods": results}, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
         os.replace(tmp, out_path)
-        print(f"{method}: done in {time.time() - start:.0f}s", file=sys.stderr)
 
     print(f"\n## amig compare: {model_name}, {len(requests)} requests ({args.lang}; portability = same fact in {other})\n")
-    print(C.format_table(rows, other_lang=other))
+    print(C.format_table(rows, other_lang=other, unedited_note=gt_note))
     for method, text in notes.items():
         print(f"\n- {text}")
+    if gt_note:
+        print(f"\n- {gt_note}")
     print("\n- metrics: EasyEdit's (teacher-forced token accuracy of target_new; locality = post-edit tokens equal "
           "pre-edit tokens)" + ("; masked LM: cloze versions (amig_plugin.easyedit.masked_lm)" if masked else "")
           + ("; prompts ending in CJK text scored without EasyEdit's ' ' join" if not masked else ""))
     if args.markdown:
-        Path(args.markdown).write_text(C.format_table(rows, other_lang=other) + "\n", encoding="utf-8")
+        Path(args.markdown).write_text(C.format_table(rows, other_lang=other, unedited_note=gt_note) + "\n", encoding="utf-8")
     return 0 if all(r.get("summary") for r in rows) else 1
 
 
@@ -221,6 +280,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--n", type=opt.positive_int, default=20, help="number of requests (facts)")
     p.add_argument("--facts", type=opt.existing_path, default=None,
                    help="fact file (JSONL, see FACTS_FORMAT.md) or a BMLAMA folder (<lang>.tsv); default: the shipped facts")
+    p.add_argument("--data", type=opt.existing_path, default=None,
+                   help="requests from a benchmark file: ZsRE, CounterFact, KnowEdit, MzsRE, JSONL facts or BMLAMA")
+    p.add_argument("--format", choices=["zsre", "counterfact", "knowedit", "mzsre", "facts", "bmlama"], default=None,
+                   help="the format of --data (default: detected from the content)")
     p.add_argument("--lang", type=opt.language, default="en", help="language of the edited prompts")
     p.add_argument("--other-lang", type=_other_lang, default="zh", help="language of the portability prompt ('none' to skip)")
     p.add_argument("--seed", type=int, default=0)
@@ -233,8 +296,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mom2-tokens", type=opt.positive_int, default=20000, help="tokens of the corpus used for the statistics")
     p.add_argument("--stats-dir", default=None, help="where statistics are cached (default: <cache>/easyedit-stats)")
     p.add_argument("--out", default=None, help="results JSON (default: <cache>/compare/...)")
+    p.add_argument("--records", default=None,
+                   help="folder of the kill-safe per-request records (default: next to --out)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
-    p.add_argument("--fresh", action="store_true", help="recompute methods whose results are saved")
+    p.add_argument("--fresh", action="store_true", help="start a new records folder (recompute everything)")
     p.add_argument("--threads", type=opt.threads, default=None)
     p.add_argument("--device", type=opt.device, default="cpu")
     p.set_defaults(func=cmd_compare)

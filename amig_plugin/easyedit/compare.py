@@ -277,29 +277,37 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
-def format_table(rows: Sequence[dict], other_lang: Optional[str] = "zh") -> str:
+def format_table(rows: Sequence[dict], other_lang: Optional[str] = "zh", unedited_note: str = "") -> str:
     """Markdown table. ``rows``: ``{"method", "summary" (from summarize), "note"}``; the
-    first row is the unedited model (pre-edit metrics of the first method)."""
+    first row is the unedited model (pre-edit metrics of the first method), its notes
+    followed by ``unedited_note`` (e.g. where the ground truth is the model's own prediction).
+    The one-hop portability column is shown when a method has it (benchmark files)."""
     port = f"portability ({other_lang}, same fact)" if other_lang else "portability"
-    head = f"| method | requests | rewrite acc | rephrase acc | locality | {port} | s / edit | notes |\n"
-    head += "|---|---|---|---|---|---|---|---|\n"
+    one_hop = any(r.get("summary") and "portability.one_hop_acc" in {**r["summary"]["pre"], **r["summary"]["post"]}
+                  for r in rows)
+    cols = ["method", "requests", "rewrite acc", "rephrase acc", "locality", port]
+    cols += ["portability (one hop)"] if one_hop else []
+    cols += ["s / edit", "notes"]
+    head = "| " + " | ".join(cols) + " |\n" + "|" + "---|" * len(cols) + "\n"
     lines = []
     if rows:
         first = next((r for r in rows if r.get("summary")), None)
         if first is not None:
             pre = first["summary"]["pre"]
-            lines.append(f"| (unedited) | {first['summary']['requests']} | {_fmt(pre.get('rewrite_acc'))} | "
-                         f"{_fmt(pre.get('rephrase_acc'))} | 1 (by definition) | "
-                         f"{_fmt(pre.get('portability.other_language_acc'))} | - | pre-edit metrics |")
+            cells = ["(unedited)", str(first["summary"]["requests"]), _fmt(pre.get("rewrite_acc")),
+                     _fmt(pre.get("rephrase_acc")), "1 (by definition)", _fmt(pre.get("portability.other_language_acc"))]
+            cells += [_fmt(pre.get("portability.one_hop_acc"))] if one_hop else []
+            cells += ["-", "pre-edit metrics" + (f"; {unedited_note}" if unedited_note else "")]
+            lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
         s = r.get("summary")
         if not s:
-            lines.append(f"| {r['method']} | - | - | - | - | - | - | failed: {r.get('error', '?')} |")
+            lines.append("| " + " | ".join([r["method"]] + ["-"] * (len(cols) - 2) + [f"failed: {r.get('error', '?')}"]) + " |")
             continue
         post = s["post"]
-        lines.append(
-            f"| {r['method']} | {s['requests']} | {_fmt(post.get('rewrite_acc'))} | {_fmt(post.get('rephrase_acc'))} | "
-            f"{_fmt(post.get('locality.neighborhood_acc'))} | {_fmt(post.get('portability.other_language_acc'))} | "
-            f"{_fmt(s.get('seconds_per_edit'), 1)} | {r.get('note', '')} |"
-        )
+        cells = [r["method"], str(s["requests"]), _fmt(post.get("rewrite_acc")), _fmt(post.get("rephrase_acc")),
+                 _fmt(post.get("locality.neighborhood_acc")), _fmt(post.get("portability.other_language_acc"))]
+        cells += [_fmt(post.get("portability.one_hop_acc"))] if one_hop else []
+        cells += [_fmt(s.get("seconds_per_edit"), 1), r.get("note", "")]
+        lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines)
