@@ -127,7 +127,7 @@ def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> 
     """The model's own greedy continuation of ``prompt`` (causal LMs), stripped.
 
     Greedy: argmax token by token, at most ``max_new_tokens``, stopping at EOS or at the
-    first newline. Used as the ground truth where a format has none (MzsRE, MEND-style
+    first newline after some text (leading blank lines are skipped). Used as the ground truth where a format has none (MzsRE, MEND-style
     files without ``answers``)."""
     import torch
 
@@ -142,10 +142,11 @@ def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> 
             if nxt == eos:
                 break
             ids.append(nxt)
-            if "\n" in tokenizer.decode(ids[start:], skip_special_tokens=True):
+            text = tokenizer.decode(ids[start:], skip_special_tokens=True)
+            if "\n" in text.lstrip():
                 break
     text = tokenizer.decode(ids[start:], skip_special_tokens=True)
-    return text.split("\n")[0].strip()
+    return text.strip().split("\n")[0].strip()
 
 
 def with_model_ground_truth(requests: Sequence[EditRequest], model, tokenizer, max_new_tokens: int = 8,
