@@ -55,3 +55,10 @@ def test_optimize_rule_installs_target_only_in_value_vectors_and_restores(gpt2):
         for name, tensor in wc.items():
             params[name].copy_(tensor)
     assert same(original, state(model))
+
+
+def test_likn_refuses_the_optimize_rule():
+    from amig_plugin.easyedit.likn_method import LIKNHyperParams
+
+    with pytest.raises(HParamsError, match="not supported by LIKN"):
+        LIKNHyperParams.from_dict({"alg_name": "LIKN", "model_name": "x", "edit_rule": "optimize"})

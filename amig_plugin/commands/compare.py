@@ -228,7 +228,8 @@ def cmd_compare(args) -> int:
         metrics = [r["metrics"] for r in found]
         edits = [r["amig_edit"] for r in found if r.get("amig_edit")]
         summary = summarize(metrics)
-        summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
+        if summary.get("seconds_per_edit") is None:  # no edit time from EasyEdit: edit + evaluation wall time
+            summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
         note = notes.get(method, "")
         if edits:
             sizes = [len(e["neurons"]) for e in edits]

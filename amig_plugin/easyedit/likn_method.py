@@ -138,6 +138,9 @@ def _validate_likn(h: LIKNHyperParams, source: str) -> None:
     AMIGHyperParams(**{**base, "alg_name": "AMIG"})  # AMIG's validation of the shared keys
     if h.sequential:
         raise HParamsError(f"{source}: sequential: true is not supported by LIKN (got True); edit one request at a time")
+    if h.edit_rule == "optimize":
+        raise HParamsError(f"{source}: edit_rule: 'optimize' is not supported by LIKN yet (got 'optimize'); "
+                           "use edit_mode update or erase")
     if h.languages is not None:
         from ..data import FactFormatError, validate_language_code
 
