@@ -13,7 +13,7 @@ optimization:
 NLL: teacher-forced, summed over the target's tokens, averaged over the prompts; KL: over
 the next-token distributions at the scored positions of unrelated prompts u (locality).
 Adam on Δ, projected onto the norm ball after every step; stops early once the mean NLL per
-target token is below ``stop_nll``. The weights are written once at the end, through a
+target token is below ``stop_nll`` and the mean KL below ``stop_kl``. The weights are written once at the end, through a
 :class:`~amig_plugin.intervene.WeightBackup` whose ``restore()`` is bit-exact. While
 optimizing, Δ is added by a forward hook (out += a[..., idx] @ Δ), so no weight is touched
 before the final write and an exception leaves the model unchanged.
@@ -79,8 +79,9 @@ def _logits(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> tor
 
 def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts: str | Sequence[str],
                            target_new: str, *, locality: Sequence[LocalityItem] = (), steps: int = 40,
-                           lr: float = 0.5, kl_weight: float = 1.0, norm_bound: float = 4.0,
-                           stop_nll: float = 0.05, backup: WeightBackup | None = None) -> NeuronEditResult:
+                           lr: float = 0.1, kl_weight: float = 1.0, norm_bound: float = 4.0,
+                           stop_nll: float = 0.05, stop_kl: float = 0.02,
+                           backup: WeightBackup | None = None) -> NeuronEditResult:
     """Install ``target_new`` after ``prompts`` by changing only the value vectors of ``neurons``.
 
     ``lr``: Adam's step in units of the layer's RMS value-vector entry (Δ = s_l · z, z
@@ -138,7 +139,7 @@ def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts:
                                  for (ids, pos), r in zip(sites, ref)) / sum(len(p) for _, p in sites)
                     result.nll.append(float(nll.detach()))
                     result.kl.append(float(kl.detach()))
-                    if result.nll[-1] < stop_nll:
+                    if result.nll[-1] < stop_nll and (not sites or result.kl[-1] < stop_kl):
                         break
                     opt.zero_grad()
                     (nll + kl_weight * kl).backward()

@@ -36,7 +36,7 @@ def test_optimize_rule_installs_target_only_in_value_vectors_and_restores(gpt2):
 
     model, tok = copy.deepcopy(gpt2[0]), gpt2[1]
     original = state(model)
-    hp = make_hparams("x", edit_rule="optimize", max_neurons=5, optimize_steps=30)
+    hp = make_hparams("x", edit_rule="optimize", max_neurons=5, optimize_steps=100)
     _, wc = apply_amig_to_model(model, tok, [request(new="Tokyo")], hp)
     edit = wc.edits[0]
     assert edit["edit_rule"] == "optimize" and edit["nll_end"] < edit["nll_start"]

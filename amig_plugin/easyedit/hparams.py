@@ -42,7 +42,7 @@ edit_rule           null         ``dai`` (= edit_mode update), ``erase`` (= edit
                                  ||delta_i|| <= norm_bound x mean ||v||; see
                                  :mod:`amig_plugin.neuron_edit`); null = follow edit_mode
 optimize_steps      40           Adam steps of ``optimize``
-optimize_lr         0.5          its step, in units of the layer's RMS value-vector entry
+optimize_lr         0.1          its step, in units of the layer's RMS value-vector entry
 kl_weight           1.0          weight of the KL (locality) term
 norm_bound          4.0          per-neuron bound on ||delta_i|| (x the layer's mean ||v||)
 kl_prompts          (5 prompts)  unrelated prompts whose next-token distributions the KL term
@@ -109,7 +109,7 @@ class AMIGHyperParams:
     lambda_new: float = 8.0
     edit_rule: Optional[str] = None
     optimize_steps: int = 40
-    optimize_lr: float = 0.5
+    optimize_lr: float = 0.1
     kl_weight: float = 1.0
     norm_bound: float = 4.0
     kl_prompts: List[str] = field(default_factory=lambda: list(DEFAULT_KL_PROMPTS))
