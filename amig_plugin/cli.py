@@ -73,7 +73,7 @@ def cmd_localize(args) -> int:
     kn, results = localize(
         model, tok, prompts, args.target, lang=args.lang, method=args.method, tau=args.tau, share_p=args.share_p,
         steps=args.steps, objective=args.objective, quadrature=args.quadrature, ig_batch_size=args.ig_batch_size,
-        progress=True, return_attributions=True,
+        adaptive=args.adaptive, progress=True, return_attributions=True,
     )
     print(f"method={kn.method} tau={kn.settings['tau']} steps={args.steps} objective={args.objective} target={args.target!r}")
     for prompt, r, selected in zip(prompts, results, kn.per_prompt):
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["amig", "kn"], default="amig")
     p.add_argument("--tau", type=opt.tau, default=None, help="threshold τ × max attribution, in (0, 1]")
     p.add_argument("--share-p", type=opt.share_p, default=0.7, help="keep neurons shared by > p of the prompts, p in [0, 1)")
+    p.add_argument("--adaptive", type=opt.size_range, default=None, metavar="LO,HI",
+                   help="Dai et al.'s adaptive selection: move τ until the set has LO..HI neurons (e.g. 2,5)")
     p.add_argument("--top", type=opt.non_negative_int, default=20, help="how many neurons to print")
     p.add_argument("--json", default=None, help="save the KnowledgeNeurons record here")
     _add_ig_options(p)

@@ -145,7 +145,7 @@ def empty_reason(per_prompt: Sequence[Sequence[Neuron]], share_p: float, tau: fl
         return f"no neuron exceeds τ·max with τ={tau:g}; lower tau"
     need = int(share_p * len(per_prompt)) + 1
     return (f"no neuron is shared by > p={share_p:g} of {len(per_prompt)} prompts (needs {need}; per-prompt sets of "
-            f"{sizes} neurons at τ={tau:g}); lower share_p or tau, or use adaptive selection (adaptive=(2, 5))")
+            f"{sizes} neurons at τ={tau:g}); lower share_p or tau, or use adaptive selection (adaptive=(2, 5); --adaptive 2,5 in the CLI)")
 
 
 def check_tau(tau: float) -> float:

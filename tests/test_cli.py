@@ -20,6 +20,9 @@ BAD_ARGS = [
     (["localize", "--prompt", "a <mask>", "--prompt", "b <mask>", "--target", "paris", "--share-p", "1.5"],
      ["--share-p", "[0, 1)"]),
     (["localize", "--prompt", "a <mask>", "--target", "paris", "--steps", "1"], ["--steps", ">= 2", "not an integral"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--adaptive", "5,2"], ["--adaptive", "1 <= LO <= HI", "5,2"]),
+    (["localize", "--prompt", "a <mask>", "--target", "paris", "--adaptive", "two"], ["--adaptive", "LO,HI", "'two'"]),
+    (["likn", "--adaptive", "0,3"], ["--adaptive", "1 <= LO <= HI"]),
     (["localize", "--prompt", "a <mask>", "--target", "paris", "--steps", "many"], ["--steps", "whole number", "many"]),
     (["localize", "--prompt", "a <mask>", "--target", "paris", "--lang", "xx"], ["--lang", "unknown language code 'xx'"]),
     (["localize", "--prompt", "a <mask>", "--target", "paris", "--threads", "0"], ["--threads", ">= 1"]),
@@ -140,6 +143,16 @@ def test_localize_two_prompts_prints_each_and_saves_json(tiny_dir, tmp_path, cap
     for prompt, selected in zip(record["prompts"], record["per_prompt"]):
         assert f"prompt {prompt!r}:" in text and f"neurons above τ: {len(selected)}" in text
     assert f"{len(record['neurons'])} knowledge neurons" in text and f"saved to {out}" in text
+
+
+def test_localize_adaptive_lands_in_the_range(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "kn.json"
+    argv = ["localize", "--model", tiny_dir, "--prompt", "the capital of france is <mask>", "--target", "paris",
+            "--lang", "en", "--steps", "3", "--adaptive", "2,3", "--threads", "1", "--json", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["settings"]["adaptive"] == [2, 3] and 2 <= len(record["neurons"]) <= 3
+    assert f"{len(record['neurons'])} knowledge neurons" in capsys.readouterr().out
 
 
 def test_query_errors_after_loading_are_one_line(tiny_dir, capsys):

@@ -115,13 +115,12 @@ def cmd_likn(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / (
         f"likn-{Path(args.data).name if args.data else 'shipped'}-{'-'.join(langs)}-{args.method}-n{n}-{args.causal_mode}"
-        + (f"-adaptive{args.adaptive.replace(',', '-')}" if getattr(args, "adaptive", None) else ""))
+        + (f"-adaptive{args.adaptive[0]}-{args.adaptive[1]}" if args.adaptive else ""))
     cache = LocalizationCache.for_model(model, root=args.cache_dir) if not args.no_cache else None
     settings = dict(steps=args.steps, objective=args.objective, quadrature=args.quadrature,
                     ig_batch_size=args.ig_batch_size, share_p=args.share_p, tau=args.tau)
-    if getattr(args, "adaptive", None):
-        from ..neurons import check_size_range
-        settings["adaptive"] = check_size_range(args.adaptive.split(","))
+    if args.adaptive:
+        settings["adaptive"] = args.adaptive
     print(f"LIKN: {len(facts)} facts from {source}, languages {langs}, method {args.method}, causal mode "
           f"{args.causal_mode}, protocols {protocols}; output {out}", file=sys.stderr)
     t0 = time.time()
@@ -174,7 +173,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-random", action="store_true", help="skip the random-neuron control")
     p.add_argument("--tau", type=opt.tau, default=None, help="threshold τ × max (default: AMIG en 0.3, zh 0.2, else 0.2; "
                                                           "KN 0.2)")
-    p.add_argument("--adaptive", default=None, metavar="LO,HI", help="Dai et al.'s adaptive selection: move τ until "
+    p.add_argument("--adaptive", type=opt.size_range, default=None, metavar="LO,HI", help="Dai et al.'s adaptive selection: move τ until "
                                                                      "each set has LO..HI neurons (e.g. 2,5)")
     p.add_argument("--share-p", type=opt.share_p, default=0.7, help="keep neurons shared by > p of a fact's prompts")
     p.add_argument("--cache-dir", default=None, help="localization cache root (default $AMIG_CACHE or ~/.cache/amig-plugin)")

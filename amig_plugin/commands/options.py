@@ -90,6 +90,21 @@ share_p = fraction(0.0, 1.0, low_open=False, high_open=True,
 unit_interval_open = fraction(0.0, 1.0, low_open=False, high_open=True)
 
 
+def size_range(text: str) -> tuple[int, int]:
+    """``LO,HI`` for Dai et al.'s adaptive selection: whole numbers with 1 <= LO <= HI."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lo, hi = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two whole numbers LO,HI such as 2,5, got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"needs 1 <= LO <= HI (neurons per set), got {text!r}")
+    return lo, hi
+
+
+size_range.__name__ = "size range"
+
+
 def language(text: str) -> str:
     """One language code (``en``, ``zh``, ``zh-TW``)."""
     from ..data import FactFormatError, validate_language_code
