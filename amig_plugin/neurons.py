@@ -29,14 +29,16 @@ from tqdm.auto import tqdm
 
 from .attribution import AttributionResult, attribute_query, refine_unconverged
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS
+from .checks import check_share_p, check_size_range, check_steps, check_tau  # noqa: F401  (re-exported)
 from .errors import AmigError
+from .models import ModelFamily, get_family
 
 ON_UNCONVERGED = ("warn", "refine", "refuse")
 
 
 class UnconvergedError(AmigError, ArithmeticError):
     """An IG result whose completeness residual exceeds the tolerance, where it was refused."""
-from .models import ModelFamily, get_family
+
 
 Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
 
@@ -126,15 +128,6 @@ def adaptive_from_record(kn: "KnowledgeNeurons", size_range, step: float = ADAPT
     )
 
 
-def check_size_range(size_range) -> tuple[int, int]:
-    try:
-        lo, hi = (int(x) for x in size_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"adaptive size range must be two integers (lo, hi), got {size_range!r}") from None
-    if not 1 <= lo <= hi:
-        raise ValueError(f"adaptive size range needs 1 <= lo <= hi, got {size_range!r}")
-    return lo, hi
-
 
 def empty_reason(per_prompt: Sequence[Sequence[Neuron]], share_p: float, tau: float, any_positive: bool) -> str:
     """Why selection left no neuron (one line naming the fix)."""
@@ -147,11 +140,6 @@ def empty_reason(per_prompt: Sequence[Sequence[Neuron]], share_p: float, tau: fl
     return (f"no neuron is shared by > p={share_p:g} of {len(per_prompt)} prompts (needs {need}; per-prompt sets of "
             f"{sizes} neurons at τ={tau:g}); lower share_p or tau, or use adaptive selection (adaptive=(2, 5); --adaptive 2,5 in the CLI)")
 
-
-def check_tau(tau: float) -> float:
-    if not isinstance(tau, (int, float)) or not 0.0 < float(tau) <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1] (a fraction of the maximum attribution), got {tau!r}")
-    return float(tau)
 
 
 def threshold_neurons(attributions: torch.Tensor, layers: Sequence[int], tau: float) -> list[tuple[Neuron, float]]:
@@ -179,13 +167,6 @@ def top_k_neurons(attributions: torch.Tensor, layers: Sequence[int], k: int) -> 
     W = attributions.shape[1]
     return [((int(layers[i // W]), int(i % W)), float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
-
-def check_share_p(share_p: float) -> float:
-    """``share_p`` in [0, 1): neurons selected for more than this fraction of the prompts are kept."""
-    if isinstance(share_p, bool) or not isinstance(share_p, (int, float)) or not 0.0 <= float(share_p) < 1.0:
-        raise ValueError(f"share_p must lie in [0, 1) (keep neurons selected for more than this fraction of the "
-                         f"prompts; Dai et al. 0.7), got {share_p!r}")
-    return float(share_p)
 
 
 def shared_neurons(per_prompt: Sequence[Sequence[Neuron]], share_p: float) -> list[Neuron]:
@@ -333,9 +314,7 @@ def localize(
     share_p = check_share_p(share_p)  # checked with one prompt too: before any IG is computed
     if method not in ("amig", "kn"):
         raise ValueError(f"unknown method {method!r}; use 'amig' or 'kn'")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2 (IG path points; 1 point is not an integral; the paper "
-                         f"uses 20), got {steps!r}")
+    check_steps(steps)
     family = get_family(model)
     results: list[AttributionResult] = []
     for prompt in tqdm(prompts, desc="prompts", disable=not progress or len(prompts) == 1, leave=False):

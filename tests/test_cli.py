@@ -188,3 +188,28 @@ def test_diff_of_two_real_run_folders_still_works(tmp_path, no_model, capsys):
         (tmp_path / name / "config.yaml").write_text("name: x\n", encoding="utf-8")
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "0 units in both runs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option,text,check,value", [("tau", "0", "check_tau", 0.0), ("share_p", "1.5", "check_share_p", 1.5),
+                                                      ("ig_steps", "1", "check_steps", 1)])
+def test_cli_types_and_the_python_api_apply_one_rule(option, text, check, value):
+    """The argparse type and the API check give the same message: the rule lives in one place."""
+    import argparse
+
+    import amig_plugin.checks as checks
+    from amig_plugin.commands import options
+
+    with pytest.raises(argparse.ArgumentTypeError) as cli:
+        getattr(options, option)(text)
+    with pytest.raises(ValueError) as api:
+        getattr(checks, check)(value)
+    assert str(cli.value) == str(api.value)
+
+
+def test_size_range_refuses_fractions_instead_of_truncating():
+    from amig_plugin.checks import check_size_range
+
+    assert check_size_range(("2", 5)) == (2, 5)
+    for bad in [(2.5, 5), (True, 3), (1, 2, 3), (0, 3)]:
+        with pytest.raises(ValueError, match="adaptive size range"):
+            check_size_range(bad)

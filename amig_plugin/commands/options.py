@@ -14,13 +14,14 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
+from .. import checks
 from ..errors import UsageError
 
 __all__ = [
     "OneLineParser", "int_at_least", "positive_int", "non_negative_int", "ig_steps", "threads",
-    "fraction", "tau", "share_p", "language", "device", "language_list", "existing_path", "run_folder",
+    "fraction", "tau", "share_p", "size_range", "language", "device", "language_list", "existing_path", "run_folder",
 ]
 
 
@@ -65,7 +66,6 @@ def int_at_least(low: int, what: str = "") -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
-ig_steps = int_at_least(2, " (IG path points; 1 point is not an integral, the paper uses 20)")
 threads = int_at_least(1, " (torch threads; leave the option out for torch's choice)")
 
 
@@ -84,25 +84,27 @@ def fraction(low: float, high: float, *, low_open: bool, high_open: bool, what: 
     return check
 
 
-tau = fraction(0.0, 1.0, low_open=True, high_open=False, what=" (a fraction of the largest attribution)")
-share_p = fraction(0.0, 1.0, low_open=False, high_open=True,
-                   what=" (keep neurons shared by more than this fraction of the prompts; paper 0.7)")
 unit_interval_open = fraction(0.0, 1.0, low_open=False, high_open=True)
 
 
-def size_range(text: str) -> tuple[int, int]:
-    """``LO,HI`` for Dai et al.'s adaptive selection: whole numbers with 1 <= LO <= HI."""
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        lo, hi = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two whole numbers LO,HI such as 2,5, got {text!r}") from None
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"needs 1 <= LO <= HI (neurons per set), got {text!r}")
-    return lo, hi
+def _ruled(parse: Callable[[str], Any], check: Callable[[Any], Any], name: str) -> Callable[[str], Any]:
+    """A type that parses the text and applies one of the shared rules of :mod:`amig_plugin.checks`."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(parse(text))
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
 
 
-size_range.__name__ = "size range"
+ig_steps = _ruled(_int, checks.check_steps, "IG steps")
+tau = _ruled(_float, checks.check_tau, "tau")
+share_p = _ruled(_float, checks.check_share_p, "share_p")
+#: ``LO,HI`` for Dai et al.'s adaptive selection
+size_range = _ruled(lambda text: [part.strip() for part in text.split(",")], checks.check_size_range, "size range")
 
 
 def language(text: str) -> str:
