@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from .attribution import attribute_query, frozen_eval, target_scores
 from .data import MASK_PLACEHOLDER, Fact, group_by_relation, wrong_objects
-from .defaults import DEFAULT_IG_BATCH_SIZE
+from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .dkn import FACT_ERRORS, DKNResult, model_key
 from .models import get_family
 from .errors import AmigError
@@ -330,15 +330,17 @@ def relation_dkn(results: Sequence[DKNResult], lam: float = DEFAULT_LAMBDA, no_d
 
 
 def dkn_score(model, tokenizer, prompt: str, candidate: str, neurons: Sequence[Neuron], *, method: str = "amig",
-              steps: int = 20, objective: str = "prob", ig_batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
-    """Mean IG attribution of ``neurons`` for (prompt, candidate), IG over their layers only."""
+              steps: int = DEFAULT_STEPS, objective: str = "prob", quadrature: str = DEFAULT_QUADRATURE,
+              ig_batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
+    """Mean IG attribution of ``neurons`` for (prompt, candidate), IG over their layers only
+    (the engine's default rule and path points unless given)."""
     if not neurons:
         raise ValueError("no neurons to score with")
     family = get_family(model)
     query = family.encode(tokenizer, prompt, candidate)
     layers = sorted({int(l) for l, _ in neurons})
     r = attribute_query(family, query, tokenizer, method=method, steps=steps, objective=objective, layers=layers,
-                        ig_batch_size=ig_batch_size)
+                        ig_batch_size=ig_batch_size, quadrature=quadrature)
     row = {l: i for i, l in enumerate(r.layers)}
     values = [float(r.attributions[row[int(l)], int(i)]) for l, i in neurons]
     return {"mean": sum(values) / len(values), "values": values, "layers": layers, "p": r.score}
@@ -598,7 +600,8 @@ class FactChecker:
     def score(self, model, tokenizer, prompt: str, candidate: str, relation: str) -> float:
         entry = self.relations[relation]
         return dkn_score(model, tokenizer, prompt, candidate, [tuple(n) for n in entry["neurons"]],
-                         steps=self.settings.get("steps", 20), method=self.settings.get("method", "amig"),
+                         steps=self.settings.get("steps", DEFAULT_STEPS), method=self.settings.get("method", "amig"),
+                         quadrature=self.settings.get("quadrature", DEFAULT_QUADRATURE),
                          objective=self.settings.get("objective", "prob"))["mean"]
 
     def judge(self, model, tokenizer, prompt: str, candidate: str, relation: str | None = None,
@@ -664,7 +667,8 @@ def build_queries(splits: Mapping[str, Mapping[str, Sequence[Fact]]], lang: str,
 
 def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_results: Mapping[str, DKNResult], *,
                   pool: Sequence[Fact] | None = None, store=None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                  lam: float = DEFAULT_LAMBDA, n_wrong: int = 1, seed: int = 0, steps: int = 20, method: str = "amig",
+                  lam: float = DEFAULT_LAMBDA, n_wrong: int = 1, seed: int = 0, steps: int = DEFAULT_STEPS,
+                  quadrature: str = DEFAULT_QUADRATURE, method: str = "amig",
                   objective: str = "prob", no_dkn: str = "topk", min_facts: int = 3,
                   progress: bool = True) -> tuple[FactCheckReport, FactChecker]:
     """The whole evaluator for one language (see the module docstring).
@@ -697,11 +701,11 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
         rel_neurons = neurons[q["relation"]]
         q = dict(q)
         try:
-            k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective)
+            k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective, quadrature)
             rec = store.get(k_dkn) if store is not None else None
             if rec is None:
                 rec = dkn_score(model, tokenizer, q["prompt"], q["candidate"], rel_neurons, method=method, steps=steps,
-                                objective=objective)
+                                objective=objective, quadrature=quadrature)
                 if store is not None:
                     store.add(k_dkn, rec)
             q["dkn"] = rec["mean"]
@@ -723,14 +727,14 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
     report.skipped = skipped
     report.facts_skipped = facts_skipped
     report.settings = dict(lang=lang, fractions=list(fractions), lam=lam, n_wrong=n_wrong, seed=seed, steps=steps,
-                           method=method, objective=objective, no_dkn=no_dkn, min_facts=min_facts,
+                           quadrature=quadrature, method=method, objective=objective, no_dkn=no_dkn, min_facts=min_facts,
                            split_sizes={r: {p: len(v) for p, v in parts.items()} for r, parts in splits.items()})
     templates = {f.relation: f.relation_name for f in usable}
     checker = FactChecker(
         relations={r: {"neurons": [list(n) for n in neurons[r]], "threshold": report.thresholds[r]["with_DKN"],
                        "source": source[r], "template": templates.get(r, "")}
                    for r in report.per_relation if "with_DKN" in report.thresholds.get(r, {})},
-        lang=lang, model=mkey, settings=dict(method=method, steps=steps, objective=objective, lam=lam),
+        lang=lang, model=mkey, settings=dict(method=method, steps=steps, quadrature=quadrature, objective=objective, lam=lam),
     )
     return report, checker
 

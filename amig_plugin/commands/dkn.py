@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from . import options as opt
+from ..defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
 
 PAPER_TABLE3 = ("THE PAPER'S numbers (Chen et al. 2024, Table 3; their models and data, not measured here), F1 "
                 "with_DKN vs wo_DKN exact match: en m-BERT 0.541 vs 0.362, m-GPT 0.433 vs 0.021; "
@@ -73,7 +74,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-dkn", choices=["topk", "skip"], default="topk",
                    help="a relation whose DKN part has no degenerate pair: use its recurring top-k neurons "
                         "(flagged, default) or skip it")
-    p.add_argument("--steps", type=opt.ig_steps, default=20, help="IG steps of the candidate scores (default 20)")
+    p.add_argument("--steps", type=opt.ig_steps, default=DEFAULT_STEPS,
+                   help=f"IG path points of the candidate scores (default {DEFAULT_STEPS}, rule {DEFAULT_QUADRATURE})")
     p.add_argument("--save-checker", default=None, help="save the fitted checker (neurons, thresholds) per language: "
                                                         "PATH with {lang} in it, e.g. checker-{lang}.json")
     p.add_argument("--no-per-relation", action="store_true", help="print only the overall rows")
