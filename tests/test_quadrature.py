@@ -191,7 +191,7 @@ def test_localize_warns_refuses_or_refines_unconverged_results(tmp_path):
 def test_captum_layer_integrated_gradients_agrees(kind):
     """Captum's LayerIntegratedGradients at our neuron site (benchmarks/attribution.py) gives the
     same KN attributions under the midpoint and Gauss-Legendre rules (a second anchor)."""
-    pytest.importorskip("captum", reason="captum is a benchmark dependency (the 'bench' extra)")
+    pytest.importorskip("captum", reason="captum is not installed (it comes with the 'test' and 'bench' extras)")
     import sys
     from pathlib import Path
 
