@@ -61,7 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, target_scores
-from .data import CAUSAL_MODES, Fact, FactFormatError
+from .data import CAUSAL_MODES, Fact, FactFormatError, prompt_drop_summary
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .intervene import scale_neurons, scores_under_interventions
 from .models import QueryError, get_family
@@ -594,6 +594,15 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
     check_thresholds(low, high)
     mode = effective_causal_mode(model, causal_mode)
     settings = dict(settings or {})
+    with prompt_drop_summary(lang):  # one warning for the language, not one per prompt
+        return _detect_facts(model, tokenizer, facts, lang, store=store, cache=cache, k=k, low=low, high=high,
+                             method=method, settings=settings, grow=grow, max_set_size=max_set_size,
+                             batch_size=batch_size, progress=progress, mode=mode)
+
+
+def _detect_facts(model, tokenizer, facts, lang, *, store, cache, k, low, high, method, settings, grow, max_set_size,
+                  batch_size, progress, mode):
+    """The loop of :func:`detect_facts` (arguments checked there)."""
     mkey = model_key(model) if store is not None else ""
     results: dict[str, DKNResult] = {}
     errors: dict[str, str] = {}

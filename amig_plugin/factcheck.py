@@ -57,7 +57,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import attribute_query, frozen_eval, target_scores
-from .data import MASK_PLACEHOLDER, Fact, causal_cloze, group_by_relation, split_prompt_at_mask, wrong_objects
+from .data import (MASK_PLACEHOLDER, Fact, causal_cloze, group_by_relation, prompt_drop_summary, split_prompt_at_mask,
+                   wrong_objects)
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .dkn import FACT_ERRORS, DKNResult, effective_causal_mode, model_key
 from .models import get_family
@@ -730,35 +731,36 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
     queries, facts_skipped = build_queries(splits, lang, pool if pool is not None else facts, n_wrong=n_wrong, seed=seed)
     mkey = model_key(model)
     scored = []
-    for q in tqdm(queries, desc=f"fact-check [{lang}]", disable=not progress):
-        rel_neurons = neurons[q["relation"]]
-        q = dict(q)
-        try:
-            query = candidate_query(q["prompt"], q["candidate"], mode)
-            k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective, quadrature,
-                         *mode_key)
-            rec = store.get(k_dkn) if store is not None else None
-            if rec is None:
-                rec = dkn_score(model, tokenizer, *query, rel_neurons, method=method, steps=steps,
-                                objective=objective, quadrature=quadrature)
-                if store is not None:
-                    store.add(k_dkn, rec)
-            q["dkn"] = rec["mean"]
-            k_lm = _key("fc-lm-v1", mkey, q["prompt"], q["candidate"], *mode_key)
-            rec = store.get(k_lm) if store is not None else None
-            if rec is None:
-                rec = likelihood(model, tokenizer, *query)
-                if mode != "cut":  # greedy generation from the prefix reproduces the candidate: as in cut mode
-                    alone = likelihood(model, tokenizer, *_object_part(query, q["prompt"]))
-                    rec = {**rec, "exact_match": alone["exact_match"], "greedy": alone["greedy"],
-                           "logprob_candidate": alone["logprob"]}
-                if store is not None:
-                    store.add(k_lm, rec)
-            q["logprob"], q["exact_match"] = rec["logprob"], rec["exact_match"]
-        except FACT_ERRORS as exc:
-            facts_skipped[q["fact_id"]] = f"{type(exc).__name__}: {exc}"
-            continue
-        scored.append(q)
+    with prompt_drop_summary(lang):  # one warning for the language, not one per prompt
+        for q in tqdm(queries, desc=f"fact-check [{lang}]", disable=not progress):
+            rel_neurons = neurons[q["relation"]]
+            q = dict(q)
+            try:
+                query = candidate_query(q["prompt"], q["candidate"], mode)
+                k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective, quadrature,
+                             *mode_key)
+                rec = store.get(k_dkn) if store is not None else None
+                if rec is None:
+                    rec = dkn_score(model, tokenizer, *query, rel_neurons, method=method, steps=steps,
+                                    objective=objective, quadrature=quadrature)
+                    if store is not None:
+                        store.add(k_dkn, rec)
+                q["dkn"] = rec["mean"]
+                k_lm = _key("fc-lm-v1", mkey, q["prompt"], q["candidate"], *mode_key)
+                rec = store.get(k_lm) if store is not None else None
+                if rec is None:
+                    rec = likelihood(model, tokenizer, *query)
+                    if mode != "cut":  # greedy generation from the prefix reproduces the candidate: as in cut mode
+                        alone = likelihood(model, tokenizer, *_object_part(query, q["prompt"]))
+                        rec = {**rec, "exact_match": alone["exact_match"], "greedy": alone["greedy"],
+                               "logprob_candidate": alone["logprob"]}
+                    if store is not None:
+                        store.add(k_lm, rec)
+                q["logprob"], q["exact_match"] = rec["logprob"], rec["exact_match"]
+            except FACT_ERRORS as exc:
+                facts_skipped[q["fact_id"]] = f"{type(exc).__name__}: {exc}"
+                continue
+            scored.append(q)
     scored = [q for q in scored if q["fact_id"] not in facts_skipped]  # keep facts whole (true + wrong)
     report = evaluate_queries(scored, lang)
     report.neurons = {r: neurons[r] for r in report.per_relation}

@@ -10,7 +10,7 @@ import pytest
 
 from tiny import tiny_sharp
 
-from amig_plugin.data import Fact, save_facts
+from amig_plugin.data import Fact, PromptTextDropped, save_facts
 from amig_plugin.dkn import detect_facts, detect_for_fact, detection_key, fact_queries
 from amig_plugin.factcheck import FactChecker, candidate_query, likelihood, run_factcheck
 from amig_plugin.intervene import scores_under_interventions
@@ -164,7 +164,11 @@ def test_cli_accepts_records_and_shows_the_mode(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     common = ["--model", str(model_dir), "--data", str(data), "--lang", "en", "--n", "5", "--out", str(out),
               "--no-progress", "--threads", "1", "--k", "6", "--low", "0.02", "--high", "0.03"]
-    assert main(["dkn", *common, "--json", str(tmp_path / "cut.json")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["dkn", *common, "--json", str(tmp_path / "cut.json")]) == 0
+    # said once, up front: no per-prompt warning and no second summary
+    assert [w for w in caught if issubclass(w.category, PromptTextDropped)] == []
     captured = capsys.readouterr()
     assert "en: 5 of 5 prompts lose text after the mask" in captured.err and "--causal-mode sentence" in captured.err
     assert "causal mode cut" in captured.out

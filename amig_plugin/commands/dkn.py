@@ -135,16 +135,19 @@ def _setup(args):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")
     facts = sample_facts(pool, args.n, seed=args.seed)
     model, tok = _load(args)
-    from ..data import cut_loss_warnings, cut_losses
+    from ..data import cut_loss_warnings, cut_losses, warned_languages
     from ..dkn import effective_causal_mode
     from ..models import get_family
     args.effective_causal_mode = effective_causal_mode(model, args.causal_mode)
     if get_family(model).kind != "causal" and args.causal_mode != "cut":
         print(f"note: --causal-mode {args.causal_mode} is ignored for a masked LM (it reads the whole prompt)",
               file=sys.stderr)
+    args.warned_languages = []
     if args.effective_causal_mode == "cut" and get_family(model).kind == "causal":
-        for w in cut_loss_warnings(cut_losses(facts, langs)):
+        lines = cut_loss_warnings(cut_losses(facts, langs))
+        for w in lines:
             print(f"WARNING: {w}", file=sys.stderr)
+        args.warned_languages = warned_languages(lines)
     out = Path(args.out) if args.out else default_store_dir(model)
     out.mkdir(parents=True, exist_ok=True)
     stores = {"dkn": RecordStore(out / "dkn.jsonl"), "factcheck": RecordStore(out / "factcheck.jsonl")}
@@ -178,11 +181,19 @@ def _settings(args) -> dict:
 
 
 def cmd_dkn(args) -> int:
+    from ..data import prompt_drop_summary
+
+    model, tok, langs, pool, facts, stores, cache = _setup(args)
+    with prompt_drop_summary(said=args.warned_languages):  # one warning per language, not one per prompt
+        return _cmd_dkn(args, model, tok, langs, facts, stores, cache)
+
+
+def _cmd_dkn(args, model, tok, langs, facts, stores, cache) -> int:
+    """``amig dkn`` after the setup."""
     from ..dkn import format_layer_summary, layer_summary
     from ..loading import model_label
     from ..models import get_family
 
-    model, tok, langs, pool, facts, stores, cache = _setup(args)
     num_layers = get_family(model).num_layers
     out = {}
     for lang in langs:
@@ -213,13 +224,22 @@ def cmd_dkn(args) -> int:
 
 
 def cmd_factcheck(args) -> int:
-    from ..dkn import format_layer_summary, layer_summary
-    from ..factcheck import TooFewFactsError, check_fractions, check_lambda, format_summary, run_factcheck
-    from ..models import get_family
+    from ..data import prompt_drop_summary
+    from ..factcheck import check_fractions, check_lambda
 
     check_lambda(args.lam)
     check_fractions(args.split)
     model, tok, langs, pool, facts, stores, cache = _setup(args)
+    with prompt_drop_summary(said=args.warned_languages):  # one warning per language, not one per prompt
+        return _cmd_factcheck(args, model, tok, langs, pool, facts, stores, cache)
+
+
+def _cmd_factcheck(args, model, tok, langs, pool, facts, stores, cache) -> int:
+    """``amig factcheck`` after the setup."""
+    from ..dkn import format_layer_summary, layer_summary
+    from ..factcheck import TooFewFactsError, format_summary, run_factcheck
+    from ..models import get_family
+
     num_layers = get_family(model).num_layers
     reports, out, failed = [], {}, []
     for lang in langs:
