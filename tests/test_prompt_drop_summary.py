@@ -102,3 +102,45 @@ def test_likn_experiment_warns_once_per_language(tmp_path):
                             random_control=False, progress=False, localize_settings=dict(steps=2))
     (message,) = _dropped(caught)  # zh prompts end with punctuation only
     assert message.startswith("en: 3 of 3 causal prompts")
+
+
+def _mid_sentence_facts() -> list[Fact]:
+    caps = [("france", "paris"), ("germany", "berlin"), ("japan", "tokyo"), ("italy", "rome")]
+    return [Fact(id=f"cap-{c}", relation="capital", subject={"en": c, "zh": "法国"}, object={"en": o, "zh": "巴黎"},
+                 prompts={"en": [f"the capital of {c} is <mask> located in europe"], "zh": ["法国 的 首都 是 <mask> 。"]})
+            for c, o in caps]
+
+
+def _saved_tiny(tmp_path):
+    model, tok = tiny_sharp("gpt2")
+    folder = tmp_path / "tiny-gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    data = tmp_path / "facts.jsonl"
+    D.save_facts(_mid_sentence_facts(), data)
+    return folder, data
+
+
+def test_amig_likn_says_it_once_up_front_and_amig_run_once_per_language(tmp_path, monkeypatch, capsys):
+    from amig_plugin.cli import main
+    from amig_plugin.pipeline import parse_config, run
+
+    folder, data = _saved_tiny(tmp_path)
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
+    D._warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["likn", "--model", str(folder), "--data", str(data), "--langs", "en,zh", "--n", "4", "--steps", "2",
+                     "--out", str(tmp_path / "out"), "--n-unrelated", "1", "--protocols", "activation",
+                     "--no-random"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("prompts lose text after the mask") == 1 and "en: 4 of 4 prompts" in err
+    assert _dropped(caught) == []  # the note said it: no per-prompt warning, no second summary
+    cfg = {"model": str(folder), "threads": 1, "methods": ["amig"], "languages": ["en", "zh"],
+           "data": {"kind": "jsonl", "path": str(data)}, "localization": {"steps": 2, "cache": False},
+           "studies": {"localization": {}, "effect": {"n_unrelated": 1}}, "progress": False}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(parse_config(cfg), tmp_path / "run").summary["complete"]
+    (message,) = _dropped(caught)
+    assert message.startswith("en: 4 of 4 causal prompts")

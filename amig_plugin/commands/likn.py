@@ -57,20 +57,21 @@ def load_fact_data(data: str | None, langs: list[str], template_lang: str | None
 def usable_for(model, facts, langs, causal_mode):
     """Facts whose prompts can be queried by this model in every language; the others are
     reported, not silently used (e.g. a causal model and a prompt that starts with <mask>)."""
-    from ..data import FactFormatError, causal_prompt_and_target
+    from ..data import FactFormatError, causal_prompt_and_target, prompt_drop_summary, prompt_languages
     from ..models import get_family
 
     kind = get_family(model).kind
     ok, bad = [], []
-    for f in facts:
-        try:
-            if kind == "causal":
-                for l in langs:
-                    for prompt in f.prompts[l]:
-                        causal_prompt_and_target(prompt, f.target(l), mode=causal_mode)
-            ok.append(f)
-        except FactFormatError as exc:
-            bad.append((f.id, str(exc)))
+    with prompt_drop_summary(prompt_languages(facts, langs), said=langs):  # a check only: the per-language note on lost text comes after it
+        for f in facts:
+            try:
+                if kind == "causal":
+                    for l in langs:
+                        for prompt in f.prompts[l]:
+                            causal_prompt_and_target(prompt, f.target(l), mode=causal_mode)
+                ok.append(f)
+            except FactFormatError as exc:
+                bad.append((f.id, str(exc)))
     return ok, bad
 
 
