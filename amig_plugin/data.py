@@ -16,6 +16,7 @@ Public API
   ``to_dict()``, ``from_dict()``, ``validate()``)
 - :func:`normalize_text`, :func:`causal_cloze`, :class:`PromptTextDropped`
 - :func:`split_prompt_at_mask`, :data:`CAUSAL_MODES`, :func:`causal_prompt_and_target`
+- :func:`cut_losses`, :func:`cut_loss_warnings`, :func:`prompt_drop_summary`, :func:`prompt_languages`
 - :func:`load_facts`, :func:`save_facts`, :func:`shipped_facts`
 - :func:`load_bmlama`, :func:`bmlama_paths`
 - :func:`load_mlama`, :func:`load_mlama_with_report`, :class:`MLamaReport`
@@ -31,10 +32,11 @@ import random
 import re
 import unicodedata
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 from .errors import AmigError
 
 __all__ = [
@@ -52,6 +54,9 @@ __all__ = [
     "causal_prompt_and_target",
     "cut_losses",
     "cut_loss_warnings",
+    "prompt_drop_summary",
+    "warned_languages",
+    "prompt_languages",
     "load_facts",
     "save_facts",
     "shipped_facts",
@@ -460,26 +465,116 @@ _CAUSAL_MODES = CAUSAL_MODES
 
 def cut_losses(facts: Iterable["Fact"], langs: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per language: how many prompts lose words in ``cut`` mode, i.e. have a letter or
-    digit (any script) after ``<mask>`` (``{"prompts": n, "lose_text": k}``). In BMLAMA-17
-    every Japanese prompt does (``"Xは<mask>に生まれました。"`` cuts to ``"Xは"``): the
-    relation is gone from the prefix; use ``sentence`` mode there."""
-    out = {l: {"prompts": 0, "lose_text": 0} for l in langs}
+    digit (any script) after ``<mask>`` (``{"prompts": n, "lose_text": k, "example": the
+    first such prompt or ""}``). In BMLAMA-17 every Japanese prompt does
+    (``"Xは<mask>に生まれました。"`` cuts to ``"Xは"``): the relation is gone from the prefix;
+    use ``sentence`` mode there."""
+    out: dict[str, dict] = {l: {"prompts": 0, "lose_text": 0, "example": ""} for l in langs}
     for fact in facts:
         for l in langs:
             for prompt in fact.prompts.get(l, ()):
                 after = prompt.split(MASK_PLACEHOLDER, 1)[1] if MASK_PLACEHOLDER in prompt else ""
                 out[l]["prompts"] += 1
-                out[l]["lose_text"] += any(ch.isalnum() for ch in after)
+                loses = any(ch.isalnum() for ch in after)
+                out[l]["lose_text"] += loses
+                if loses and not out[l]["example"]:
+                    out[l]["example"] = prompt
     return out
+
+
+def warned_languages(lines: Iterable[str]) -> list[str]:
+    """The languages that :func:`cut_loss_warnings` lines are about (``said`` of
+    :func:`prompt_drop_summary`)."""
+    return [line.split(":", 1)[0] for line in lines]
 
 
 def cut_loss_warnings(losses: Mapping[str, Mapping[str, int]], min_share: float = 0.1,
                       fix: str = "use --causal-mode sentence (object scored inside the full sentence) for this language"
                       ) -> list[str]:
-    """One line per language where more than ``min_share`` of the prompts lose text in cut mode."""
+    """One line per language where more than ``min_share`` of the prompts lose text in cut mode
+    (count, share, an example when ``losses`` has one, the fix)."""
     return [f"{l}: {c['lose_text']} of {c['prompts']} prompts lose text after the mask in cut mode "
-            f"({100 * c['lose_text'] / c['prompts']:.0f}%): the object is scored without the rest of the sentence; "
+            f"({100 * c['lose_text'] / c['prompts']:.0f}%"
+            + (f", e.g. {c['example']!r}" if c.get("example") else "")
+            + "): the object is scored without the rest of the sentence; "
             + fix for l, c in losses.items() if c["prompts"] and c["lose_text"] > min_share * c["prompts"]]
+
+
+class _DropSummary:
+    """Prompts shaped for a causal LM while a :func:`prompt_drop_summary` is open: per
+    language, the distinct prompts and those whose cut drops words (with an example)."""
+
+    def __init__(self) -> None:
+        self.labels: list[str | Mapping[str, str] | None] = []
+        self.shaped: dict[str, set[str]] = {}
+        self.dropped: dict[str, dict[str, tuple[str, str]]] = {}
+        self.said: set[str] = set()
+
+    def language(self, prompt: str) -> str:
+        for label in reversed(self.labels):
+            if isinstance(label, str):
+                return label
+            if label is not None and prompt in label:
+                return label[prompt]
+        return "all languages"
+
+    def note(self, prompt: str, dropped: tuple[str, str] | None) -> None:
+        prompt = normalize_text(prompt)
+        lang = self.language(prompt)
+        self.shaped.setdefault(lang, set()).add(prompt)
+        if dropped is not None:
+            self.dropped.setdefault(lang, {}).setdefault(prompt, dropped)
+
+    def messages(self) -> list[str]:
+        out = []
+        for lang, dropped in self.dropped.items():
+            if lang in self.said:
+                continue
+            n, k = len(self.shaped[lang]), len(dropped)
+            prompt, (prefix, after) = next(iter(dropped.items()))
+            out.append(f"{lang}: {k} of {n} causal prompts ({100 * k / n:.0f}%) lose text after {MASK_PLACEHOLDER} in "
+                       f"cut mode, e.g. {prompt!r} (the model sees only {prefix!r}, not {after.strip()!r}): the object "
+                       f"is scored without the rest of the sentence. Use causal mode 'sentence' (--causal-mode "
+                       f"sentence) to score it inside the full sentence, or end the prompts at {MASK_PLACEHOLDER}")
+        return out
+
+
+_summaries: list[_DropSummary] = []
+
+
+@contextmanager
+def prompt_drop_summary(lang: str | Mapping[str, str] | None = None, *, said: Iterable[str] = ()) -> Iterator[None]:
+    """Bulk shaping: inside, a cut-mode prompt that drops text after ``<mask>`` is counted
+    instead of warned about one by one; leaving the outermost summary issues ONE
+    :class:`PromptTextDropped` warning per language (count, share of the distinct prompts
+    shaped, one example, the fix), except for the languages in ``said`` (the caller has
+    already warned about them, e.g. with :func:`cut_loss_warnings`).
+
+    ``lang``: the language of every prompt shaped inside, or a mapping prompt -> language
+    (:func:`prompt_languages`) for runs over several languages; an inner summary's label
+    wins, its prompts are reported by the outermost one."""
+    if isinstance(lang, Mapping):
+        lang = {normalize_text(p): l for p, l in lang.items()}
+    outer = not _summaries
+    summary = _DropSummary() if outer else _summaries[0]
+    if outer:
+        _summaries.append(summary)
+    summary.labels.append(lang)
+    summary.said.update(said)
+    try:
+        yield
+    finally:
+        summary.labels.pop()
+        if outer:
+            _summaries.pop()
+            for message in summary.messages():
+                warnings.warn(message, PromptTextDropped, stacklevel=3)
+
+
+def prompt_languages(facts: Iterable["Fact"], langs: Sequence[str] | None = None) -> dict[str, str]:
+    """prompt -> language over ``facts`` (``langs``: those languages only), for
+    :func:`prompt_drop_summary`."""
+    return {p: l for f in facts for l, ps in f.prompts.items() if langs is None or l in langs for p in ps}
 
 
 def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tuple[str, str]:
@@ -518,7 +613,8 @@ def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tup
     ``cut`` mode and words after the mask (``"Paris is the capital of <mask> since 1944."``):
     the query never sees them, so a :class:`PromptTextDropped` warning says how many words
     were dropped, once per prompt (punctuation alone, as in ``"... is <mask>."``, is not
-    worth a warning). Use ``sentence`` mode to score them, or end the prompt at the mask.
+    worth a warning); inside :func:`prompt_drop_summary` (runs over many facts) one warning
+    per language counts them instead. Use ``sentence`` mode to score them, or end the prompt at the mask.
     A prompt without ``<mask>`` is read as :func:`causal_cloze` says (the target after
     one space, none after Chinese/Japanese text).
     """
@@ -541,6 +637,10 @@ def causal_prompt_and_target(prompt: str, target: str, mode: str = "cut") -> tup
         )
     if mode == "sentence":
         target_text = target_text + after.rstrip()
+        if _summaries:
+            _summaries[0].note(prompt, None)
+    elif _summaries:  # bulk shaping: counted, one warning per language at the end
+        _summaries[0].note(prompt, (prefix, after) if dropped_words(after) else None)
     elif dropped_words(after):
         n = dropped_words(after)
         _warn_once("cut", prompt, f"causal prompt {prompt!r}: cut mode drops the {n} word(s) after {MASK_PLACEHOLDER} "

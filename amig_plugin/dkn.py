@@ -30,6 +30,14 @@ leave-one-out subset, which is every proper subset for |S| <= 4 (default ``max_s
 for larger sets, subsets of size 3 .. |S| − 2 are assumed (not checked) to behave
 monotonically.
 
+Causal LMs and the text after ``<mask>`` (``causal_mode``, as in ``amig likn``): ``"cut"``
+(default) scores P(object | prefix); ``"sentence"`` scores P(object + rest of the sentence |
+prefix) for each prompt (:func:`amig_plugin.likn.fact_query`), in the localization (one per
+prompt, combined as LIKN does, so the two commands share cached localizations), the clean
+and suppressed scores and the greedy growth. Use it for languages whose mask stands
+mid-sentence (Japanese, Korean: ``"Xは<mask>に生まれました。"`` cuts to ``"Xは"``). Masked LMs
+read the whole prompt anyway: the mode has no effect on them.
+
 A diagnostic the paper does not report: with thresholds this close (0.8 vs 0.75) two
 neurons whose effects are merely independent also qualify (each costs 15 %, both together
 28 %). ``excess_drop`` = (P_a/P0)(P_b/P0) − P_ab/P0 measures how much the joint drop exceeds
@@ -53,7 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, target_scores
-from .data import Fact, FactFormatError
+from .data import CAUSAL_MODES, Fact, FactFormatError, prompt_drop_summary
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .intervene import scale_neurons, scores_under_interventions
 from .models import QueryError, get_family
@@ -119,7 +127,9 @@ class DKNResult:
     suppressed; ``p_pair`` = P with each pair suppressed, in :func:`pair_indices` order;
     ``pairs``: degenerate pairs as index pairs into ``neurons``; ``sets``: degenerate sets of
     3+ neurons from :func:`grow_degenerate_sets` (``{"members": [indices], "p": P_S}``).
-    P is the mean over ``prompts`` of P(target | prompt).
+    P is the mean over ``prompts`` of P(target | prompt); ``targets`` (sentence mode: each
+    prompt has its own continuation, object + rest of the sentence) replaces ``target`` as
+    the scored text per prompt when set (``target`` is then the object, for display).
     """
 
     neurons: list[Neuron]
@@ -139,6 +149,8 @@ class DKNResult:
     forwards: int = 0
     seconds: float = 0.0
     objective: str = "prob"
+    targets: list[str] | None = None
+    causal_mode: str = "cut"
 
     def __post_init__(self):
         self.neurons = [(int(l), int(i)) for l, i in self.neurons]
@@ -147,6 +159,11 @@ class DKNResult:
     @property
     def k(self) -> int:
         return len(self.neurons)
+
+    @property
+    def scored_targets(self) -> str | list[str]:
+        """What is scored: ``targets`` (one per prompt) when set, else ``target``."""
+        return list(self.targets) if self.targets else self.target
 
     @property
     def degenerate_pairs(self) -> list[tuple[Neuron, Neuron]]:
@@ -215,13 +232,26 @@ def _suppression_rows(neurons: Sequence[Neuron]) -> list[list[Neuron]]:
     return [[n] for n in neurons] + [[neurons[i], neurons[j]] for i, j in pair_indices(k)]
 
 
-def suppressed_scores(model, tokenizer, prompts: str | Sequence[str], target: str, neuron_sets: Sequence[Sequence[Neuron]],
-                      *, objective: str = "prob", batch_size: int = 256) -> tuple[float, torch.Tensor]:
+def _targets(prompts: list[str], target: str | Sequence[str]) -> list[str]:
+    """One target per prompt: ``target`` repeated, or the given list (as long as ``prompts``)."""
+    if isinstance(target, str):
+        return [target] * len(prompts)
+    targets = list(target)
+    if len(targets) != len(prompts):
+        raise ValueError(f"{len(targets)} targets for {len(prompts)} prompts; give one target, or one per prompt")
+    return targets
+
+
+def suppressed_scores(model, tokenizer, prompts: str | Sequence[str], target: str | Sequence[str],
+                      neuron_sets: Sequence[Sequence[Neuron]], *, objective: str = "prob",
+                      batch_size: int = 256) -> tuple[float, torch.Tensor]:
     """(P0, P [len(neuron_sets)]) with each set suppressed at the target position, batched;
-    P = mean over the prompts."""
+    P = mean over the prompts. ``target``: one for every prompt, or a list with one per
+    prompt (sentence mode: object + rest of each prompt's sentence)."""
     prompts = _prompts(prompts)
+    targets = _targets(prompts, target)
     clean, after = 0.0, None
-    for prompt in prompts:
+    for prompt, target in zip(prompts, targets):
         c, a = scores_under_interventions(model, tokenizer, prompt, target, [(list(s), 0.0) for s in neuron_sets],
                                           objective=objective, batch_size=batch_size)
         clean += c
@@ -229,32 +259,38 @@ def suppressed_scores(model, tokenizer, prompts: str | Sequence[str], target: st
     return clean / len(prompts), after / len(prompts)
 
 
-def detect_degenerate(model, tokenizer, prompts: str | Sequence[str], target: str, neurons: Sequence[Neuron], *,
+def detect_degenerate(model, tokenizer, prompts: str | Sequence[str], target: str | Sequence[str],
+                      neurons: Sequence[Neuron], *,
                       low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, objective: str = "prob",
                       batch_size: int = 256, grow: bool = False, max_set_size: int = DEFAULT_MAX_SET_SIZE,
                       lang: str | None = None, fact_id: str | None = None, relation: str | None = None) -> DKNResult:
     """Degenerate pairs among ``neurons`` (a fact's top-k, best first), all 1 + k + k(k−1)/2
     suppressed forwards batched. ``grow=True`` adds degenerate sets of 3..``max_set_size``
-    neurons (:func:`grow_degenerate_sets`)."""
+    neurons (:func:`grow_degenerate_sets`). ``target``: one, or one per prompt (then stored
+    as ``targets``)."""
     low, high = check_thresholds(low, high)
     neurons = _check_neurons(model, neurons)
     prompts = _prompts(prompts)
+    targets = None if isinstance(target, str) else _targets(prompts, target)
+    target = target if targets is None else targets[0]
     t0 = time.perf_counter()
     rows = _suppression_rows(neurons)
-    p0, scores = suppressed_scores(model, tokenizer, prompts, target, rows, objective=objective, batch_size=batch_size)
+    p0, scores = suppressed_scores(model, tokenizer, prompts, targets or target, rows, objective=objective,
+                                   batch_size=batch_size)
     k = len(neurons)
     p_single, p_pair = scores[:k].tolist(), scores[k:].tolist()
     result = DKNResult(neurons=neurons, p0=float(p0), p_single=p_single, p_pair=p_pair,
                        pairs=classify_pairs(p0, p_single, p_pair, low, high), low=low, high=high, target=target,
                        prompts=prompts, lang=lang, fact_id=fact_id, relation=relation, k_requested=k,
-                       forwards=(1 + len(rows)) * len(prompts), objective=objective)
+                       forwards=(1 + len(rows)) * len(prompts), objective=objective, targets=targets)
     if grow:
         grow_degenerate_sets(model, tokenizer, result, max_set_size=max_set_size, batch_size=batch_size)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def detect_degenerate_loop(model, tokenizer, prompts: str | Sequence[str], target: str, neurons: Sequence[Neuron], *,
+def detect_degenerate_loop(model, tokenizer, prompts: str | Sequence[str], target: str | Sequence[str],
+                           neurons: Sequence[Neuron], *,
                            low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, objective: str = "prob",
                            lang: str | None = None, fact_id: str | None = None, relation: str | None = None) -> DKNResult:
     """Reference: the same detection with one whole-model forward per suppression (the
@@ -262,14 +298,16 @@ def detect_degenerate_loop(model, tokenizer, prompts: str | Sequence[str], targe
     low, high = check_thresholds(low, high)
     neurons = _check_neurons(model, neurons)
     prompts = _prompts(prompts)
+    targets = None if isinstance(target, str) else _targets(prompts, target)
+    target = target if targets is None else targets[0]
     family = get_family(model)
     t0 = time.perf_counter()
     rows = [[]] + _suppression_rows(neurons)
     totals = torch.zeros(len(rows), dtype=torch.float64)
     with frozen_eval(family.model), torch.no_grad():
         device = family.device()
-        for prompt in prompts:
-            query = family.encode(tokenizer, prompt, target)
+        for prompt, target_ in zip(prompts, targets or [target] * len(prompts)):
+            query = family.encode(tokenizer, prompt, target_)
             ids = query.input_ids.to(device).unsqueeze(0)
             positions = query.score_positions.to(device)
             for r, row in enumerate(rows):
@@ -282,7 +320,8 @@ def detect_degenerate_loop(model, tokenizer, prompts: str | Sequence[str], targe
     return DKNResult(neurons=neurons, p0=p0, p_single=p_single, p_pair=p_pair,
                      pairs=classify_pairs(p0, p_single, p_pair, low, high), low=low, high=high, target=target,
                      prompts=prompts, lang=lang, fact_id=fact_id, relation=relation, k_requested=k,
-                     forwards=len(rows) * len(prompts), seconds=time.perf_counter() - t0, objective=objective)
+                     forwards=len(rows) * len(prompts), seconds=time.perf_counter() - t0, objective=objective,
+                     targets=targets)
 
 
 def grow_degenerate_sets(model, tokenizer, result: DKNResult, *, max_set_size: int = DEFAULT_MAX_SET_SIZE,
@@ -324,7 +363,7 @@ def grow_degenerate_sets(model, tokenizer, result: DKNResult, *, max_set_size: i
                 proposals.setdefault(s, []).append(s | {c})
         needed = sorted({t for ts in proposals.values() for t in ts if t not in known}, key=sorted)
         if needed:
-            _, scores = suppressed_scores(model, tokenizer, result.prompts, result.target,
+            _, scores = suppressed_scores(model, tokenizer, result.prompts, result.scored_targets,
                                           [[result.neurons[i] for i in sorted(t)] for t in needed],
                                           objective=result.objective, batch_size=batch_size)
             extra_forwards += (1 + len(needed)) * len(result.prompts)
@@ -334,7 +373,7 @@ def grow_degenerate_sets(model, tokenizer, result: DKNResult, *, max_set_size: i
                            and t not in found}, key=sorted)
         subsets = sorted({t - {m} for t in dropping for m in t if (t - {m}) not in known}, key=sorted)
         if subsets:
-            _, scores = suppressed_scores(model, tokenizer, result.prompts, result.target,
+            _, scores = suppressed_scores(model, tokenizer, result.prompts, result.scored_targets,
                                           [[result.neurons[i] for i in sorted(t)] for t in subsets],
                                           objective=result.objective, batch_size=batch_size)
             extra_forwards += (1 + len(subsets)) * len(result.prompts)
@@ -374,27 +413,61 @@ def top_neurons_for(kn, k: int) -> tuple[list[Neuron], int]:
     return kn.top_neurons(k), k
 
 
-def localize_fact(model, tokenizer, fact: Fact, lang: str, *, cache=None, method: str = "amig", settings: dict | None = None):
-    """``fact``'s AMIG localization in ``lang`` (all its prompts) through the shared cache."""
+def effective_causal_mode(model, causal_mode: str = "cut") -> str:
+    """``causal_mode`` for a causal LM; ``"cut"`` for a masked LM (it reads the whole prompt:
+    the mode changes nothing, so records and keys are those of the default)."""
+    if causal_mode not in CAUSAL_MODES:
+        raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
+    return causal_mode if get_family(model).kind == "causal" else "cut"
+
+
+def fact_queries(model, fact: Fact, lang: str, causal_mode: str = "cut") -> tuple[list[str], str | list[str]]:
+    """(prompts, target) a detection scores: the cloze prompts and the object (cut mode, masked
+    LMs), or per prompt (prefix, object + rest of the sentence) (sentence mode, causal LMs;
+    :func:`amig_plugin.likn.fact_query`)."""
+    if effective_causal_mode(model, causal_mode) == "cut":
+        return list(fact.prompts[lang]), fact.target(lang)
+    from .likn import fact_query
+
+    queries = [fact_query(fact, lang, prompt_index=i, causal_mode="sentence") for i in range(len(fact.prompts[lang]))]
+    return [p for p, _ in queries], [t for _, t in queries]
+
+
+def localize_fact(model, tokenizer, fact: Fact, lang: str, *, cache=None, method: str = "amig", settings: dict | None = None,
+                  causal_mode: str = "cut"):
+    """``fact``'s AMIG localization in ``lang`` (all its prompts) through the shared cache.
+    Sentence mode (causal LMs): one localization per prompt of (prefix, object + rest),
+    combined as ``amig likn --causal-mode sentence`` does (the same cache entries)."""
     from .cache import LocalizationCache
 
     cache = cache if cache is not None else LocalizationCache.for_model(model)
     settings = {**LOCALIZE_SETTINGS, **(settings or {})}
+    if effective_causal_mode(model, causal_mode) == "sentence":
+        from . import likn
+
+        return likn.localize_fact(model, tokenizer, fact, lang, method=method, cache=cache, causal_mode="sentence",
+                                  **settings)
     return cache.localize(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), lang=lang, method=method,
                           fact_id=fact.id, **settings)
 
 
 def detect_for_fact(model, tokenizer, fact: Fact, lang: str, *, k: int = DEFAULT_K, low: float = DEFAULT_LOW,
                     high: float = DEFAULT_HIGH, cache=None, method: str = "amig", settings: dict | None = None,
-                    grow: bool = False, max_set_size: int = DEFAULT_MAX_SET_SIZE, batch_size: int = 256) -> DKNResult:
-    """Localize ``fact`` (cached) and detect degenerate pairs among its top-``k`` neurons."""
+                    grow: bool = False, max_set_size: int = DEFAULT_MAX_SET_SIZE, batch_size: int = 256,
+                    causal_mode: str = "cut") -> DKNResult:
+    """Localize ``fact`` (cached) and detect degenerate pairs among its top-``k`` neurons;
+    ``causal_mode``: see the module docstring (no effect on masked LMs)."""
     check_thresholds(low, high)
-    kn = localize_fact(model, tokenizer, fact, lang, cache=cache, method=method, settings=settings)
+    mode = effective_causal_mode(model, causal_mode)
+    kn = localize_fact(model, tokenizer, fact, lang, cache=cache, method=method, settings=settings, causal_mode=mode)
     neurons, _ = top_neurons_for(kn, k)
-    result = detect_degenerate(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), neurons, low=low,
+    prompts, target = fact_queries(model, fact, lang, mode)
+    result = detect_degenerate(model, tokenizer, prompts, target, neurons, low=low,
                                high=high, grow=grow, max_set_size=max_set_size, batch_size=batch_size, lang=lang,
                                fact_id=fact.id, relation=fact.relation)
     result.k_requested = k
+    result.target = fact.target(lang)
+    result.causal_mode = mode
     return result
 
 
@@ -412,10 +485,14 @@ def model_key(model) -> str:
 
 
 def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float, high: float, method: str,
-                   settings: dict, grow: bool, max_set_size: int) -> list[str]:
+                   settings: dict, grow: bool, max_set_size: int, causal_mode: str = "cut") -> list[str]:
     """[key] of a detection: the model (id and weight fingerprint), the attribution version,
-    the fact's prompts and target, and every setting that changes the result (execution-only
-    settings such as ``ig_batch_size`` are left out)."""
+    the fact's prompts and target, the causal mode (pass the effective one,
+    :func:`effective_causal_mode`) and every setting that changes the result (execution-only
+    settings such as ``ig_batch_size`` are left out). Cut-mode keys are those of earlier
+    versions (existing stores stay valid); sentence mode adds the mode."""
+    if causal_mode not in CAUSAL_MODES:
+        raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
     from .cache import LocalizationCache
     from .defaults import ATTRIBUTION_VERSION
 
@@ -423,7 +500,7 @@ def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float
     result = {k_: v for k_, v in full.items() if k_ not in LocalizationCache.EXECUTION_ONLY}
     return [_sha(["dkn-v2", ATTRIBUTION_VERSION, model_key_, fact.id, lang, list(fact.prompts[lang]),
                   fact.target(lang), k, low, high, method, sorted(result.items()), grow,
-                  max_set_size if grow else None])]
+                  max_set_size if grow else None] + ([["causal_mode", causal_mode]] if causal_mode != "cut" else []))]
 
 
 def detection_key(model_key_: str, fact: Fact, lang: str, **kwargs) -> str:
@@ -505,16 +582,27 @@ FACT_ERRORS = (FactFormatError, QueryError, ValueError)
 def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=None, cache=None, k: int = DEFAULT_K,
                  low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, method: str = "amig", settings: dict | None = None,
                  grow: bool = False, max_set_size: int = DEFAULT_MAX_SET_SIZE, batch_size: int = 256,
-                 progress: bool = True) -> tuple[dict[str, DKNResult], dict[str, str]]:
+                 progress: bool = True, causal_mode: str = "cut") -> tuple[dict[str, DKNResult], dict[str, str]]:
     """Detection for every fact, resumable: ``({fact_id: result}, {fact_id: error})``.
 
     ``store``: a :class:`~amig_plugin.store.RecordStore`; results already there are reused,
     new ones appended as they are computed (kill and rerun: nothing is lost or repeated).
     A fact that cannot be used in ``lang`` (e.g. its prompt leaves a causal model nothing
-    to read) is recorded with its error and skipped.
+    to read) is recorded with its error and skipped. ``causal_mode``: see the module docstring;
+    it is part of the record key (a resumed run in one mode never reuses the other's).
     """
     check_thresholds(low, high)
+    mode = effective_causal_mode(model, causal_mode)
     settings = dict(settings or {})
+    with prompt_drop_summary(lang):  # one warning for the language, not one per prompt
+        return _detect_facts(model, tokenizer, facts, lang, store=store, cache=cache, k=k, low=low, high=high,
+                             method=method, settings=settings, grow=grow, max_set_size=max_set_size,
+                             batch_size=batch_size, progress=progress, mode=mode)
+
+
+def _detect_facts(model, tokenizer, facts, lang, *, store, cache, k, low, high, method, settings, grow, max_set_size,
+                  batch_size, progress, mode):
+    """The loop of :func:`detect_facts` (arguments checked there)."""
     mkey = model_key(model) if store is not None else ""
     results: dict[str, DKNResult] = {}
     errors: dict[str, str] = {}
@@ -526,17 +614,19 @@ def detect_facts(model, tokenizer, facts: Sequence[Fact], lang: str, *, store=No
         key, record = None, None
         if store is not None:
             key, record = lookup_detection(store, mkey, fact, lang, model=model, k=k, low=low, high=high,
-                                           method=method, settings=settings, grow=grow, max_set_size=max_set_size)
+                                           method=method, settings=settings, grow=grow, max_set_size=max_set_size,
+                                           causal_mode=mode)
         if record is None:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     r = detect_for_fact(model, tokenizer, fact, lang, k=k, low=low, high=high, cache=cache, method=method,
-                                        settings=settings, grow=grow, max_set_size=max_set_size, batch_size=batch_size)
-                record = {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "result": r.to_dict(),
-                          "warnings": [str(w.message) for w in caught]}
+                                        settings=settings, grow=grow, max_set_size=max_set_size, batch_size=batch_size,
+                                        causal_mode=mode)
+                record = {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "causal_mode": mode,
+                          "result": r.to_dict(), "warnings": [str(w.message) for w in caught]}
             except FACT_ERRORS as exc:
-                record = {"fact_id": fact.id, "lang": lang, "relation": fact.relation,
+                record = {"fact_id": fact.id, "lang": lang, "relation": fact.relation, "causal_mode": mode,
                           "error": f"{type(exc).__name__}: {exc}"}
             if store is not None:
                 put_detection(store, key, record)

@@ -27,7 +27,13 @@ Protocol, per language:
    ones is judged true, the others false: the fairer baseline) and
    ``likelihood_threshold`` (log P thresholded on dev exactly like the DKN score: the
    like-for-like control; does DKN add anything beyond the likelihood?).
-7. **Metrics**: the positive class is "the fact is true"; precision = TP / (TP + FP),
+7. **Causal mode** (causal LMs; ``causal_mode``, as in ``amig likn`` and ``amig dkn``):
+   ``"cut"`` (default) scores each candidate as P(candidate | prefix); ``"sentence"`` scores
+   (prefix, candidate + rest of the sentence) in the DKN attribution and the log-likelihood
+   (:func:`candidate_query`), for languages whose mask stands mid-sentence. The exact-match
+   baseline asks whether greedy generation from the prefix reproduces the candidate: the
+   same question in both modes. Masked LMs: no effect.
+8. **Metrics**: the positive class is "the fact is true"; precision = TP / (TP + FP),
    recall = TP / (TP + FN) (the paper's code swapped them), F1; 0 when undefined
    (no predicted / no actual positives). Per relation, overall (micro: confusion counts
    summed over relations) and macro F1 (mean over relations).
@@ -51,9 +57,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import attribute_query, frozen_eval, target_scores
-from .data import MASK_PLACEHOLDER, Fact, group_by_relation, wrong_objects
+from .data import (MASK_PLACEHOLDER, Fact, causal_cloze, group_by_relation, prompt_drop_summary, split_prompt_at_mask,
+                   wrong_objects)
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
-from .dkn import FACT_ERRORS, DKNResult, model_key
+from .dkn import FACT_ERRORS, DKNResult, effective_causal_mode, model_key
 from .models import get_family
 from .errors import AmigError
 from .stats import _percentile
@@ -329,6 +336,25 @@ def relation_dkn(results: Sequence[DKNResult], lam: float = DEFAULT_LAMBDA, no_d
 # scoring one (prompt, candidate)
 
 
+def candidate_query(prompt: str, candidate: str, causal_mode: str = "cut") -> tuple[str, str]:
+    """(prompt, target) the engine scores for ``candidate``: unchanged in cut mode (the
+    engine cuts the prompt at ``<mask>``); in sentence mode (prefix, candidate + rest of the
+    sentence) (:func:`amig_plugin.likn.cloze_query`). Pass the effective mode
+    (:func:`amig_plugin.dkn.effective_causal_mode`: cut for masked LMs)."""
+    if causal_mode == "cut":
+        return prompt, candidate
+    from .likn import cloze_query
+
+    return cloze_query(causal_cloze(prompt), candidate, causal_mode=causal_mode, kind="causal")
+
+
+def _object_part(query: tuple[str, str], prompt: str) -> tuple[str, str]:
+    """The sentence-mode query cut back to the candidate alone (the rest of the sentence removed)."""
+    rest = split_prompt_at_mask(causal_cloze(prompt))[1].rstrip()
+    qp, qt = query
+    return (qp, qt[:len(qt) - len(rest)]) if rest else query
+
+
 def dkn_score(model, tokenizer, prompt: str, candidate: str, neurons: Sequence[Neuron], *, method: str = "amig",
               steps: int = DEFAULT_STEPS, objective: str = "prob", quadrature: str = DEFAULT_QUADRATURE,
               ig_batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
@@ -458,7 +484,8 @@ class FactCheckReport:
 
     def to_markdown(self, per_relation: bool = True) -> str:
         methods = self.methods()
-        lines = [f"#### fact-checking [{self.lang}]: {len(self.per_relation)} relations, "
+        lines = [f"#### fact-checking [{self.lang}]: causal mode {self.settings.get('causal_mode', 'cut')}, "
+                 f"{len(self.per_relation)} relations, "
                  f"{self.overall(methods[0]).n if methods else 0} test queries "
                  f"({self.overall(methods[0]).tp + self.overall(methods[0]).fn if methods else 0} true)", "",
                  "| method | P | R | F1 [95% CI] | all-true F1 | random F1 (dev rate) | accuracy | balanced acc. [95% CI] | "
@@ -598,8 +625,11 @@ class FactChecker:
         return None
 
     def score(self, model, tokenizer, prompt: str, candidate: str, relation: str) -> float:
+        """Mean attribution of the relation's neurons, scored as the checker was fitted
+        (``settings["causal_mode"]``: cut when absent, as checkers saved before it existed)."""
         entry = self.relations[relation]
-        return dkn_score(model, tokenizer, prompt, candidate, [tuple(n) for n in entry["neurons"]],
+        mode = effective_causal_mode(model, self.settings.get("causal_mode", "cut"))
+        return dkn_score(model, tokenizer, *candidate_query(prompt, candidate, mode), [tuple(n) for n in entry["neurons"]],
                          steps=self.settings.get("steps", DEFAULT_STEPS), method=self.settings.get("method", "amig"),
                          quadrature=self.settings.get("quadrature", DEFAULT_QUADRATURE),
                          objective=self.settings.get("objective", "prob"))["mean"]
@@ -670,13 +700,17 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
                   lam: float = DEFAULT_LAMBDA, n_wrong: int = 1, seed: int = 0, steps: int = DEFAULT_STEPS,
                   quadrature: str = DEFAULT_QUADRATURE, method: str = "amig",
                   objective: str = "prob", no_dkn: str = "topk", min_facts: int = 3,
-                  progress: bool = True) -> tuple[FactCheckReport, FactChecker]:
+                  progress: bool = True, causal_mode: str = "cut") -> tuple[FactCheckReport, FactChecker]:
     """The whole evaluator for one language (see the module docstring).
 
     ``facts``: the studied facts in order (facts without a detection in ``dkn_results`` are
     left out: they could not be used in ``lang``). ``store``: a
-    :class:`~amig_plugin.store.RecordStore` that makes the scoring resumable."""
+    :class:`~amig_plugin.store.RecordStore` that makes the scoring resumable. ``causal_mode``:
+    see the module docstring; it is part of every scoring record key (cut-mode keys are those
+    of earlier versions)."""
     lam = check_lambda(lam)
+    mode = effective_causal_mode(model, causal_mode)
+    mode_key = [["causal_mode", mode]] if mode != "cut" else []
     fractions = check_fractions(fractions)
     usable = [f for f in facts if f.id in dkn_results]
     if not usable:
@@ -697,29 +731,36 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
     queries, facts_skipped = build_queries(splits, lang, pool if pool is not None else facts, n_wrong=n_wrong, seed=seed)
     mkey = model_key(model)
     scored = []
-    for q in tqdm(queries, desc=f"fact-check [{lang}]", disable=not progress):
-        rel_neurons = neurons[q["relation"]]
-        q = dict(q)
-        try:
-            k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective, quadrature)
-            rec = store.get(k_dkn) if store is not None else None
-            if rec is None:
-                rec = dkn_score(model, tokenizer, q["prompt"], q["candidate"], rel_neurons, method=method, steps=steps,
-                                objective=objective, quadrature=quadrature)
-                if store is not None:
-                    store.add(k_dkn, rec)
-            q["dkn"] = rec["mean"]
-            k_lm = _key("fc-lm-v1", mkey, q["prompt"], q["candidate"])
-            rec = store.get(k_lm) if store is not None else None
-            if rec is None:
-                rec = likelihood(model, tokenizer, q["prompt"], q["candidate"])
-                if store is not None:
-                    store.add(k_lm, rec)
-            q["logprob"], q["exact_match"] = rec["logprob"], rec["exact_match"]
-        except FACT_ERRORS as exc:
-            facts_skipped[q["fact_id"]] = f"{type(exc).__name__}: {exc}"
-            continue
-        scored.append(q)
+    with prompt_drop_summary(lang):  # one warning for the language, not one per prompt
+        for q in tqdm(queries, desc=f"fact-check [{lang}]", disable=not progress):
+            rel_neurons = neurons[q["relation"]]
+            q = dict(q)
+            try:
+                query = candidate_query(q["prompt"], q["candidate"], mode)
+                k_dkn = _key("fc-dkn-v1", mkey, q["prompt"], q["candidate"], rel_neurons, method, steps, objective, quadrature,
+                             *mode_key)
+                rec = store.get(k_dkn) if store is not None else None
+                if rec is None:
+                    rec = dkn_score(model, tokenizer, *query, rel_neurons, method=method, steps=steps,
+                                    objective=objective, quadrature=quadrature)
+                    if store is not None:
+                        store.add(k_dkn, rec)
+                q["dkn"] = rec["mean"]
+                k_lm = _key("fc-lm-v1", mkey, q["prompt"], q["candidate"], *mode_key)
+                rec = store.get(k_lm) if store is not None else None
+                if rec is None:
+                    rec = likelihood(model, tokenizer, *query)
+                    if mode != "cut":  # greedy generation from the prefix reproduces the candidate: as in cut mode
+                        alone = likelihood(model, tokenizer, *_object_part(query, q["prompt"]))
+                        rec = {**rec, "exact_match": alone["exact_match"], "greedy": alone["greedy"],
+                               "logprob_candidate": alone["logprob"]}
+                    if store is not None:
+                        store.add(k_lm, rec)
+                q["logprob"], q["exact_match"] = rec["logprob"], rec["exact_match"]
+            except FACT_ERRORS as exc:
+                facts_skipped[q["fact_id"]] = f"{type(exc).__name__}: {exc}"
+                continue
+            scored.append(q)
     scored = [q for q in scored if q["fact_id"] not in facts_skipped]  # keep facts whole (true + wrong)
     report = evaluate_queries(scored, lang)
     report.neurons = {r: neurons[r] for r in report.per_relation}
@@ -728,13 +769,15 @@ def run_factcheck(model, tokenizer, facts: Sequence[Fact], lang: str, dkn_result
     report.facts_skipped = facts_skipped
     report.settings = dict(lang=lang, fractions=list(fractions), lam=lam, n_wrong=n_wrong, seed=seed, steps=steps,
                            quadrature=quadrature, method=method, objective=objective, no_dkn=no_dkn, min_facts=min_facts,
+                           causal_mode=mode,
                            split_sizes={r: {p: len(v) for p, v in parts.items()} for r, parts in splits.items()})
     templates = {f.relation: f.relation_name for f in usable}
     checker = FactChecker(
         relations={r: {"neurons": [list(n) for n in neurons[r]], "threshold": report.thresholds[r]["with_DKN"],
                        "source": source[r], "template": templates.get(r, "")}
                    for r in report.per_relation if "with_DKN" in report.thresholds.get(r, {})},
-        lang=lang, model=mkey, settings=dict(method=method, steps=steps, quadrature=quadrature, objective=objective, lam=lam),
+        lang=lang, model=mkey, settings=dict(method=method, steps=steps, quadrature=quadrature, objective=objective, lam=lam,
+                                             causal_mode=mode),
     )
     return report, checker
 

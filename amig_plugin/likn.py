@@ -63,7 +63,8 @@ from tqdm.auto import tqdm
 
 from .attribution import frozen_eval
 from .cache import LocalizationCache, model_fingerprint
-from .data import CAUSAL_MODES, Fact, causal_prompt_and_target
+from .data import (CAUSAL_MODES, MASK_PLACEHOLDER, Fact, causal_cloze, causal_prompt_and_target, prompt_drop_summary,
+                   prompt_languages)
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .stats import trimmed_mean
 from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
@@ -131,20 +132,33 @@ def _sha(obj) -> str:
 
 def fact_query(fact: Fact, lang: str, *, target: str | None = None, prompt_index: int = 0,
                causal_mode: str = "cut", kind: str = "causal") -> tuple[str, str]:
-    """(prompt, target) to give the engine for ``fact`` in ``lang``.
-
-    ``cut`` (or a masked LM): the cloze prompt itself, ``<mask>`` included (the model family
-    cuts it; the same strings other studies pass, so localizations are shared). ``sentence``
-    with a causal LM: ``(prefix, object + rest of the sentence)`` from
-    :func:`amig_plugin.data.causal_prompt_and_target`. ``target`` overrides the gold object
-    (a candidate, the new object of an edit).
-    """
+    """(prompt, target) to give the engine for ``fact`` in ``lang`` (:func:`cloze_query` of its
+    prompt). ``target`` overrides the gold object (a candidate, the new object of an edit)."""
     if causal_mode not in CAUSAL_MODES:
         raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
     prompt = fact.prompt(lang, prompt_index)
     target = fact.target(lang) if target is None else target
+    return cloze_query(prompt, target, causal_mode=causal_mode, kind=kind)
+
+
+def cloze_query(prompt: str, target: str, *, causal_mode: str = "cut", kind: str = "causal") -> tuple[str, str]:
+    """(prompt, target) to give the engine for a cloze prompt and its object.
+
+    ``cut`` (or a masked LM): the cloze prompt itself, ``<mask>`` included (the model family
+    cuts it; the same strings other studies pass, so localizations are shared). ``sentence``
+    with a causal LM: ``(prefix, object + rest of the sentence)`` from
+    :func:`amig_plugin.data.causal_prompt_and_target` (the prefix keeps a trailing ``<mask>``
+    where the engine would otherwise put a space before the target, e.g. after ``"l'"``).
+    """
+    if causal_mode not in CAUSAL_MODES:
+        raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
     if kind == "causal" and causal_mode == "sentence":
-        return causal_prompt_and_target(prompt, target, mode="sentence")
+        prefix, text = causal_prompt_and_target(prompt, target, mode="sentence")
+        if not text.startswith(" ") and causal_cloze(prefix) != prefix + MASK_PLACEHOLDER:
+            # the engine would read a bare prefix as "prefix <mask>" and put a space before the
+            # target ("l'" + "Europe ..."): keep the mask so the boundary stays as written
+            return prefix + MASK_PLACEHOLDER, text
+        return prefix, text
     return prompt, target
 
 
@@ -1374,19 +1388,20 @@ def run_likn_experiment(model, tokenizer, facts: Sequence[Fact], langs: Sequence
         raise ValueError("fact ids must be unique")
     facts = [f.restrict(langs) for f in facts]
     settings = {**DEFAULT_LOCALIZE_SETTINGS, **(localize_settings or {})}
-    likn, _ = find_likn(model, tokenizer, facts, langs, method=method, cache=cache, causal_mode=causal_mode,
-                        progress=progress, **settings)
-    store = RecordStore(Path(out_dir) / "measurements.jsonl") if out_dir is not None else None
     if unrelated_accuracy is True or unrelated_accuracy is False:
         unrelated_accuracy = PROTOCOLS if unrelated_accuracy else ()
     unrelated_accuracy = tuple(unrelated_accuracy)
-    common = dict(n_unrelated=n_unrelated, seed=seed, causal_mode=causal_mode, rank_by=rank_by,
-                  random_control=random_control, store=store, progress=progress)
-    act = (activation_protocol(model, tokenizer, facts, likn, unrelated_accuracy="activation" in unrelated_accuracy,
-                               **common) if "activation" in protocols else [])
-    val = (value_protocol(model, tokenizer, facts, likn, unrelated_accuracy="value" in unrelated_accuracy,
-                          lambda_old=lambda_old, lambda_new=lambda_new, signed=signed, **common)
-           if "value" in protocols else [])
+    with prompt_drop_summary(prompt_languages(facts, langs)):  # one warning per language, not one per prompt
+        likn, _ = find_likn(model, tokenizer, facts, langs, method=method, cache=cache, causal_mode=causal_mode,
+                            progress=progress, **settings)
+        store = RecordStore(Path(out_dir) / "measurements.jsonl") if out_dir is not None else None
+        common = dict(n_unrelated=n_unrelated, seed=seed, causal_mode=causal_mode, rank_by=rank_by,
+                      random_control=random_control, store=store, progress=progress)
+        act = (activation_protocol(model, tokenizer, facts, likn, unrelated_accuracy="activation" in unrelated_accuracy,
+                                   **common) if "activation" in protocols else [])
+        val = (value_protocol(model, tokenizer, facts, likn, unrelated_accuracy="value" in unrelated_accuracy,
+                              lambda_old=lambda_old, lambda_new=lambda_new, signed=signed, **common)
+               if "value" in protocols else [])
     cfg = dict(languages=langs, method=method, causal_mode=causal_mode, protocols=list(protocols),
                unrelated_accuracy=list(unrelated_accuracy), value_edit=dict(lambda_old=lambda_old, lambda_new=lambda_new,
                                                                             signed=signed),

@@ -61,6 +61,12 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _flat_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` without mapping values (such as the LIKN controls: in summary.json and their
+    own section, not in a table cell)."""
+    return [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+
+
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
@@ -262,7 +268,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     write_csv(out / "failures.csv", failures, ["study", "unit", "fact_id", "lang", "method", "error"])
     for name, s in summary["studies"].items():
         if s["rows"]:
-            write_csv(out / f"{name}.csv", s["rows"])
+            write_csv(out / f"{name}.csv", _flat_rows(s["rows"]))
     counts = layer_counts(loc, likn, dkn, num_layers)
     write_csv(out / "layers.csv", counts, ["kind", "method", "lang", "layer", "count"])
 
@@ -322,8 +328,12 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
                   markdown_table(failures[:10], ["unit", "error"]), ""]
     for name, s in summary["studies"].items():
         if s["rows"]:
-            lines += [f"## {name}", "", markdown_table(s["rows"]), f"\n(`{name}.csv`)", ""]
+            lines += [f"## {name}", "", markdown_table(_flat_rows(s["rows"])), f"\n(`{name}.csv`)", ""]
             lines += unconverged_lines(s["rows"])
+            if name == "likn_overlap":
+                from .pipeline.studies import likn_overlap_markdown
+
+                lines += [likn_overlap_markdown(s["rows"]), ""]
     lines += ["## Figures", ""]
     for fname, heading, caption in figures:
         lines += [f"### {heading}", "", f"![{heading}]({fname})", "", caption, ""]

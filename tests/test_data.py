@@ -548,6 +548,8 @@ def test_cut_losses_counts_text_after_the_mask(tmp_path):
     from amig_plugin.data import cut_loss_warnings, cut_losses, load_bmlama
     paths = {"zh": _write_bmlama(tmp_path / "zh.tsv", _ZH_ROWS), "ja": _write_bmlama(tmp_path / "ja.tsv", _JA_ROWS)}
     losses = cut_losses(load_bmlama(paths), ["zh", "ja"])
-    assert losses == {"zh": {"prompts": 5, "lose_text": 0}, "ja": {"prompts": 5, "lose_text": 5}}
+    assert losses == {"zh": {"prompts": 5, "lose_text": 0, "example": ""},
+                      "ja": {"prompts": 5, "lose_text": 5, "example": "フランスの首都は<mask>です。"}}
     warns = cut_loss_warnings(losses)
     assert len(warns) == 1 and warns[0].startswith("ja: 5 of 5 prompts") and "--causal-mode sentence" in warns[0]
+    assert "e.g. 'フランスの首都は<mask>です。'" in warns[0]

@@ -85,6 +85,13 @@ def test_report_writes_tables_plots_and_page(run_dir):
         assert counted == total > 0
     likn = [json.loads(l) for l in (run_dir / "results" / "likn_overlap.jsonl").read_text().splitlines()]
     assert sum(int(r["count"]) for r in rows if r["kind"] == "LIKN") == sum(r["result"]["size"] for r in likn)
+    # the LIKN overlap study reports the controls of `amig likn`: in summary.json and on the page
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    (likn_row,) = summary["studies"]["likn_overlap"]["rows"]
+    assert likn_row["controls"]["pairs"][0]["languages"] == ["en", "zh"]
+    assert likn_row["controls"]["pairs"][0]["facts"] == len(likn)
+    assert "LIKN overlap controls (AMIG)" in page and "shuffled, same relation" in page
+    assert "shuffled_same_relation" in read_csv(out / "likn_overlap.csv")[0]
 
 
 def test_overlap_and_layer_counts_by_hand():

@@ -1,7 +1,9 @@
 """``amig dkn`` (degenerate knowledge neurons) and ``amig factcheck`` (fact-checking with them).
 
     amig dkn       --model M --data D --lang L [--n 200] [--k 20] [--low 0.2] [--high 0.25] [--grow]
+                   [--causal-mode cut|sentence]
     amig factcheck --model M --data D --lang L [--n 200] [--lam 0.7] [--split 1,1,1] [--n-wrong 1]
+                   [--causal-mode cut|sentence]
 
 ``--data``: a BMLAMA-style folder of ``<lang>.tsv`` files (e.g. ``../shared/data/bmlama17``), a
 fact file (``.jsonl``, our format) or ``shipped`` (the packaged facts, default). ``--lang``
@@ -48,6 +50,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--high", type=opt.unit_interval_open, default=0.25, help="the suppressed pair drops P below (1-high)·P0 (default 0.25)")
     p.add_argument("--grow", action="store_true", help="also search degenerate sets of 3..--max-set-size neurons (greedy growth)")
     p.add_argument("--max-set-size", type=opt.int_at_least(2), default=4)
+    p.add_argument("--causal-mode", choices=["cut", "sentence"], default="cut",
+                   help="causal LMs: score the object after the text before <mask> (cut, default) or the object + "
+                        "the rest of the sentence (sentence: for languages whose mask stands mid-sentence, e.g. ja, "
+                        "ko); used in the localization, the suppressions and the candidate scores. Masked LMs: "
+                        "ignored (no effect)")
     p.add_argument("--batch-size", type=opt.positive_int, default=256, help="suppressed rows per forward")
     p.add_argument("--out", default=None, help="folder of the resumable record stores (default $AMIG_CACHE/dkn/<model>)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -128,12 +135,19 @@ def _setup(args):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")
     facts = sample_facts(pool, args.n, seed=args.seed)
     model, tok = _load(args)
-    from ..data import cut_loss_warnings, cut_losses
+    from ..data import cut_loss_warnings, cut_losses, warned_languages
+    from ..dkn import effective_causal_mode
     from ..models import get_family
-    if get_family(model).kind == "causal":
-        fix = "DKN and fact-checking score the cut prefix only: read this language with care"
-        for w in cut_loss_warnings(cut_losses(facts, langs), fix=fix):
+    args.effective_causal_mode = effective_causal_mode(model, args.causal_mode)
+    if get_family(model).kind != "causal" and args.causal_mode != "cut":
+        print(f"note: --causal-mode {args.causal_mode} is ignored for a masked LM (it reads the whole prompt)",
+              file=sys.stderr)
+    args.warned_languages = []
+    if args.effective_causal_mode == "cut" and get_family(model).kind == "causal":
+        lines = cut_loss_warnings(cut_losses(facts, langs))
+        for w in lines:
             print(f"WARNING: {w}", file=sys.stderr)
+        args.warned_languages = warned_languages(lines)
     out = Path(args.out) if args.out else default_store_dir(model)
     out.mkdir(parents=True, exist_ok=True)
     stores = {"dkn": RecordStore(out / "dkn.jsonl"), "factcheck": RecordStore(out / "factcheck.jsonl")}
@@ -149,24 +163,45 @@ def _detect(args, model, tok, facts, lang, stores, cache):
     t0 = time.time()
     results, errors = detect_facts(model, tok, facts, lang, store=stores["dkn"], cache=cache, k=args.k, low=args.low,
                                    high=args.high, grow=args.grow, max_set_size=args.max_set_size,
-                                   batch_size=args.batch_size, progress=not args.no_progress)
+                                   batch_size=args.batch_size, progress=not args.no_progress,
+                                   causal_mode=args.effective_causal_mode)
     return results, errors, time.time() - t0
 
 
+def _mode_label(args) -> str:
+    """The causal mode for a report header ("sentence", or "cut (--causal-mode sentence ignored: masked LM)")."""
+    used = args.effective_causal_mode
+    return used if used == args.causal_mode else f"{used} (--causal-mode {args.causal_mode} ignored: masked LM)"
+
+
+def _settings(args) -> dict:
+    """The settings a JSON result records."""
+    return dict(causal_mode=args.effective_causal_mode, causal_mode_requested=args.causal_mode, k=args.k,
+                low=args.low, high=args.high, n=args.n, seed=args.seed, data=args.data)
+
+
 def cmd_dkn(args) -> int:
+    from ..data import prompt_drop_summary
+
+    model, tok, langs, pool, facts, stores, cache = _setup(args)
+    with prompt_drop_summary(said=args.warned_languages):  # one warning per language, not one per prompt
+        return _cmd_dkn(args, model, tok, langs, facts, stores, cache)
+
+
+def _cmd_dkn(args, model, tok, langs, facts, stores, cache) -> int:
+    """``amig dkn`` after the setup."""
     from ..dkn import format_layer_summary, layer_summary
     from ..loading import model_label
     from ..models import get_family
 
-    model, tok, langs, pool, facts, stores, cache = _setup(args)
     num_layers = get_family(model).num_layers
     out = {}
     for lang in langs:
         results, errors, elapsed = _detect(args, model, tok, facts, lang, stores, cache)
         summary = layer_summary(results.values(), num_layers)
         print()
-        print(format_layer_summary(summary, f"degenerate pairs [{lang}] (k={args.k}, low={args.low}, high={args.high}; "
-                                            f"{model_label(args.model)})"))
+        print(format_layer_summary(summary, f"degenerate pairs [{lang}] (k={args.k}, low={args.low}, high={args.high}, "
+                                            f"causal mode {_mode_label(args)}; {model_label(args.model)})"))
         secs = [r.seconds for r in results.values()]
         if secs:
             print(f"\ndetection: {sum(secs) / len(secs):.2f} s per fact (batched suppressions, localization excluded); "
@@ -180,7 +215,7 @@ def cmd_dkn(args) -> int:
                 pairs = ", ".join(f"L{a[0]}.{a[1]}+L{b[0]}.{b[1]}" for a, b in r.degenerate_pairs[:4])
                 more = f" (+{len(r.pairs) - 4})" if len(r.pairs) > 4 else ""
                 print(f"  {r.fact_id} {r.target!r}: P0={r.p0:.3g}, {len(r.pairs)} pairs: {pairs}{more}")
-        out[lang] = {"summary": summary, "errors": errors,
+        out[lang] = {"summary": summary, "errors": errors, "settings": _settings(args),
                      "facts": {f: r.to_dict() for f, r in results.items()}}
     if args.json:
         Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -189,13 +224,22 @@ def cmd_dkn(args) -> int:
 
 
 def cmd_factcheck(args) -> int:
-    from ..dkn import format_layer_summary, layer_summary
-    from ..factcheck import TooFewFactsError, check_fractions, check_lambda, format_summary, run_factcheck
-    from ..models import get_family
+    from ..data import prompt_drop_summary
+    from ..factcheck import check_fractions, check_lambda
 
     check_lambda(args.lam)
     check_fractions(args.split)
     model, tok, langs, pool, facts, stores, cache = _setup(args)
+    with prompt_drop_summary(said=args.warned_languages):  # one warning per language, not one per prompt
+        return _cmd_factcheck(args, model, tok, langs, pool, facts, stores, cache)
+
+
+def _cmd_factcheck(args, model, tok, langs, pool, facts, stores, cache) -> int:
+    """``amig factcheck`` after the setup."""
+    from ..dkn import format_layer_summary, layer_summary
+    from ..factcheck import TooFewFactsError, format_summary, run_factcheck
+    from ..models import get_family
+
     num_layers = get_family(model).num_layers
     reports, out, failed = [], {}, []
     for lang in langs:
@@ -210,7 +254,7 @@ def cmd_factcheck(args) -> int:
             report, checker = run_factcheck(model, tok, facts, lang, results, pool=pool, store=stores["factcheck"],
                                             fractions=args.split, lam=args.lam, n_wrong=args.n_wrong, seed=args.seed,
                                             steps=args.steps, no_dkn=args.no_dkn, min_facts=args.min_facts,
-                                            progress=not args.no_progress)
+                                            progress=not args.no_progress, causal_mode=args.effective_causal_mode)
         except TooFewFactsError as exc:
             print(f"[{lang}] fact-checking not possible: {exc}", file=sys.stderr)
             failed.append(lang)
@@ -218,7 +262,7 @@ def cmd_factcheck(args) -> int:
         print()
         print(report.to_markdown(per_relation=not args.no_per_relation))
         reports.append(report)
-        out[lang] = {"factcheck": report.to_dict(), "dkn_summary": summary, "dkn_errors": errors,
+        out[lang] = {"factcheck": report.to_dict(), "dkn_summary": summary, "dkn_errors": errors, "settings": _settings(args),
                      "layer_summary_markdown": format_layer_summary(summary)}
         if args.save_checker:
             path = args.save_checker.replace("{lang}", lang) if "{lang}" in args.save_checker else (
@@ -227,7 +271,8 @@ def cmd_factcheck(args) -> int:
             print(f"checker saved to {path}")
     from ..loading import model_label
 
-    print(f"\n### fact-checking, overall: {model_label(args.model)}, measured here (test split; thresholds tuned on dev)\n")
+    print(f"\n### fact-checking, overall: {model_label(args.model)}, causal mode {_mode_label(args)}, measured here "
+          "(test split; thresholds tuned on dev)\n")
     print(format_summary(reports))
     print(f"\n{PAPER_TABLE3}")
     if args.json:

@@ -57,20 +57,21 @@ def load_fact_data(data: str | None, langs: list[str], template_lang: str | None
 def usable_for(model, facts, langs, causal_mode):
     """Facts whose prompts can be queried by this model in every language; the others are
     reported, not silently used (e.g. a causal model and a prompt that starts with <mask>)."""
-    from ..data import FactFormatError, causal_prompt_and_target
+    from ..data import FactFormatError, causal_prompt_and_target, prompt_drop_summary, prompt_languages
     from ..models import get_family
 
     kind = get_family(model).kind
     ok, bad = [], []
-    for f in facts:
-        try:
-            if kind == "causal":
-                for l in langs:
-                    for prompt in f.prompts[l]:
-                        causal_prompt_and_target(prompt, f.target(l), mode=causal_mode)
-            ok.append(f)
-        except FactFormatError as exc:
-            bad.append((f.id, str(exc)))
+    with prompt_drop_summary(prompt_languages(facts, langs), said=langs):  # a check only: the per-language note on lost text comes after it
+        for f in facts:
+            try:
+                if kind == "causal":
+                    for l in langs:
+                        for prompt in f.prompts[l]:
+                            causal_prompt_and_target(prompt, f.target(l), mode=causal_mode)
+                ok.append(f)
+            except FactFormatError as exc:
+                bad.append((f.id, str(exc)))
     return ok, bad
 
 
@@ -107,10 +108,12 @@ def cmd_likn(args) -> int:
             notes.append(f"--n {n} but only {len(facts)} usable facts: using all of them")
         n = len(facts)
     facts = sample_facts(facts, n, seed=args.sample_seed)
-    from ..data import cut_loss_warnings, cut_losses
+    from ..data import cut_loss_warnings, cut_losses, prompt_drop_summary, warned_languages
     losses = cut_losses(facts, langs)
+    said = []
     if args.causal_mode == "cut" and get_family(model).kind == "causal":
-        notes += cut_loss_warnings(losses)
+        said = cut_loss_warnings(losses)
+        notes += said
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / (
@@ -124,14 +127,15 @@ def cmd_likn(args) -> int:
     print(f"LIKN: {len(facts)} facts from {source}, languages {langs}, method {args.method}, causal mode "
           f"{args.causal_mode}, protocols {protocols}; output {out}", file=sys.stderr)
     t0 = time.time()
-    exp = run_likn_experiment(
-        model, tok, facts, langs, method=args.method, cache=cache, causal_mode=args.causal_mode, protocols=protocols,
-        n_unrelated=args.n_unrelated, seed=args.seed, rank_by=args.rank_by,
-        unrelated_accuracy={"none": (), "activation": ("activation",), "both": ("activation", "value")}[
-            args.unrelated_accuracy], random_control=not args.no_random, out_dir=out,
-        config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes, cut_losses=losses,
-                    sample_seed=args.sample_seed),
-        localize_settings=settings, lambda_old=args.lambda_old, lambda_new=args.lambda_new, signed=not args.unsigned)
+    with prompt_drop_summary(said=warned_languages(said)):  # the notes above said it: no second warning
+        exp = run_likn_experiment(
+            model, tok, facts, langs, method=args.method, cache=cache, causal_mode=args.causal_mode, protocols=protocols,
+            n_unrelated=args.n_unrelated, seed=args.seed, rank_by=args.rank_by,
+            unrelated_accuracy={"none": (), "activation": ("activation",), "both": ("activation", "value")}[
+                args.unrelated_accuracy], random_control=not args.no_random, out_dir=out,
+            config=dict(model=args.model or "gemma-3-270m (embedded default)", data=source, notes=notes,
+                        cut_losses=losses, sample_seed=args.sample_seed),
+            localize_settings=settings, lambda_old=args.lambda_old, lambda_new=args.lambda_new, signed=not args.unsigned)
     elapsed = time.time() - t0
     if cache is not None:
         print(f"localization cache {cache.path}: {cache.hits} reused, {cache.misses} computed", file=sys.stderr)

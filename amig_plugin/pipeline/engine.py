@@ -27,6 +27,7 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..data import prompt_drop_summary, prompt_languages
 from .config import ConfigError, RunConfig, config_changes, load_config
 from .folder import RunFolder
 from .studies import STUDIES, StudyContext, unit_key
@@ -402,19 +403,20 @@ def _run_rank(config, folder, facts, dist, *, retry_failed, merge, limit, model,
     print(f"[rank {dist.rank}/{dist.world}] {len(facts)} facts, {len(fact_units)} per-fact units in this process, "
           f"{len(fact_units) - len(pending)} already recorded, {len(pending)} to compute", file=sys.stderr)
     t0 = time.time()
-    finished = worker.compute(pending, len(fact_units), limit)
-    dist.barrier()
-    if finished and run_units:
-        # run-stage studies need every fact's records, from every rank
-        worker.reload()
-        everything = plan_units(config, facts)
-        missing = [u for u in everything if u.fact_id != RUN_FACT and u.key not in worker.done]
-        if missing:
-            print(f"[rank {dist.rank}] run-stage studies wait: {len(missing)} per-fact units are not recorded yet "
-                  f"(e.g. {missing[0].key})", file=sys.stderr)
-            finished = False
-        else:
-            finished = worker.compute(worker.pending(run_units, retry_failed), len(run_units), limit)
+    with prompt_drop_summary(prompt_languages(facts, config.languages)):  # one warning per language, not per prompt
+        finished = worker.compute(pending, len(fact_units), limit)
+        dist.barrier()
+        if finished and run_units:
+            # run-stage studies need every fact's records, from every rank
+            worker.reload()
+            everything = plan_units(config, facts)
+            missing = [u for u in everything if u.fact_id != RUN_FACT and u.key not in worker.done]
+            if missing:
+                print(f"[rank {dist.rank}] run-stage studies wait: {len(missing)} per-fact units are not recorded yet "
+                      f"(e.g. {missing[0].key})", file=sys.stderr)
+                finished = False
+            else:
+                finished = worker.compute(worker.pending(run_units, retry_failed), len(run_units), limit)
     elapsed = time.time() - t0
     folder.log({"event": "finish", "rank": dist.rank, "world": dist.world, "pid": os.getpid(),
                 "computed": worker.computed, "failed": worker.failed, "seconds": round(elapsed, 2),

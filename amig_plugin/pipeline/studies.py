@@ -300,19 +300,55 @@ def effect_summary(records: list[dict], config) -> list[dict]:
 
 
 def likn_overlap_compute(ctx: StudyContext, fact, unit: dict) -> dict:
+    """The fact's LIKN (intersection of its neuron sets over the languages), with what the
+    run-level controls need: the per-language sets, the relation and the model's shape."""
+    from ..models import get_family
+
     method = unit["method"]
     sets = {lang: {tuple(n) for n in ctx.record("localization", fact.id, lang, method)["neurons"]}
             for lang in ctx.config.languages}
     langs = list(sets)
     inter = set.intersection(*sets.values()) if sets else set()
     union = set.union(*sets.values()) if sets else set()
+    family = get_family(ctx.model)
     return {"languages": langs, "sizes": {l: len(s) for l, s in sets.items()},
             "intersection": sorted([list(n) for n in inter]), "size": len(inter),
             "union_size": len(union), "jaccard": len(inter) / len(union) if union else float("nan"),
-            "layers": sorted(l for l, _ in inter)}
+            "layers": sorted(l for l, _ in inter), "relation": fact.relation,
+            "per_lang": {l: sorted([list(n) for n in s]) for l, s in sets.items()},
+            "num_layers": family.num_layers, "ffn_width": family.ffn_width}
+
+
+#: A neuron in the LIKN of at least this many facts is a hub (as in ``amig likn``).
+HUB_MIN_FACTS = 3
+
+
+def likn_overlap_controls(records: list[dict], hub_min_facts: int = HUB_MIN_FACTS) -> dict:
+    """The controls of ``amig likn`` (:func:`amig_plugin.likn.likn_controls`: shuffled facts of
+    the same / another relation, layer-matched and uniform chance, hub neurons and every
+    pair without them) over one method's ok records. ``{"unavailable": reason}`` when the
+    records lack the per-language sets (made by an older version: rerun the study)."""
+    from ..likn import FactLIKN, LIKNReport, likn_controls
+
+    ok_records = [r for r in records if r["status"] == "ok"]
+    ok = [r["result"] for r in ok_records]
+    if not ok:
+        return {"unavailable": "no ok record"}
+    old = sum("per_lang" not in r or "num_layers" not in r for r in ok)
+    if old:
+        return {"unavailable": f"{old} of {len(ok)} records lack the per-language sets (made by an older version); "
+                               "delete results and records of likn_overlap and rerun `amig run` to compute the controls"}
+    langs = tuple(ok[0]["languages"])
+    facts = [FactLIKN(str(rec.get("fact_id", i)), rec["result"]["relation"], langs, rec["result"]["per_lang"],
+                      rec["result"]["intersection"]) for i, rec in enumerate(ok_records)]
+    report = LIKNReport(langs, "", facts, num_layers=ok[0]["num_layers"], ffn_width=ok[0]["ffn_width"])
+    return likn_controls(report, hub_min_facts=hub_min_facts)
 
 
 def likn_overlap_summary(records: list[dict], config) -> list[dict]:
+    """One row per method: LIKN sizes, and under ``controls`` the overlap controls of
+    :func:`likn_overlap_controls` (also as flat columns for the first language pair: same-fact
+    overlap, shuffled same / other relation, layer-matched and uniform chance, hubs)."""
     rows = []
     groups: dict[str, list[dict]] = {}
     for r in records:
@@ -320,11 +356,36 @@ def likn_overlap_summary(records: list[dict], config) -> list[dict]:
     for method, recs in sorted(groups.items()):
         ok = [r["result"] for r in recs if r["status"] == "ok"]
         sizes = [r["size"] for r in ok]
-        rows.append(dict(method=method, facts=len(recs), failed=len(recs) - len(ok),
-                         nonempty=sum(s > 0 for s in sizes), empty=sum(s == 0 for s in sizes),
-                         mean_size=_mean(sizes), mean_jaccard=_mean([r["jaccard"] for r in ok if _finite(r["jaccard"])]),
-                         **{f"mean_size_{l}": _mean([r["sizes"][l] for r in ok]) for l in (ok[0]["languages"] if ok else [])}))
+        row = dict(method=method, facts=len(recs), failed=len(recs) - len(ok),
+                   nonempty=sum(s > 0 for s in sizes), empty=sum(s == 0 for s in sizes),
+                   mean_size=_mean(sizes), mean_jaccard=_mean([r["jaccard"] for r in ok if _finite(r["jaccard"])]),
+                   **{f"mean_size_{l}": _mean([r["sizes"][l] for r in ok]) for l in (ok[0]["languages"] if ok else [])})
+        controls = likn_overlap_controls(recs)
+        if controls.get("pairs"):
+            first = controls["pairs"][0]
+            row.update(pair="-".join(first["languages"]), same_fact_overlap=first["matched"],
+                       shuffled_same_relation=first["shuffled_same_relation"],
+                       shuffled_other_relation=first["shuffled_other_relation"],
+                       layer_matched_chance=first["layer_matched_chance"], uniform_chance=first["uniform_chance"],
+                       hubs=controls["hub_count"], nonempty_without_hubs=controls.get("nonempty_without_hubs", row["nonempty"]))
+        row["controls"] = controls
+        rows.append(row)
     return rows
+
+
+def likn_overlap_markdown(rows: list[dict]) -> str:
+    """The controls of each method's row as markdown (:func:`amig_plugin.likn.controls_markdown`)."""
+    from ..likn import controls_markdown
+
+    out = []
+    for row in rows:
+        c = row.get("controls")
+        if c is None:
+            continue
+        out += [f"### LIKN overlap controls ({str(row.get('method', '')).upper()})", ""]
+        out.append(f"_{c['unavailable']}_" if "unavailable" in c else controls_markdown(c))
+        out.append("")
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------
