@@ -518,7 +518,8 @@ def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 prompts per model (finishes within 5 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="2 prompts per model, 1 alternating pass (the equal-accuracy reference, "
+                    "256 + 128 Gauss-Legendre points per prompt, is most of its time; --no-equal-accuracy skips it)")
     ap.add_argument("--prompts", type=int, default=None, help="prompts per model (default 6, quick 2)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
