@@ -33,3 +33,19 @@ DEFAULT_RESIDUAL_TOLERANCE = 0.05
 #: Layers whose ΔF is below this fraction of the largest layer's are judged against that
 #: fraction instead (a relative residual of a ΔF ~ 0 would be noise over noise).
 RESIDUAL_FLOOR = 0.01
+
+#: τ (a neuron is selected when its attribution exceeds τ · max) for AMIG, per language: the
+#: paper's 0.3 for English and 0.2 for Chinese; other languages use :data:`FALLBACK_TAU`.
+DEFAULT_TAU = {"en": 0.3, "zh": 0.2}
+FALLBACK_TAU = 0.2
+#: Dai et al.'s τ for their zero-baseline KN (every language).
+KN_TAU = 0.2
+
+
+def default_tau(lang: "str | None", method: str = "amig") -> float:
+    """τ when none is given: KN 0.2 (Dai et al.); AMIG the paper's 0.3 for English, 0.2 for
+    Chinese, 0.2 for any other language. ``lang`` is a code such as ``en`` or ``zh-CN``
+    (the part before ``-`` counts, case-insensitive)."""
+    if method == "kn":
+        return KN_TAU
+    return DEFAULT_TAU.get((lang or "").split("-")[0].lower(), FALLBACK_TAU)

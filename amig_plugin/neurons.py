@@ -3,8 +3,8 @@
 Selection (Dai et al. 2022; Chen et al. 2024):
   1. per prompt, keep neuron (l, i) when IG_{l,i} > τ · max_{l', i'} IG_{l', i'} (max over
      all attributed layers); τ for AMIG per language: 0.3 en, 0.2 zh (the paper), 0.2
-     otherwise; τ for KN: Dai et al.'s 0.2 in every language (:func:`default_tau`, the one
-     place these defaults live; the localization cache keys on the resolved τ);
+     otherwise; τ for KN: Dai et al.'s 0.2 in every language (:func:`amig_plugin.defaults.default_tau`,
+     the one place these defaults live, re-exported here; the localization cache keys on the resolved τ);
   2. with several prompts of the same fact, keep the neurons selected for more than a
      fraction p of the prompts (``share_p``; Dai et al. use 0.7);
   3. optionally (``adaptive=(lo, hi)``), Dai et al.'s adaptive selection: move τ in steps
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .attribution import AttributionResult, attribute_query, refine_unconverged
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS
+from .defaults import DEFAULT_TAU, FALLBACK_TAU, KN_TAU, default_tau  # noqa: F401  (re-exported)
 from .checks import check_share_p, check_size_range, check_steps, check_tau  # noqa: F401  (re-exported)
 from .errors import AmigError
 from .models import ModelFamily, get_family
@@ -42,19 +43,7 @@ class UnconvergedError(AmigError, ArithmeticError):
 
 Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
 
-DEFAULT_TAU = {"en": 0.3, "zh": 0.2}
-FALLBACK_TAU = 0.2
-#: Dai et al.'s τ for their zero-baseline KN (every language).
-KN_TAU = 0.2
 ADAPTIVE_STEP = 0.05
-
-
-def default_tau(lang: str | None, method: str = "amig") -> float:
-    """τ when none is given: KN 0.2 (Dai et al.); AMIG the paper's 0.3 for English, 0.2 for
-    Chinese, 0.2 for any other language."""
-    if method == "kn":
-        return KN_TAU
-    return DEFAULT_TAU.get((lang or "").lower(), FALLBACK_TAU)
 
 
 def select_neurons(attributions: Sequence[torch.Tensor], layers: Sequence[int], tau: float,

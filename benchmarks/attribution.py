@@ -13,7 +13,30 @@ same thread count, makes one untimed warm-up call on the first prompt (``--no-wa
 time it too), and the two alternate ``--repeats`` times (each side's fastest pass counts, so
 a burst of load on a shared machine hurts neither). Ends with one line:
 
-    speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d>
+    speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d> equal_accuracy_causal=<x> (gauss/<m> err <e> vs easyedit err <e>) equal_accuracy_masked=<y> (...)
+
+``max_rel_diff``: max |ours − EasyEdit| / max |EasyEdit| of the attributions, both at m = 20
+on EasyEdit's path (the same computation: float rounding only).
+
+Equal accuracy. EasyEdit's path ``torch.linspace(0, 1, m)`` weighted 1/m is a biased Riemann
+sum (it counts both ends, alpha = 0 and alpha = 1, with weight 1/m: an O(1/m) error), so the
+engine can reach the same accuracy with fewer path points. Both are measured against one
+high-precision reference per prompt in EasyEdit's convention (same neuron site: GPT-2
+``ffn_pre_activation``, BERT ``ffn_hidden`` = its ``intermediate`` output; zero baseline;
+F = P(target)): our engine with 256-point Gauss-Legendre, checked against 128 points (their
+difference is printed and must be far below the errors compared; a warning says when it is
+not). The error of a [L, W] attribution matrix ``a`` of one prompt is the relative L2 error
+over all layers, ``||a − ref||_2 / ||ref||_2``; EasyEdit's error is that of its m = 20
+attributions. Our rule at equal accuracy is the cheapest (fewest path points) Gauss-Legendre
+rule of ``--eq-steps`` whose error is at most EasyEdit's on every prompt
+(:func:`select_equal_accuracy`); it is then timed like the rest (its own subprocesses,
+alternating with EasyEdit's, fastest pass) and ``equal_accuracy_<kind>`` is EasyEdit's time /
+its time. The errors printed after the rule are the worst prompt's.
+
+``--runs K`` repeats the timed comparison K times in one invocation (the reference is computed
+once; the rule is chosen again from each run's EasyEdit scores, which are deterministic), prints each run's ratios and their min and
+median, and the final line then carries the medians plus ``runs=K`` and the minima
+(``min_causal=``, ``min_equal_accuracy_causal=``, ...): the check of "in every run".
 
 ``--captum`` compares with Captum instead (PyPI ``captum``, the ``bench`` extra; run the script
 with an interpreter that has it): its ``LayerIntegratedGradients``, one layer at a time, on a
@@ -37,9 +60,11 @@ import gc
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import torch
 
@@ -224,7 +249,7 @@ def captum_kn(model, tok, steps: int, rule: str, batch_size: int):
 
 
 def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int, batch_size: int, threads: int,
-                min_tokens: int, warmup: bool, queue, quadrature: str = "linspace") -> None:
+                min_tokens: int, warmup: bool, queue, quadrature: str = "linspace", site: str | None = None) -> None:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
@@ -262,7 +287,8 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
     else:
         from amig_plugin.attribution import neuron_attributions
 
-        site = "ffn_pre_activation" if kind == "causal" and quadrature == "linspace" else "ffn_hidden"
+        if site is None:
+            site = easyedit_site(kind) if quadrature == "linspace" else "ffn_hidden"
         settings = dict(method="kn", steps=steps, objective="prob", quadrature=quadrature, neuron_site=site,
                         ig_batch_size=batch_size)
         if warmup:
@@ -277,31 +303,144 @@ def _run_engine(engine: str, kind: str, tok_dir: str, n_prompts: int, steps: int
                    queries=queries, peak_rss_mb=peak, extra_rss_mb=peak - rss0))
 
 
-def run_isolated(*args) -> dict:
+def run_isolated(*args, site: str | None = None) -> dict:
     *args, quadrature = args
+    return _isolated(_run_engine, *args, quadrature=quadrature, site=site)
+
+
+def _isolated(fn, *args, **kwargs) -> dict:
+    """``fn(*args, queue, **kwargs)`` in a fresh spawned process; what it puts on the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_engine, args=(*args, queue, quadrature))
+    proc = ctx.Process(target=fn, args=(*args, queue), kwargs=kwargs)
     proc.start()
     result = queue.get()
     proc.join()
     return result
 
 
-def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, our_batch: int, repeats: int,
-            min_tokens: int = 0, warmup: bool = True, other: str = "easyedit", quadrature: str = "linspace") -> dict:
-    """Alternate EasyEdit and ours ``repeats`` times (fresh processes); keep each one's fastest
-    pass, so a burst of load on the shared machine hurts neither side."""
+# ----------------------------------------------------------------------------------------
+# equal accuracy: errors against a high-precision reference in EasyEdit's convention
+
+#: Gauss-Legendre path points tried for our rule at equal accuracy (``--eq-steps``).
+EQ_STEPS = (4, 6, 8, 12, 16, 24, 32)
+#: The reference rule (Gauss-Legendre) and the coarser one it is checked against.
+REFERENCE_STEPS, REFERENCE_CHECK_STEPS = 256, 128
+
+
+def easyedit_site(kind: str) -> str:
+    """EasyEdit KN's hook point as our neuron site: GPT-2 ``mlp.c_fc`` output (before the GELU),
+    BERT ``intermediate`` output (after it)."""
+    return "ffn_pre_activation" if kind == "causal" else "ffn_hidden"
+
+
+def easyedit_convention(kind: str, steps: int, quadrature: str, batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
+    """Keyword arguments of ``neuron_attributions`` for KN in EasyEdit's conventions (zero
+    baseline, its site, F = P(target)) under our rule ``quadrature``/``steps``."""
+    return dict(method="kn", steps=steps, objective="prob", quadrature=quadrature, neuron_site=easyedit_site(kind),
+                ig_batch_size=batch_size)
+
+
+def rel_l2(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """||a − ref||_2 / ||ref||_2 over the whole [L, W] matrix (all layers), in float64."""
+    a, ref = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(ref, dtype=torch.float64)
+    return float((a - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def reference_attributions(model, tok, prompt: str, target: str, kind: str, steps: int = REFERENCE_STEPS,
+                           batch_size: int = DEFAULT_IG_BATCH_SIZE) -> torch.Tensor:
+    """[L, W] KN attributions in EasyEdit's convention under ``steps``-point Gauss-Legendre."""
+    from amig_plugin.attribution import neuron_attributions
+
+    return neuron_attributions(model, tok, prompt, target, **easyedit_convention(kind, steps, "gauss", batch_size)).attributions
+
+
+def select_equal_accuracy(errors: Mapping[str, Sequence[float]], bound: Sequence[float],
+                          cost: Mapping[str, float]) -> str | None:
+    """The cheapest rule (least ``cost``, e.g. path points) whose error is at most ``bound``
+    on every prompt: ``errors[rule][i] <= bound[i]`` for all i; ``None`` if no rule is."""
+    ok = [rule for rule, errs in errors.items()
+          if len(errs) == len(bound) and all(e <= b for e, b in zip(errs, bound))]
+    return min(ok, key=lambda rule: (cost[rule], rule)) if ok else None
+
+
+def _accuracy_pass(kind: str, tok_dir: str, n_prompts: int, threads: int, min_tokens: int, eq_steps: Sequence[int],
+                   batch_size: int, queue) -> None:
+    """Per prompt: the reference, its distance to the 128-point rule, and each Gauss-Legendre
+    rule's error (same model, prompts and threads as the timed passes)."""
+    from transformers import AutoTokenizer
+
+    from amig_plugin.attribution import neuron_attributions
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = build_model(kind)
+    queries = benchmark_queries(kind, tok, n_prompts, min_tokens)
+    refs, check, errors = [], [], {f"gauss/{m}": [] for m in eq_steps}
+    for prompt, target in queries:
+        ref = reference_attributions(model, tok, prompt, target, kind, REFERENCE_STEPS, batch_size)
+        coarse = reference_attributions(model, tok, prompt, target, kind, REFERENCE_CHECK_STEPS, batch_size)
+        refs.append(ref.tolist())
+        check.append(rel_l2(coarse, ref))
+        for m in eq_steps:
+            a = neuron_attributions(model, tok, prompt, target, **easyedit_convention(kind, m, "gauss", batch_size))
+            errors[f"gauss/{m}"].append(rel_l2(a.attributions, ref))
+    queue.put(dict(refs=refs, check=check, errors=errors, queries=queries))
+
+
+def equal_accuracy(acc: dict, ee_scores: Sequence) -> dict:
+    """EasyEdit's per-prompt errors against the reference and our cheapest rule at least as
+    accurate on every prompt (``rule`` None if no rule of the set is)."""
+    ee_err = [rel_l2(torch.tensor(s), torch.tensor(r)) for s, r in zip(ee_scores, acc["refs"])]
+    cost = {rule: int(rule.split("/")[1]) for rule in acc["errors"]}
+    rule = select_equal_accuracy(acc["errors"], ee_err, cost)
+    return dict(rule=rule, ee_err=ee_err, err=acc["errors"][rule] if rule else None)
+
+
+def make_tokenizer_dir(kind: str) -> str:
+    """The benchmark tokenizer of ``kind``, trained once and saved: every process sees the same ids."""
     import tempfile
 
     tok_dir = tempfile.mkdtemp(prefix="amig-bench-tok-")
-    build_tokenizer(kind).save_pretrained(tok_dir)  # trained once: both engines see the same ids
-    runs = {other: [], "ours": []}
+    build_tokenizer(kind).save_pretrained(tok_dir)
+    return tok_dir
+
+
+def accuracy(kind: str, tok_dir: str, n_prompts: int, threads: int, min_tokens: int = 0,
+             eq_steps: Sequence[int] = EQ_STEPS, batch_size: int = DEFAULT_IG_BATCH_SIZE) -> dict:
+    """The reference and our rules' errors (one untimed subprocess); see the module docstring."""
+    acc = _isolated(_accuracy_pass, kind, tok_dir, n_prompts, threads, min_tokens, tuple(eq_steps), batch_size)
+    print(f"[{kind}] reference: Gauss-Legendre {REFERENCE_STEPS} points in EasyEdit's convention (site "
+          f"{easyedit_site(kind)}, zero baseline, P(target)); vs {REFERENCE_CHECK_STEPS} points: relative L2 "
+          f"difference {max(acc['check']):.1e} (worst prompt)")
+    print("  our errors (relative L2 over all layers, worst prompt): "
+          + "  ".join(f"{rule} {max(errs):.1e}" for rule, errs in acc["errors"].items()))
+    return acc
+
+
+def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, our_batch: int, repeats: int,
+            min_tokens: int = 0, warmup: bool = True, other: str = "easyedit", quadrature: str = "linspace",
+            tok_dir: str | None = None, acc: dict | None = None) -> dict:
+    """Alternate EasyEdit and ours ``repeats`` times (fresh processes); keep each one's fastest
+    pass, so a burst of load on the shared machine hurts neither side. With ``acc`` (from
+    :func:`accuracy`, EasyEdit mode): our cheapest rule at EasyEdit's accuracy is chosen from
+    EasyEdit's first pass and timed in every round too (a third process per round)."""
+    tok_dir = tok_dir or make_tokenizer_dir(kind)
+    runs = {other: [], "ours": [], "eq": []}
+    eq = None
     for _ in range(repeats):
         runs[other].append(run_isolated(other, kind, tok_dir, n_prompts, steps, ee_batch, threads, min_tokens,
                                         warmup, quadrature))
         runs["ours"].append(run_isolated("ours", kind, tok_dir, n_prompts, steps, our_batch, threads, min_tokens, warmup,
                                          quadrature))
+        if acc is not None:
+            if acc["queries"] != runs[other][0]["queries"]:
+                raise RuntimeError("the accuracy pass and the timed passes drew different prompts")
+            eq = eq or equal_accuracy(acc, runs[other][0]["scores"])
+            if eq["rule"] is not None:
+                m = int(eq["rule"].split("/")[1])
+                runs["eq"].append(run_isolated("ours", kind, tok_dir, n_prompts, m, our_batch, threads, min_tokens,
+                                               warmup, "gauss", site=easyedit_site(kind)))
     ee = min(runs[other], key=lambda r: sum(r["times"]))
     ours = min(runs["ours"], key=lambda r: sum(r["times"]))
     rel = []
@@ -323,7 +462,23 @@ def compare(kind: str, n_prompts: int, steps: int, threads: int, ee_batch: int, 
           f"{', after one untimed warm-up call each' if warmup else ''}; prompts of "
           f"{min(lengths)}-{max(lengths)} tokens, mean {sum(lengths) / len(lengths):.1f})   "
           f"max relative difference of attributions {max(rel):.2e}")
-    return dict(speedup=t_ee / t_ours, max_rel_diff=max(rel), easyedit=ee, ours=ours)
+    out = dict(speedup=t_ee / t_ours, max_rel_diff=max(rel), easyedit=ee, ours=ours)
+    if eq is not None:
+        out.update(eq_rule=eq["rule"], ee_err=max(eq["ee_err"]), eq_err=max(eq["err"]) if eq["err"] else None,
+                   ref_check=max(acc["check"]), eq_speedup=None)
+        print(f"  EasyEdit's error against the reference (relative L2, worst prompt): {max(eq['ee_err']):.2e}")
+        if eq["rule"] is None:
+            print(f"  no rule of {list(acc['errors'])} reaches EasyEdit's error on every prompt")
+        else:
+            best = min(runs["eq"], key=lambda r: sum(r["times"]))
+            t_eq = sum(best["times"])
+            out["eq_speedup"] = t_ee / t_eq
+            print(f"  amig-plugin at equal accuracy, {eq['rule']} (error {max(eq['err']):.2e}): "
+                  f"{t_eq / len(best['times']):7.2f} s/prompt  speedup {t_ee / t_eq:.1f}x")
+        if max(acc["check"]) > 1e-2 * max(eq["ee_err"]):
+            print(f"  WARNING: the reference moves by {max(acc['check']):.1e} between {REFERENCE_CHECK_STEPS} and "
+                  f"{REFERENCE_STEPS} points, not far below EasyEdit's error: the equal-accuracy choice is not reliable")
+    return out
 
 
 def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
@@ -363,7 +518,8 @@ def gemma_seconds_per_fact(threads: int, naive: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 prompts per model (finishes within 5 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="2 prompts per model, 1 alternating pass (the equal-accuracy reference, "
+                    "256 + 128 Gauss-Legendre points per prompt, is most of its time; --no-equal-accuracy skips it)")
     ap.add_argument("--prompts", type=int, default=None, help="prompts per model (default 6, quick 2)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -381,8 +537,22 @@ def main() -> None:
     ap.add_argument("--gemma", action="store_true", help="also time one real fact on Gemma-3-270M")
     ap.add_argument("--gemma-naive", action="store_true", help="with --gemma: also the naive per-layer loop (8 steps)")
     ap.add_argument("--gemma-only", action="store_true", help="only the Gemma-3-270M timing (implies --gemma)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="repeat the whole timed comparison K times (EasyEdit mode): each run's ratios, then min/median")
+    ap.add_argument("--eq-steps", default=",".join(map(str, EQ_STEPS)),
+                    help="Gauss-Legendre path points tried for our rule at EasyEdit's accuracy (comma-separated)")
+    ap.add_argument("--no-equal-accuracy", action="store_true",
+                    help="skip the reference and the equal-accuracy timing (EasyEdit mode)")
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error(f"--runs takes a positive integer, got {args.runs}")
+    try:
+        eq_steps = tuple(sorted({int(x) for x in args.eq_steps.split(",") if x.strip()}))
+    except ValueError:
+        ap.error(f"--eq-steps takes comma-separated integers >= 2, got {args.eq_steps!r}")
+    if not eq_steps or min(eq_steps) < 2:
+        ap.error(f"--eq-steps takes comma-separated integers >= 2, got {args.eq_steps!r}")
     if args.gemma_only:
         gemma_seconds_per_fact(args.threads, args.gemma_naive)
         return
@@ -393,19 +563,65 @@ def main() -> None:
     if not kinds or set(kinds) - {"causal", "masked"}:
         ap.error(f"--kinds takes causal, masked or both, got {args.kinds!r}")
     other, rule = ("captum", "midpoint") if args.captum else ("easyedit", "linspace")
-    for kind in kinds:
-        results[kind] = compare(kind, n, args.steps, args.threads,
-                                args.ig_batch_size if args.captum else args.easyedit_batch_size, args.ig_batch_size,
-                                args.repeats or (1 if args.quick else 2), args.min_prompt_tokens, not args.no_warmup,
-                                other, rule)
+    tok_dirs = {kind: make_tokenizer_dir(kind) for kind in kinds}
+    accs = {}
+    if not args.captum and not args.no_equal_accuracy:
+        for kind in kinds:
+            accs[kind] = accuracy(kind, tok_dirs[kind], n, args.threads, args.min_prompt_tokens, eq_steps,
+                                  args.ig_batch_size)
+    all_runs = []
+    for run in range(args.runs):
+        if args.runs > 1:
+            print(f"--- run {run + 1} of {args.runs}")
+        results = {}
+        for kind in kinds:
+            results[kind] = compare(kind, n, args.steps, args.threads,
+                                    args.ig_batch_size if args.captum else args.easyedit_batch_size, args.ig_batch_size,
+                                    args.repeats or (1 if args.quick else 2), args.min_prompt_tokens, not args.no_warmup,
+                                    other, rule, tok_dir=tok_dirs[kind], acc=accs.get(kind))
+        all_runs.append(results)
+        if args.runs > 1:
+            print(f"run {run + 1}: {_ratios(results, kinds)}")
     if args.gemma:
         gemma_seconds_per_fact(args.threads, args.gemma_naive)
     if args.json:
+        keep = ("speedup", "max_rel_diff", "eq_speedup", "eq_rule", "eq_err", "ee_err", "ref_check")
         with open(args.json, "w") as f:
-            json.dump({k: {kk: vv for kk, vv in v.items() if kk in ("speedup", "max_rel_diff")} for k, v in results.items()}, f)
-    d = max(r["max_rel_diff"] for r in results.values())
-    speeds = " ".join(f"{k}={results[k]['speedup']:.1f}" for k in ("causal", "masked") if k in results)
-    print(f"speedup_vs_{'captum' if args.captum else 'easyedit_kn'}: {speeds} max_rel_diff={d:.1e}")
+            json.dump([{k: {kk: vv for kk, vv in v.items() if kk in keep} for k, v in r.items()} for r in all_runs], f)
+    print(final_line(all_runs, kinds, "captum" if args.captum else "easyedit_kn"))
+
+
+def _ratios(results: dict, kinds: Sequence[str]) -> str:
+    parts = [f"{k}={results[k]['speedup']:.1f}" for k in kinds]
+    parts += [f"equal_accuracy_{k}={results[k]['eq_speedup']:.1f}" for k in kinds if results[k].get("eq_speedup")]
+    return " ".join(parts)
+
+
+def final_line(all_runs: Sequence[dict], kinds: Sequence[str], name: str) -> str:
+    """``speedup_vs_<name>: causal=<x> masked=<y> max_rel_diff=<d>`` then, in EasyEdit mode,
+    ``equal_accuracy_<kind>=<x> (<rule> err <e> vs easyedit err <e>)``; over several runs the
+    ratios are medians, followed by ``runs=K`` and each ratio's minimum."""
+    med = lambda key, kind: statistics.median(r[kind][key] for r in all_runs)  # noqa: E731
+    ok = lambda key, kind: all(r[kind].get(key) is not None for r in all_runs)  # noqa: E731
+    d = max(r[k]["max_rel_diff"] for r in all_runs for k in kinds)
+    fields = [f"{k}={med('speedup', k):.1f}" for k in ("causal", "masked") if k in kinds] + [f"max_rel_diff={d:.1e}"]
+    for k in ("causal", "masked"):
+        if k not in kinds or "eq_rule" not in all_runs[0][k]:
+            continue
+        last = all_runs[0][k]
+        if not ok("eq_speedup", k):
+            fields.append(f"equal_accuracy_{k}=none (no rule reaches easyedit err {last['ee_err']:.1e})")
+        else:
+            fields.append(f"equal_accuracy_{k}={med('eq_speedup', k):.1f} ({last['eq_rule']} err {last['eq_err']:.1e} "
+                          f"vs easyedit err {last['ee_err']:.1e})")
+    if len(all_runs) > 1:
+        fields.append(f"runs={len(all_runs)}")
+        for k in ("causal", "masked"):
+            if k in kinds:
+                fields.append(f"min_{k}={min(r[k]['speedup'] for r in all_runs):.1f}")
+                if ok("eq_speedup", k) and "eq_rule" in all_runs[0][k]:
+                    fields.append(f"min_equal_accuracy_{k}={min(r[k]['eq_speedup'] for r in all_runs):.1f}")
+    return f"speedup_vs_{name}: " + " ".join(fields)
 
 
 if __name__ == "__main__":

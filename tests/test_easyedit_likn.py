@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 
+from amig_plugin.defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
 from amig_plugin.easyedit.hparams import HParamsError
 from amig_plugin.easyedit.likn_method import LIKNHyperParams, request_languages
 
@@ -43,7 +44,7 @@ def same(a, b) -> bool:
 
 def test_hparams_yaml_and_validation(tmp_path):
     h = LIKNHyperParams.from_hparams(os.path.join(REPO, "hparams", "LIKN", "gemma-3-270m"))
-    assert h.alg_name == "LIKN" and h.steps == 20 and h.signed and h.empty_likn == "skip" and h.languages is None
+    assert h.alg_name == "LIKN" and h.steps == DEFAULT_STEPS and h.quadrature == DEFAULT_QUADRATURE and h.signed and h.empty_likn == "skip" and h.languages is None
     with pytest.raises(HParamsError, match="alg_name"):
         LIKNHyperParams.from_dict({"alg_name": "AMIG", "model_name": "x"})
     with pytest.raises(HParamsError, match="did you mean 'signed'.*empty_likn"):

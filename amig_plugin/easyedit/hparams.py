@@ -17,17 +17,20 @@ Ours (see :func:`amig_plugin.easyedit.amig_main.apply_amig_to_model`):
 key                 default      meaning
 ==================  ===========  ==============================================================
 method              amig         ``amig`` (Chen et al. 2024 baseline) or ``kn`` (Dai et al.'s 0)
-steps               8            IG path points m (defaults.py); >= 2 (``steps: 1`` is not IG)
-ig_batch_size       64           path points per forward/backward batch
+steps               (engine)     IG path points m: the engine's default (``DEFAULT_STEPS`` in
+                                 ``amig_plugin/defaults.py``); >= 2 (``steps: 1`` is not IG)
+ig_batch_size       (engine)     path points per forward/backward batch (``DEFAULT_IG_BATCH_SIZE``)
 objective           prob         F = P(target) (paper) or ``logprob``
-quadrature          gauss        midpoint | left | right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
+quadrature          (engine)     the engine's default rule (``DEFAULT_QUADRATURE``); midpoint | left |
+                                 right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
 amig_mode           mean         IG from the mean masked baseline, or ``per_position``
 layers              null         layers to attribute (null = all)
 lang                auto         language of the requests: ``auto`` (CJK characters -> zh,
-                                 else en) or a code; picks tau from ``tau_by_lang``
-tau                 null         threshold tau x max attribution; null = per language
-tau_by_lang         {en: 0.3,    the paper's thresholds; other languages use 0.2
-                     zh: 0.2}
+                                 else en) or a code; picks tau (below)
+tau                 null         threshold tau x max attribution; null = the study default
+                                 :func:`amig_plugin.defaults.default_tau` (KN: Dai et al.'s 0.2;
+                                 AMIG: 0.3 en, 0.2 zh and other languages), or ``tau_by_lang``
+tau_by_lang         null         optional {language: tau} overriding that default per language
 share_p             0.7          with several prompts, keep neurons shared by > p of them
 localize_on         prompt       ``prompt`` or ``prompt+rephrase`` (both prompts, shared filter)
 max_neurons         20           edit at most this many (best attribution first); null = all
@@ -61,7 +64,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
+from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES, default_tau
 from ..errors import AmigError
 
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
@@ -98,7 +101,7 @@ class AMIGHyperParams:
     layers: Optional[List[int]] = None
     lang: str = "auto"
     tau: Optional[float] = None
-    tau_by_lang: Dict[str, float] = field(default_factory=lambda: {"en": 0.3, "zh": 0.2})
+    tau_by_lang: Optional[Dict[str, float]] = None
     share_p: float = 0.7
     localize_on: str = "prompt"
     max_neurons: Optional[int] = 20
@@ -216,10 +219,15 @@ class AMIGHyperParams:
         return "dai" if self.edit_mode == "update" else "erase"
 
     def tau_for(self, lang: Optional[str]) -> float:
-        """tau for a request in ``lang``: ``tau`` if set, else ``tau_by_lang`` (0.2 otherwise)."""
+        """tau for a request in ``lang``: ``tau`` if set, else ``tau_by_lang[lang]`` if given
+        there, else the study default :func:`~amig_plugin.defaults.default_tau` for ``lang``
+        and ``method`` (the value the CLI and the localization cache use when no tau is given)."""
         if self.tau is not None:
             return float(self.tau)
-        return float(self.tau_by_lang.get((lang or "").split("-")[0].lower(), 0.2))
+        code = (lang or "").split("-")[0].lower()
+        if self.tau_by_lang and code in self.tau_by_lang:
+            return float(self.tau_by_lang[code])
+        return default_tau(code, self.method)
 
 
 REQUIRED_KEYS = ("alg_name", "model_name")
@@ -277,10 +285,11 @@ def _validate(h: AMIGHyperParams, source: str) -> None:
         raise bad("lang", "must be 'auto' or a language code such as 'en' or 'zh'")
     if h.tau is not None and (not _is_number(h.tau) or not 0 < h.tau <= 1):
         raise bad("tau", "must be null (per-language) or a number in (0, 1]")
-    if not isinstance(h.tau_by_lang, Mapping) or not all(
+    if h.tau_by_lang is not None and (not isinstance(h.tau_by_lang, Mapping) or not all(
         isinstance(k, str) and _is_number(v) and 0 < v <= 1 for k, v in h.tau_by_lang.items()
-    ):
-        raise bad("tau_by_lang", "must map language codes to numbers in (0, 1], e.g. {en: 0.3, zh: 0.2}")
+    )):
+        raise bad("tau_by_lang", "must be null (the study defaults) or map language codes to numbers in (0, 1], "
+                  "e.g. {en: 0.3, zh: 0.2}")
     if not _is_number(h.share_p) or not 0 <= h.share_p < 1:
         raise bad("share_p", "must be a number in [0, 1)")
     if h.max_neurons is not None and (not _is_int(h.max_neurons) or h.max_neurons < 1):
