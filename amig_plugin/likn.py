@@ -428,6 +428,11 @@ def pair_controls(facts: Sequence[FactLIKN], a: str, b: str, num_layers: int, ff
       every pair of facts i ≠ j of the same / another relation (all pairs, no sampling);
     * ``uniform_chance``: |S_a||S_b| / (L·W) averaged over facts; ``layer_matched_chance``:
       Σ_l a_l b_l / W averaged over facts (:func:`layer_matched_chance`);
+    * ``excess_same_relation`` / ``excess_other_relation``: per fact i, its own overlap minus
+      the mean of |S_a(i) ∩ S_b(j)| and |S_a(j) ∩ S_b(i)| over the facts j ≠ i of the same /
+      another relation; mean over facts with the Student-t 95 % half-width (``*_ci``) and the
+      number of facts that have such partners (``*_facts``). Above 0 beyond its interval: the
+      overlap is specific to the fact, not only to its relation or to every fact;
     * ``exclude``: neurons removed from every set first (hubs)."""
     ex = {_neuron(n) for n in exclude}
     sa = [set(f.per_lang[a]) - ex for f in facts]
@@ -435,10 +440,20 @@ def pair_controls(facts: Sequence[FactLIKN], a: str, b: str, num_layers: int, ff
     rel = [f.relation for f in facts]
     matched = [len(x & y) for x, y in zip(sa, sb)]
     same, other = [], []
+    per_fact: list[tuple[list[float], list[float]]] = [([], []) for _ in facts]
     for i, x in enumerate(sa):
         for j, y in enumerate(sb):
             if i != j:
-                (same if rel[i] == rel[j] else other).append(len(x & y))
+                k = len(x & y)
+                (same if rel[i] == rel[j] else other).append(k)
+                # the pair (i, j) is a partner of fact i (A's side) and of fact j (B's side)
+                per_fact[i][rel[i] != rel[j]].append(k)
+                per_fact[j][rel[i] != rel[j]].append(k)
+    excess = {}
+    for kind, idx in (("same_relation", 0), ("other_relation", 1)):
+        diffs = [m - statistics.fmean(pf[idx]) for m, pf in zip(matched, per_fact) if pf[idx]]
+        mu, half = mean_ci(diffs)
+        excess.update({f"excess_{kind}": mu, f"excess_{kind}_ci": half, f"excess_{kind}_facts": len(diffs)})
     total = num_layers * ffn_width
     mean = lambda v: statistics.fmean(v) if v else float("nan")
     union = [len(x | y) for x, y in zip(sa, sb)]
@@ -450,7 +465,7 @@ def pair_controls(facts: Sequence[FactLIKN], a: str, b: str, num_layers: int, ff
                 shuffled_other_relation=mean(other), other_relation_pairs=len(other),
                 uniform_chance=mean([uniform_chance([len(x), len(y)], total) for x, y in zip(sa, sb)]),
                 layer_matched_chance=mean([layer_matched_chance([x, y], ffn_width) for x, y in zip(sa, sb)]),
-                excluded=len(ex))
+                excluded=len(ex), **excess)
 
 
 def likn_controls(report: "LIKNReport", hub_min_facts: int = 3, top_hubs: int = 10) -> dict:
@@ -475,6 +490,16 @@ def likn_controls(report: "LIKNReport", hub_min_facts: int = 3, top_hubs: int = 
     return out
 
 
+def _excess_cell(row: Mapping, kind: str) -> str:
+    """``+0.460 ± 0.21 (n facts)``; rows written before the excess existed show n/a."""
+    if f"excess_{kind}" not in row:
+        return "n/a"
+    n = row[f"excess_{kind}_facts"]
+    if not n:
+        return "no partners"
+    return f"{row[f'excess_{kind}']:+.3f} ± {_num(row[f'excess_{kind}_ci'], '.3f')} ({n} facts)"
+
+
 def controls_markdown(controls: Mapping) -> str:
     """Markdown: the pairwise overlap table with its controls (and without hubs)."""
     if not controls:
@@ -482,22 +507,26 @@ def controls_markdown(controls: Mapping) -> str:
 
     def table(rows: Sequence[Mapping]) -> list[str]:
         lines = ["| pair | facts | mean sizes | same fact: mean overlap | facts with overlap | Jaccard | "
-                 "shuffled, same relation | shuffled, other relation | layer-matched chance | uniform chance |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "shuffled, same relation | shuffled, other relation | layer-matched chance | uniform chance | "
+                 "same fact − same-relation shuffle [95% CI] | same fact − other-relation shuffle [95% CI] |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             a, b = r["languages"]
             lines.append(f"| {a}–{b} | {r['facts']} | {_num(r['mean_size'][0], '.1f')} / {_num(r['mean_size'][1], '.1f')} | "
                          f"{_num(r['matched'], '.3f')} | {r['matched_nonempty']} | {_num(r['jaccard'], '.3f')} | "
                          f"{_num(r['shuffled_same_relation'], '.3f')} ({r['same_relation_pairs']} pairs) | "
                          f"{_num(r['shuffled_other_relation'], '.3f')} ({r['other_relation_pairs']} pairs) | "
-                         f"{_num(r['layer_matched_chance'], '.4f')} | {_num(r['uniform_chance'], '.4f')} |")
+                         f"{_num(r['layer_matched_chance'], '.4f')} | {_num(r['uniform_chance'], '.4f')} | "
+                         f"{_excess_cell(r, 'same_relation')} | {_excess_cell(r, 'other_relation')} |")
         return lines
 
     lines = table(controls["pairs"])
     lines += ["", "Shuffled: language A's set of fact i against language B's set of fact j ≠ i (all pairs). "
               "Layer-matched chance: each set redrawn uniformly within its own layers. An overlap of the same fact "
               "well above the shuffled controls is fact-specific; near them, it is shared by every fact (hubs, "
-              "layer preference)."]
+              "layer preference). Same fact − shuffle: per fact, its own overlap minus its mean overlap with the "
+              "other facts of the same (another) relation, mean over facts ± the Student-t 95% half-width: an "
+              "interval above 0 says the overlap is specific to the fact, not only to its relation."]
     if controls.get("hubs"):
         lines += ["", f"Hub neurons (in the LIKN of >= {controls['hub_min_facts']} facts): {controls['hub_count']} "
                       f"neurons cover {controls['hub_memberships']} of {controls['shared_memberships']} LIKN "

@@ -508,3 +508,41 @@ def test_pairwise_table_for_four_languages():
     c = likn_controls(LIKNReport(langs, "kn", facts, num_layers=3, ffn_width=20))
     assert [tuple(r["languages"]) for r in c["pairs"]] == [("en", "zh"), ("en", "fr"), ("en", "ja"), ("zh", "fr"),
                                                             ("zh", "ja"), ("fr", "ja")]
+
+
+def test_fact_specific_excess_has_a_known_answer():
+    """Relation-level sharing gives an excess of 0 over the same-relation shuffle; a planted
+    fact-specific neuron adds exactly 1; independent sets give an interval that covers 0."""
+    from amig_plugin.likn import FactLIKN, LIKNReport, controls_markdown, intersect_neuron_sets, likn_controls
+    langs = ("en", "zh")
+    relation_sets = {r: [(r, k) for k in range(4)] for r in range(3)}   # the same 4 neurons for a relation
+
+    def report(planted: bool) -> LIKNReport:
+        facts = []
+        for i in range(30):
+            r = i % 3
+            per = {l: list(relation_sets[r]) + ([(5, i)] if planted else []) for l in langs}
+            facts.append(FactLIKN(f"f{i}", f"r{r}", langs, per, intersect_neuron_sets(per)))
+        return LIKNReport(langs, "amig", facts, num_layers=6, ffn_width=40)
+
+    row = likn_controls(report(False))["pairs"][0]
+    assert row["matched"] == 4 and row["shuffled_same_relation"] == 4 and row["shuffled_other_relation"] == 0
+    assert row["excess_same_relation"] == 0 and row["excess_same_relation_ci"] == 0
+    assert row["excess_other_relation"] == 4 and row["excess_same_relation_facts"] == 30
+    row = likn_controls(report(True))["pairs"][0]
+    assert row["excess_same_relation"] == pytest.approx(1.0) and row["excess_other_relation"] == pytest.approx(5.0)
+    md = controls_markdown(likn_controls(report(True)))
+    assert "+1.000 ± 0.000 (30 facts)" in md
+    # independent sets: the mean excess is near 0 and its t interval covers 0
+    row = likn_controls(_random_report(n_facts=90, seed=3))["pairs"][0]
+    assert abs(row["excess_same_relation"]) <= row["excess_same_relation_ci"]
+    assert row["excess_same_relation_ci"] > 0
+
+
+def test_a_relation_with_one_fact_has_no_same_relation_partner():
+    from amig_plugin.likn import FactLIKN, LIKNReport, intersect_neuron_sets, likn_controls
+    per = {"en": [(0, 1)], "zh": [(0, 1)]}
+    facts = [FactLIKN("a", "r1", ("en", "zh"), per, intersect_neuron_sets(per)),
+             FactLIKN("b", "r2", ("en", "zh"), per, intersect_neuron_sets(per))]
+    row = likn_controls(LIKNReport(("en", "zh"), "kn", facts, num_layers=1, ffn_width=4))["pairs"][0]
+    assert row["excess_same_relation_facts"] == 0 and row["excess_other_relation"] == 0

@@ -367,6 +367,8 @@ def likn_overlap_summary(records: list[dict], config) -> list[dict]:
                        shuffled_same_relation=first["shuffled_same_relation"],
                        shuffled_other_relation=first["shuffled_other_relation"],
                        layer_matched_chance=first["layer_matched_chance"], uniform_chance=first["uniform_chance"],
+                       excess_same_relation=first.get("excess_same_relation"),
+                       excess_same_relation_ci=first.get("excess_same_relation_ci"),
                        hubs=controls["hub_count"], nonempty_without_hubs=controls.get("nonempty_without_hubs", row["nonempty"]))
         row["controls"] = controls
         rows.append(row)
