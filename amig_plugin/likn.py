@@ -487,6 +487,10 @@ def likn_controls(report: "LIKNReport", hub_min_facts: int = 3, top_hubs: int = 
         out["pairs_without_hubs"] = [pair_controls(report.facts, a, b, report.num_layers, report.ffn_width, hub_set)
                                      for a, b in pairs]
         out["nonempty_without_hubs"] = sum(bool(set(f.shared) - hub_set) for f in report.facts)
+        # the LIKN layer profile with and without the hubs (Figure 4-style counts over facts)
+        out["likn_layers"] = [sum(n[0] == l for f in report.facts for n in f.shared) for l in range(report.num_layers)]
+        out["likn_layers_without_hubs"] = [sum(n[0] == l for f in report.facts for n in f.shared if n not in hub_set)
+                                           for l in range(report.num_layers)]
     return out
 
 
@@ -534,6 +538,13 @@ def controls_markdown(controls: Mapping) -> str:
                   "", f"Without the hubs (removed from every set): {controls.get('nonempty_without_hubs')} facts keep a "
                       "non-empty LIKN.", ""]
         lines += table(controls["pairs_without_hubs"])
+        if controls.get("likn_layers_without_hubs"):
+            n_layers = len(controls["likn_layers"])
+            lines += ["", "LIKN neurons per layer (memberships summed over facts), with and without the hubs:", "",
+                      "| layer | " + " | ".join(str(l) for l in range(n_layers)) + " |",
+                      "|---|" + "---|" * n_layers,
+                      "| LIKN | " + " | ".join(map(str, controls["likn_layers"])) + " |",
+                      "| without hubs | " + " | ".join(map(str, controls["likn_layers_without_hubs"])) + " |"]
     return "\n".join(lines)
 
 

@@ -546,3 +546,14 @@ def test_a_relation_with_one_fact_has_no_same_relation_partner():
              FactLIKN("b", "r2", ("en", "zh"), per, intersect_neuron_sets(per))]
     row = likn_controls(LIKNReport(("en", "zh"), "kn", facts, num_layers=1, ffn_width=4))["pairs"][0]
     assert row["excess_same_relation_facts"] == 0 and row["excess_other_relation"] == 0
+
+
+def test_layer_profile_without_hubs():
+    from amig_plugin.likn import FactLIKN, LIKNReport, controls_markdown, intersect_neuron_sets, likn_controls
+    facts = []
+    for i in range(4):
+        per = {l: [(2, 0), (1, i)] for l in ("en", "zh")}          # (2, 0) is in every LIKN: a hub
+        facts.append(FactLIKN(f"f{i}", "r", ("en", "zh"), per, intersect_neuron_sets(per)))
+    c = likn_controls(LIKNReport(("en", "zh"), "amig", facts, num_layers=3, ffn_width=8), hub_min_facts=3)
+    assert c["likn_layers"] == [0, 4, 4] and c["likn_layers_without_hubs"] == [0, 4, 0]
+    assert "| without hubs | 0 | 4 | 0 |" in controls_markdown(c)
