@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from amig_plugin.attribution import attribute_query  # noqa: E402
 from amig_plugin.models import get_family  # noqa: E402
 
-CANDIDATES = [("midpoint", 20), ("gauss", 4), ("gauss", 8), ("gauss", 12), ("gauss", 16), ("steep", 24), ("steep", 42)]
+CANDIDATES = [("midpoint", 20), ("gauss", 4), ("gauss", 8), ("gauss", 9), ("gauss", 10), ("gauss", 12), ("gauss", 16),
+              ("steep", 24), ("steep", 42)]
 REFERENCE = ("gauss", 256)
 FLOAT_NOISE = 1e-5  # errors below this are float32 rounding of the sums, not quadrature: they count as equal
 STEEP_REFERENCE = ("steep", 72)
@@ -105,6 +106,8 @@ def main() -> None:
     ap.add_argument("--no-gemma", action="store_true")
     ap.add_argument("--gemma-only", action="store_true", help="only Gemma-3-270M (all layers)")
     ap.add_argument("--langs", default=None, help="Gemma fact languages (default en,zh; quick en)")
+    ap.add_argument("--gemma-facts", type=int, default=1,
+                    help="shipped facts of different relations to judge on Gemma-3-270M (default 1: the capital of France)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,17 +124,24 @@ def main() -> None:
         from amig_plugin.loading import load_model
 
         model, tok = load_model()
-        fact = shipped_facts()[0]
+        facts, relations = [], set()
+        for fact in shipped_facts():  # the first fact of each relation, in file order
+            if fact.relation not in relations:
+                relations.add(fact.relation)
+                facts.append(fact)
+        facts = facts[:max(1, args.gemma_facts)]
         layers = [0, 6, 12, 17] if args.quick else None
         langs = args.langs.split(",") if args.langs else (["en"] if args.quick else ["en", "zh"])
-        for lang in langs:
-            for method in ("amig", "kn"):
-                case = run_case(f"gemma-3-270m/{lang}", model, tok, (fact.prompts[lang][0], fact.object[lang]), method, layers)
-                cases.append(case)
-                if method == "kn":  # the cheapest steep rule that converges (else the largest)
-                    steep = [row for key, row in case["rows"].items() if key.startswith("steep/")]
-                    best = next((row for row in steep if row["converged"]), steep[-1])
-                    gemma_kn = max(gemma_kn or 0.0, best["residual"])
+        for k, fact in enumerate(facts):
+            for lang in langs:
+                for method in ("amig", "kn"):
+                    name = f"gemma-3-270m/{lang}" + (f"/{fact.id}" if k else "")
+                    case = run_case(name, model, tok, (fact.prompts[lang][0], fact.object[lang]), method, layers)
+                    cases.append(case)
+                    if method == "kn":  # the cheapest steep rule that converges (else the largest)
+                        steep = [row for key, row in case["rows"].items() if key.startswith("steep/")]
+                        best = next((row for row in steep if row["converged"]), steep[-1])
+                        gemma_kn = max(gemma_kn or 0.0, best["residual"])
     judged = [c for c in cases if c["rows"]["midpoint/20"]["converged"]]
     apart = [f"{c['model']}/{c['method']}" for c in cases if not c["rows"]["midpoint/20"]["converged"]]
     mid = max(c["rows"]["midpoint/20"]["err"] for c in judged)
