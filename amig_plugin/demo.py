@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .data import Fact, shipped_facts
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
-from .cache import LocalizationCache
+from .localization import LocalizationCache
 from .intervene import EffectCase, localization_effect
 
 

@@ -32,7 +32,7 @@ monotonically.
 
 Causal LMs and the text after ``<mask>`` (``causal_mode``, as in ``amig likn``): ``"cut"``
 (default) scores P(object | prefix); ``"sentence"`` scores P(object + rest of the sentence |
-prefix) for each prompt (:func:`amig_plugin.likn.fact_query`), in the localization (one per
+prefix) for each prompt (:func:`amig_plugin.localization.fact_query`), in the localization (one per
 prompt, combined as LIKN does, so the two commands share cached localizations), the clean
 and suppressed scores and the greedy growth. Use it for languages whose mask stands
 mid-sentence (Japanese, Korean: ``"Xは<mask>に生まれました。"`` cuts to ``"Xは"``). Masked LMs
@@ -47,8 +47,6 @@ the other) shows as a clearly positive excess.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -62,9 +60,12 @@ from tqdm.auto import tqdm
 
 from .attribution import frozen_eval, target_scores
 from .data import CAUSAL_MODES, Fact, FactFormatError, prompt_drop_summary
-from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
+from . import defaults
 from .intervene import scale_neurons, scores_under_interventions
+from .localization import LocalizationSettings, fact_query, localize_fact, model_fingerprint
 from .models import QueryError, get_family
+from .neurons import model_id
+from .store import content_key
 
 Neuron = tuple[int, int]
 
@@ -72,13 +73,6 @@ DEFAULT_K = 20
 DEFAULT_LOW = 0.2
 DEFAULT_HIGH = 0.25
 DEFAULT_MAX_SET_SIZE = 4
-
-#: Localization settings used for the top-k neurons. They must equal those of the other
-#: studies (LIKN, ``amig run``) so that cached localizations are shared: the cache keys on
-#: the settings as passed.
-LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE,
-                               amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
-
 
 def check_thresholds(low: float, high: float) -> tuple[float, float]:
     """Validate the DKN thresholds: ``0 <= low <= high < 1``.
@@ -424,31 +418,11 @@ def effective_causal_mode(model, causal_mode: str = "cut") -> str:
 def fact_queries(model, fact: Fact, lang: str, causal_mode: str = "cut") -> tuple[list[str], str | list[str]]:
     """(prompts, target) a detection scores: the cloze prompts and the object (cut mode, masked
     LMs), or per prompt (prefix, object + rest of the sentence) (sentence mode, causal LMs;
-    :func:`amig_plugin.likn.fact_query`)."""
+    :func:`amig_plugin.localization.fact_query`)."""
     if effective_causal_mode(model, causal_mode) == "cut":
         return list(fact.prompts[lang]), fact.target(lang)
-    from .likn import fact_query
-
     queries = [fact_query(fact, lang, prompt_index=i, causal_mode="sentence") for i in range(len(fact.prompts[lang]))]
     return [p for p, _ in queries], [t for _, t in queries]
-
-
-def localize_fact(model, tokenizer, fact: Fact, lang: str, *, cache=None, method: str = "amig", settings: dict | None = None,
-                  causal_mode: str = "cut"):
-    """``fact``'s AMIG localization in ``lang`` (all its prompts) through the shared cache.
-    Sentence mode (causal LMs): one localization per prompt of (prefix, object + rest),
-    combined as ``amig likn --causal-mode sentence`` does (the same cache entries)."""
-    from .cache import LocalizationCache
-
-    cache = cache if cache is not None else LocalizationCache.for_model(model)
-    settings = {**LOCALIZE_SETTINGS, **(settings or {})}
-    if effective_causal_mode(model, causal_mode) == "sentence":
-        from . import likn
-
-        return likn.localize_fact(model, tokenizer, fact, lang, method=method, cache=cache, causal_mode="sentence",
-                                  **settings)
-    return cache.localize(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), lang=lang, method=method,
-                          fact_id=fact.id, **settings)
 
 
 def detect_for_fact(model, tokenizer, fact: Fact, lang: str, *, k: int = DEFAULT_K, low: float = DEFAULT_LOW,
@@ -459,7 +433,8 @@ def detect_for_fact(model, tokenizer, fact: Fact, lang: str, *, k: int = DEFAULT
     ``causal_mode``: see the module docstring (no effect on masked LMs)."""
     check_thresholds(low, high)
     mode = effective_causal_mode(model, causal_mode)
-    kn = localize_fact(model, tokenizer, fact, lang, cache=cache, method=method, settings=settings, causal_mode=mode)
+    kn = localize_fact(model, tokenizer, fact, lang, method=method, settings=settings, causal_mode=mode,
+                       cache=cache if cache is not None else True)
     neurons, _ = top_neurons_for(kn, k)
     prompts, target = fact_queries(model, fact, lang, mode)
     result = detect_degenerate(model, tokenizer, prompts, target, neurons, low=low,
@@ -471,15 +446,8 @@ def detect_for_fact(model, tokenizer, fact: Fact, lang: str, *, k: int = DEFAULT
     return result
 
 
-def _sha(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
 def model_key(model) -> str:
     """Model id + weight fingerprint (as the localization cache keys models)."""
-    from .cache import model_fingerprint
-    from .neurons import model_id
-
     family = get_family(model)
     return f"{model_id(family.model)}#{model_fingerprint(family.model)}"
 
@@ -493,12 +461,8 @@ def detection_keys(model_key_: str, fact: Fact, lang: str, *, k: int, low: float
     versions (existing stores stay valid); sentence mode adds the mode."""
     if causal_mode not in CAUSAL_MODES:
         raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
-    from .cache import LocalizationCache
-    from .defaults import ATTRIBUTION_VERSION
-
-    full = {**LOCALIZE_SETTINGS, **settings}
-    result = {k_: v for k_, v in full.items() if k_ not in LocalizationCache.EXECUTION_ONLY}
-    return [_sha(["dkn-v2", ATTRIBUTION_VERSION, model_key_, fact.id, lang, list(fact.prompts[lang]),
+    result = LocalizationSettings.of(settings).result_settings()
+    return [content_key(["dkn-v2", defaults.ATTRIBUTION_VERSION, model_key_, fact.id, lang, list(fact.prompts[lang]),
                   fact.target(lang), k, low, high, method, sorted(result.items()), grow,
                   max_set_size if grow else None] + ([["causal_mode", causal_mode]] if causal_mode != "cut" else []))]
 
@@ -551,7 +515,7 @@ def lookup_detection(store, model_key_: str, fact: Fact, lang: str, *, model=Non
         family = get_family(model)
         problem = check_detection_record(record, family.num_layers, family.ffn_width)
         if problem is not None:
-            from .cache import CacheWarning
+            from .localization import CacheWarning
 
             warnings.warn(f"{store.path}: stored DKN detection {key[:12]} of fact {fact.id!r} ({lang}) is unusable "
                           f"({problem}); recomputing it", CacheWarning, stacklevel=2)
@@ -570,7 +534,7 @@ def put_detection(store, key: str, record: dict) -> None:
 def default_store_dir(model) -> Path:
     """``<cache>/dkn/<model>``: the detection and fact-check stores that ``amig dkn``,
     ``amig factcheck`` and ``amig run``'s dkn study share."""
-    from .cache import cache_root, model_folder_name
+    from .localization import cache_root, model_folder_name
 
     return Path(cache_root()) / "dkn" / model_folder_name(model)
 

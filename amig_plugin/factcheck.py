@@ -41,7 +41,6 @@ Protocol, per language:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -61,6 +60,8 @@ from .data import (MASK_PLACEHOLDER, Fact, causal_cloze, group_by_relation, prom
                    wrong_objects)
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .dkn import FACT_ERRORS, DKNResult, effective_causal_mode, model_key
+from .localization import cloze_query
+from .store import content_key
 from .models import get_family
 from .errors import AmigError
 from .stats import _percentile
@@ -339,12 +340,10 @@ def relation_dkn(results: Sequence[DKNResult], lam: float = DEFAULT_LAMBDA, no_d
 def candidate_query(prompt: str, candidate: str, causal_mode: str = "cut") -> tuple[str, str]:
     """(prompt, target) the engine scores for ``candidate``: unchanged in cut mode (the
     engine cuts the prompt at ``<mask>``); in sentence mode (prefix, candidate + rest of the
-    sentence) (:func:`amig_plugin.likn.cloze_query`). Pass the effective mode
+    sentence) (:func:`amig_plugin.localization.cloze_query`). Pass the effective mode
     (:func:`amig_plugin.dkn.effective_causal_mode`: cut for masked LMs)."""
     if causal_mode == "cut":
         return prompt, candidate
-    from .likn import cloze_query
-
     return cloze_query(causal_cloze(prompt), candidate, causal_mode=causal_mode, kind="causal")
 
 
@@ -667,7 +666,7 @@ class FactChecker:
 
 
 def _key(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return content_key(list(parts))
 
 
 def build_queries(splits: Mapping[str, Mapping[str, Sequence[Fact]]], lang: str, pool: Sequence[Fact], *,

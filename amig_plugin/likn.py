@@ -4,7 +4,7 @@ Chen et al. (AAAI 2024), "Journey to the Center of the Knowledge Neurons", §LIK
 ``docs/likn.md``.
 
 **LIKN.** Each fact is localized in each language (AMIG or KN, through the shared
-:class:`~amig_plugin.cache.LocalizationCache`); the fact's language-independent neurons are
+:class:`~amig_plugin.localization.cache.LocalizationCache`); the fact's language-independent neurons are
 the intersection of its per-language neuron sets, matched exactly on ``(layer, index)``.
 Facts whose intersection is empty are kept and reported (:class:`LIKNReport`).
 
@@ -47,7 +47,6 @@ facts, the paper's success ratio |related/unrelated|(enhance) + |related/unrelat
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -62,19 +61,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import frozen_eval
-from .cache import LocalizationCache, model_fingerprint
-from .data import (CAUSAL_MODES, MASK_PLACEHOLDER, Fact, causal_cloze, causal_prompt_and_target, prompt_drop_summary,
+from .localization import (LocalizationCache, LocalizationSettings, cloze_query, fact_query, localize_fact,  # noqa: F401
+                           localize_facts, model_fingerprint)
+from .data import (CAUSAL_MODES, Fact, causal_prompt_and_target, prompt_drop_summary,
                    prompt_languages)
-from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
-from .stats import trimmed_mean
-from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, mean_ci, random_neuron_set, scores_under_interventions
+from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, random_neuron_set, scores_under_interventions
+from .stats import mean_ci, trimmed_mean
 from .models import get_family
-from .neurons import KnowledgeNeurons, localize, shared_neurons
-from .store import RecordStore
+from .neurons import KnowledgeNeurons
+from .store import RecordStore, content_key
 
 __all__ = [
     "Neuron",
-    "DEFAULT_LOCALIZE_SETTINGS",
     "PROTOCOLS",
     "fact_query",
     "localize_fact",
@@ -108,11 +106,6 @@ __all__ = [
 
 Neuron = tuple[int, int]
 
-#: The keyword arguments of :func:`amig_plugin.neurons.localize` used by default. They
-#: equal the run engine's defaults (``amig run``), so both share cached localizations.
-DEFAULT_LOCALIZE_SETTINGS: dict = dict(tau=None, share_p=0.7, steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE,
-                                       amig_mode="mean", layers=None, ig_batch_size=DEFAULT_IG_BATCH_SIZE, top_k=50)
-
 PROTOCOLS = ("activation", "value")
 MODES = ("suppress", "enhance")
 
@@ -120,119 +113,6 @@ MODES = ("suppress", "enhance")
 def _neuron(n) -> Neuron:
     layer, index = n
     return int(layer), int(index)
-
-
-def _sha(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------
-# queries
-
-
-def fact_query(fact: Fact, lang: str, *, target: str | None = None, prompt_index: int = 0,
-               causal_mode: str = "cut", kind: str = "causal") -> tuple[str, str]:
-    """(prompt, target) to give the engine for ``fact`` in ``lang`` (:func:`cloze_query` of its
-    prompt). ``target`` overrides the gold object (a candidate, the new object of an edit)."""
-    if causal_mode not in CAUSAL_MODES:
-        raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
-    prompt = fact.prompt(lang, prompt_index)
-    target = fact.target(lang) if target is None else target
-    return cloze_query(prompt, target, causal_mode=causal_mode, kind=kind)
-
-
-def cloze_query(prompt: str, target: str, *, causal_mode: str = "cut", kind: str = "causal") -> tuple[str, str]:
-    """(prompt, target) to give the engine for a cloze prompt and its object.
-
-    ``cut`` (or a masked LM): the cloze prompt itself, ``<mask>`` included (the model family
-    cuts it; the same strings other studies pass, so localizations are shared). ``sentence``
-    with a causal LM: ``(prefix, object + rest of the sentence)`` from
-    :func:`amig_plugin.data.causal_prompt_and_target` (the prefix keeps a trailing ``<mask>``
-    where the engine would otherwise put a space before the target, e.g. after ``"l'"``).
-    """
-    if causal_mode not in CAUSAL_MODES:
-        raise ValueError(f"unknown causal_mode {causal_mode!r}; use one of {list(CAUSAL_MODES)}")
-    if kind == "causal" and causal_mode == "sentence":
-        prefix, text = causal_prompt_and_target(prompt, target, mode="sentence")
-        if not text.startswith(" ") and causal_cloze(prefix) != prefix + MASK_PLACEHOLDER:
-            # the engine would read a bare prefix as "prefix <mask>" and put a space before the
-            # target ("l'" + "Europe ..."): keep the mask so the boundary stays as written
-            return prefix + MASK_PLACEHOLDER, text
-        return prefix, text
-    return prompt, target
-
-
-# ----------------------------------------------------------------------------------------
-# localization
-
-
-def _combine_prompts(parts: list[KnowledgeNeurons], share_p: float) -> KnowledgeNeurons:
-    """One record from single-prompt localizations (sentence mode: each prompt has its own
-    continuation): neurons shared by > share_p of the prompts, scores averaged."""
-    if len(parts) == 1:
-        return parts[0]
-    per_prompt = [list(p.neurons) for p in parts]
-    kept = shared_neurons(per_prompt, share_p)
-    score: dict[Neuron, list[float]] = {}
-    for p in parts:
-        for n, s in zip(p.neurons, p.scores):
-            score.setdefault(n, []).append(s)
-    top: dict[Neuron, list[float]] = {}
-    for p in parts:
-        for layer, index, s in p.top:
-            top.setdefault((int(layer), int(index)), []).append(s)
-    ranked = sorted(kept, key=lambda n: -statistics.fmean(score[n]))
-    base = parts[0]
-    reason = "" if kept else (f"no neuron is shared by > p={share_p:g} of {len(parts)} prompts (per-prompt sets of "
-                              f"{', '.join(str(len(p)) for p in per_prompt)} neurons); lower share_p or tau, or use "
-                              "adaptive selection")
-    return KnowledgeNeurons(
-        neurons=ranked, scores=[statistics.fmean(score[n]) for n in ranked], target=base.target,
-        prompts=[q for p in parts for q in p.prompts], lang=base.lang, fact_id=base.fact_id, method=base.method,
-        model_id=base.model_id, settings={**base.settings, "combined_prompts": len(parts)}, per_prompt=per_prompt,
-        completeness_residuals=[r for p in parts for r in p.completeness_residuals],
-        clean_scores=[s for p in parts for s in p.clean_scores],
-        top=[[l, i, statistics.fmean(v)] for (l, i), v in sorted(top.items(), key=lambda kv: -statistics.fmean(kv[1]))],
-        empty_reason=reason,
-    )
-
-
-def localize_fact(model, tokenizer, fact: Fact, lang: str, *, method: str = "amig",
-                  cache: LocalizationCache | None = None, causal_mode: str = "cut", **settings) -> KnowledgeNeurons:
-    """``fact``'s knowledge neurons in ``lang`` (all its prompts), through ``cache`` if given.
-
-    ``settings``: keyword arguments of :func:`~amig_plugin.neurons.localize`, on top of
-    :data:`DEFAULT_LOCALIZE_SETTINGS`.
-    """
-    settings = {**DEFAULT_LOCALIZE_SETTINGS, **settings}
-    run = cache.localize if cache is not None else localize
-    kind = get_family(model).kind
-    if kind == "causal" and causal_mode == "sentence":
-        parts = []
-        for k in range(len(fact.prompts[lang])):
-            prompt, target = fact_query(fact, lang, prompt_index=k, causal_mode=causal_mode, kind=kind)
-            parts.append(run(model, tokenizer, [prompt], target, lang=lang, method=method, fact_id=fact.id, **settings))
-        return _combine_prompts(parts, settings["share_p"])
-    fact_query(fact, lang, causal_mode=causal_mode, kind=kind)  # validates the mode
-    return run(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), lang=lang, method=method,
-               fact_id=fact.id, **settings)
-
-
-def localize_facts(model, tokenizer, facts: Sequence[Fact], langs: Sequence[str], *, method: str = "amig",
-                   cache: LocalizationCache | None = None, causal_mode: str = "cut", progress: bool = True,
-                   **settings) -> dict[str, dict[str, KnowledgeNeurons]]:
-    """``{fact_id: {lang: KnowledgeNeurons}}`` for every fact and language (fact by fact)."""
-    out: dict[str, dict[str, KnowledgeNeurons]] = {}
-    bar = tqdm(total=len(facts) * len(langs), desc=f"localize [{method}]", disable=not progress)
-    for fact in facts:
-        out[fact.id] = {}
-        for lang in langs:
-            bar.set_postfix_str(f"{fact.id} {lang}", refresh=False)
-            out[fact.id][lang] = localize_fact(model, tokenizer, fact, lang, method=method, cache=cache,
-                                               causal_mode=causal_mode, **settings)
-            bar.update()
-    bar.close()
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -574,8 +454,6 @@ def find_likn(model, tokenizer, facts: Sequence[Fact], langs: Sequence[str], *, 
 
     ``cache``: a :class:`LocalizationCache`, ``True`` (the model's default cache) or
     ``None``/``False`` (no cache)."""
-    if cache is True:
-        cache = LocalizationCache.for_model(model)
     facts = [f.restrict(langs) for f in facts]
     locs = localize_facts(model, tokenizer, facts, langs, method=method, cache=cache or None,
                           causal_mode=causal_mode, progress=progress, **settings)
@@ -876,7 +754,7 @@ def activation_protocol(model, tokenizer, facts: Sequence[Fact], likn: LIKNRepor
         cands = ranker.candidates(fact, lang)
         need_all = unrelated_accuracy
         related_rows = [r for r, row in enumerate(rows) if row[3] == "related"]
-        key = _sha(["activation", fp, ranker.query(fact, lang, cands[0]), cands, causal_mode,
+        key = content_key(["activation", fp, ranker.query(fact, lang, cands[0]), cands, causal_mode,
                     [[list(map(list, n)), f] for n, f in interventions], need_all])
         rec = store.get(key) if store is not None else None
         if rec is None:
@@ -988,7 +866,7 @@ def value_protocol(model, tokenizer, facts: Sequence[Fact], likn: LIKNReport, *,
             layout[lang] = dict(cands=cands, start=start, new_index=cands.index(new[lang]), unrel=unrel)
         edits = plan_edits(fl[f.id], random_control=random_control, num_layers=family.num_layers,
                            ffn_width=family.ffn_width, seed=seed)
-        key = _sha(["value", fp, f.id, causal_mode, rank_by, pairs, [[e.name, [[l, list(map(list, ns))] for l, ns in e.steps]]
+        key = content_key(["value", fp, f.id, causal_mode, rank_by, pairs, [[e.name, [[l, list(map(list, ns))] for l, ns in e.steps]]
                                                                       for e in edits], lambda_old, lambda_new, signed])
         queries = {l: ranker.query(f, l, old[l]) for l in langs} if signed else None
         rec = store.get(key) if store is not None else None
@@ -1427,13 +1305,13 @@ def run_likn_experiment(model, tokenizer, facts: Sequence[Fact], langs: Sequence
     if len(set(ids)) != len(ids):
         raise ValueError("fact ids must be unique")
     facts = [f.restrict(langs) for f in facts]
-    settings = {**DEFAULT_LOCALIZE_SETTINGS, **(localize_settings or {})}
+    settings = LocalizationSettings.of(localize_settings)
     if unrelated_accuracy is True or unrelated_accuracy is False:
         unrelated_accuracy = PROTOCOLS if unrelated_accuracy else ()
     unrelated_accuracy = tuple(unrelated_accuracy)
     with prompt_drop_summary(prompt_languages(facts, langs)):  # one warning per language, not one per prompt
         likn, _ = find_likn(model, tokenizer, facts, langs, method=method, cache=cache, causal_mode=causal_mode,
-                            progress=progress, **settings)
+                            progress=progress, settings=settings)
         store = RecordStore(Path(out_dir) / "measurements.jsonl") if out_dir is not None else None
         common = dict(n_unrelated=n_unrelated, seed=seed, causal_mode=causal_mode, rank_by=rank_by,
                       random_control=random_control, store=store, progress=progress)
@@ -1446,7 +1324,7 @@ def run_likn_experiment(model, tokenizer, facts: Sequence[Fact], langs: Sequence
                unrelated_accuracy=list(unrelated_accuracy), value_edit=dict(lambda_old=lambda_old, lambda_new=lambda_new,
                                                                             signed=signed),
                n_unrelated=n_unrelated, seed=seed, rank_by=rank_by, facts=len(facts), fact_ids=ids,
-               localize_settings={k: v for k, v in settings.items()}, model_fingerprint=model_fingerprint(get_family(model).model))
+               localize_settings=settings.recorded(), model_fingerprint=model_fingerprint(get_family(model).model))
     cfg.update(config or {})
     exp = LIKNExperiment(cfg, likn, act, val)
     if out_dir is not None:

@@ -15,12 +15,21 @@ written, and a damaged last line (a write in progress, or a crash) is skipped, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
 from .errors import AmigError
+
+
+def content_key(obj: Any) -> str:
+    """sha1 (hex) of ``obj`` as canonical JSON (sorted keys, UTF-8, ``str`` for other types):
+    the key of a record in every store and cache."""
+    blob = json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
 
 
 class StoreError(AmigError, ValueError):

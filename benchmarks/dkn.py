@@ -57,7 +57,8 @@ def main(argv=None) -> int:
 
     from amig_plugin.commands.dkn import load_pool
     from amig_plugin.data import sample_facts
-    from amig_plugin.dkn import detect_degenerate, detect_degenerate_loop, localize_fact, top_neurons_for
+    from amig_plugin.dkn import detect_degenerate, detect_degenerate_loop, top_neurons_for
+    from amig_plugin.localization import localize_fact
 
     langs = [l.strip() for l in args.lang.split(",") if l.strip()]
     if args.tiny:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         cases = []
         for i, fact in enumerate(facts):
             lang = langs[i % len(langs)]
-            kn = localize_fact(model, tok, fact, lang)
+            kn = localize_fact(model, tok, fact, lang, cache=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 neurons, _ = top_neurons_for(kn, args.k)

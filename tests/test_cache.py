@@ -13,7 +13,7 @@ import torch
 from tiny import tiny_sharp
 
 import amig_plugin.defaults
-from amig_plugin.cache import CacheWarning, LocalizationCache, check_neurons_record, model_fingerprint
+from amig_plugin.localization.cache import CacheWarning, LocalizationCache, check_neurons_record, model_fingerprint
 from amig_plugin.loading import load_model
 from amig_plugin.neurons import localize
 from amig_plugin.store import RecordStore

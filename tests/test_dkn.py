@@ -226,7 +226,7 @@ def _facts():
 
 
 def test_detect_facts_is_resumable_records_bad_facts_and_falls_back_on_k(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.store import RecordStore
 
     model, tok = tiny_sharp("gpt2")
@@ -289,7 +289,7 @@ def test_a_bad_stored_detection_is_recomputed_with_a_warning(tmp_path):
     wrong type, is recomputed and replaced; the warning names the store file."""
     import json
 
-    from amig_plugin.cache import CacheWarning, LocalizationCache
+    from amig_plugin.localization.cache import CacheWarning, LocalizationCache
     from amig_plugin.store import RecordStore
 
     model, tok = tiny_sharp("gpt2")

@@ -56,7 +56,7 @@ def test_sentence_query_keeps_the_boundary_when_no_space_precedes_the_mask():
 
 
 def test_detection_scores_the_object_inside_the_full_sentence(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
 
     model, tok = tiny_sharp("gpt2")
     fact = _facts()[0]
@@ -88,7 +88,7 @@ def test_the_two_modes_have_different_record_keys_and_cut_keys_are_unchanged():
 
 
 def test_a_resumed_run_in_one_mode_never_reuses_the_other_modes_records(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.store import RecordStore
 
     model, tok = tiny_sharp("gpt2")
@@ -135,7 +135,7 @@ def test_a_resumed_run_in_one_mode_never_reuses_the_other_modes_records(tmp_path
 
 
 def test_masked_lm_ignores_the_mode(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.store import RecordStore
 
     model, tok = tiny_sharp("bert")

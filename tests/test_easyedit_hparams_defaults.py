@@ -72,10 +72,10 @@ def test_shipped_yamls_pin_no_study_default(path):
 def test_likn_hparams_and_the_cli_share_the_cache_entry(models, tmp_path, monkeypatch):
     """A LIKN edit from the shipped YAML (cache: true, method kn) and ``amig likn --method kn``
     with its default settings compute the same localization key: the second is a cache hit."""
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.cli import build_parser
     from amig_plugin.easyedit.likn_method import apply_likn_to_model
-    from amig_plugin.likn import DEFAULT_LOCALIZE_SETTINGS
+    from amig_plugin.localization import DEFAULT_SETTINGS
 
     monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
     base, tok = models("gpt2")
@@ -92,5 +92,5 @@ def test_likn_hparams_and_the_cli_share_the_cache_entry(models, tmp_path, monkey
                ig_batch_size=args.ig_batch_size, share_p=args.share_p, tau=args.tau)  # as commands/likn.py
     cache = LocalizationCache.for_model(base)
     for lang, prompt, target in (("en", "the capital of france is <mask>", "paris"), ("zh", "法国 的 首都 是<mask>", "巴黎")):
-        cache.localize(base, tok, [prompt], target, lang=lang, method="kn", **{**DEFAULT_LOCALIZE_SETTINGS, **cli})
+        cache.localize(base, tok, [prompt], target, lang=lang, method="kn", **{**DEFAULT_SETTINGS.localize_kwargs(), **cli})
     assert (cache.hits, cache.misses) == (2, 0)

@@ -268,7 +268,7 @@ def _capital_facts():
 
 
 def test_run_factcheck_end_to_end_on_a_tiny_model(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.dkn import detect_facts
     from amig_plugin.store import RecordStore
 

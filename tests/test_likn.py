@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import amig_plugin.likn as likn_mod
-from amig_plugin.cache import LocalizationCache
+from amig_plugin.localization.cache import LocalizationCache
 from amig_plugin.data import Fact, FactFormatError
 from amig_plugin.intervene import WeightBackup
 from amig_plugin.likn import (

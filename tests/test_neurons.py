@@ -168,7 +168,7 @@ def test_localize_finds_planted_neuron(kind, method, planted):
 def test_cache_ignores_batch_size(tmp_path):
     """ig_batch_size changes how rows are batched, not the result: it is not part of the
     cache key; a result setting is."""
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
 
     model, tok = get_model("gpt2")
     cache = LocalizationCache(tmp_path / "loc.jsonl")
@@ -284,7 +284,7 @@ def test_adaptive_from_a_one_prompt_record_equals_direct_selection(size_range):
 
 
 def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     model, tok = get_model("gpt2")
     cache = LocalizationCache(tmp_path / "loc.jsonl")
     cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3)

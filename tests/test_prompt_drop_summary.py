@@ -64,7 +64,7 @@ def test_a_single_call_outside_a_summary_still_warns_for_its_prompt():
 
 
 def test_dkn_detection_and_factcheck_over_many_facts_warn_once(tmp_path):
-    from amig_plugin.cache import LocalizationCache
+    from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.dkn import detect_facts
     from amig_plugin.factcheck import run_factcheck
 

@@ -384,7 +384,7 @@ def test_a_failed_first_start_does_not_pin_its_config(tmp_path, tiny_model_dir):
 def test_a_bad_cached_record_is_recomputed_inside_a_run(tmp_path, tiny_model_dir, monkeypatch):
     """A wrong-typed or out-of-range record in the shared localization cache is recomputed
     (with a warning naming the cache file): the run's units are ok."""
-    from amig_plugin.cache import CacheWarning
+    from amig_plugin.localization.cache import CacheWarning
 
     monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
     cfg = make_config(tiny_model_dir, languages=["en"], methods=["amig"], data={"kind": "shipped", "n": 3},

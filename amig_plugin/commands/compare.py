@@ -83,7 +83,7 @@ def _settings_of(hparams) -> dict:
 def cmd_compare(args) -> int:
     import torch
 
-    from ..cache import cache_root
+    from ..localization import cache_root
     from ..data import load_facts, shipped_facts
     from ..easyedit import compare as C
     from ..easyedit.compat import easyedit_flavour, import_easyeditor

@@ -120,7 +120,7 @@ def load_pool(data: str, langs: list[str], template_lang: str | None = "en"):
 
 
 def _setup(args):
-    from ..cache import LocalizationCache
+    from ..localization import LocalizationCache
     from ..cli import _load
     from ..data import sample_facts
     from ..dkn import check_thresholds, default_store_dir

@@ -78,7 +78,7 @@ def usable_for(model, facts, langs, causal_mode):
 def cmd_likn(args) -> int:
     import torch
 
-    from ..cache import LocalizationCache
+    from ..localization import LocalizationCache
     from ..cli import _load
     from ..data import sample_facts
     from ..likn import run_likn_experiment

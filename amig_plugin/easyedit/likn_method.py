@@ -237,7 +237,7 @@ def _query(family, tok, prompt: str, target: str):
 
 
 def _edit_one(family, tok, request: Mapping, hparams: LIKNHyperParams, backup) -> dict:
-    from ..cache import LocalizationCache
+    from ..localization import LocalizationCache
     from ..intervene import edit_value_vectors
     from ..likn import Edit, apply_value_edit, intersect_neuron_sets
     from ..neurons import localize

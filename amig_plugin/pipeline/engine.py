@@ -344,7 +344,7 @@ class _Worker:
     def _setup(self) -> None:
         if self.contexts:
             return
-        from ..cache import LocalizationCache
+        from ..localization import LocalizationCache
 
         config = self.config
         if self.model is None:

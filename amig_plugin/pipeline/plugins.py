@@ -57,7 +57,7 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     (and this run's are added). (None, None, None) without the cache."""
     if ctx.cache is None or ctx.config.localization["objective"] != "prob":  # amig dkn scores P(gold)
         return None, None, None
-    from ..dkn import LOCALIZE_SETTINGS, default_store_dir, lookup_detection, model_key
+    from ..dkn import default_store_dir, lookup_detection, model_key
     from ..store import RecordStore
 
     path = default_store_dir(ctx.model) / "dkn.jsonl"
@@ -67,7 +67,7 @@ def _shared_dkn(ctx, fact, lang: str, method: str):
     store = _SHARED_DKN_STORES[path]
     mkey = model_key(ctx.model)  # per call: another model (or changed weights) under the same name gets its own key
     loc = ctx.config.localize_settings(lang)
-    settings = {k: loc[k] for k in LOCALIZE_SETTINGS if k in loc}
+    settings = {k: v for k, v in loc.items() if k != "on_unconverged"}  # detections localize with the base policy
     opts = ctx.options
     key, record = lookup_detection(store, mkey, fact, lang, model=ctx.model, k=opts["k"], low=opts["low"], high=opts["high"],
                                    method=method, settings=settings, grow=opts["grow"],

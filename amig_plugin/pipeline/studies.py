@@ -138,17 +138,13 @@ def register_study(study: Study, replace: bool = False) -> Study:
 
 
 def _localize_one(ctx: StudyContext, fact, lang: str, method: str, with_attributions: bool):
-    from ..neurons import localize
+    from ..localization import localize_fact
 
     settings = ctx.config.localize_settings(lang)
-    prompts = list(fact.prompts[lang])
-    target = fact.target(lang)
-    if with_attributions or ctx.cache is None:
-        out = localize(ctx.model, ctx.tokenizer, prompts, target, lang=lang, method=method, fact_id=fact.id,
-                       return_attributions=with_attributions, **settings)
-        return out if with_attributions else (out, None)
-    return ctx.cache.localize(ctx.model, ctx.tokenizer, prompts, target, lang=lang, method=method,
-                              fact_id=fact.id, **settings), None
+    if with_attributions:
+        return localize_fact(ctx.model, ctx.tokenizer, fact, lang, method=method, settings=settings,
+                             return_attributions=True)
+    return localize_fact(ctx.model, ctx.tokenizer, fact, lang, method=method, settings=settings, cache=ctx.cache), None
 
 
 def localization_compute(ctx: StudyContext, fact, unit: dict) -> dict:

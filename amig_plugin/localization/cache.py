@@ -29,10 +29,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import defaults
-from .models import ModelFamily, get_family
-from .neurons import KnowledgeNeurons, UnconvergedError, adaptive_from_record, default_tau, localize, model_id
-from .store import RecordStore
+from ..models import ModelFamily, get_family
+from ..neurons import KnowledgeNeurons, UnconvergedError, adaptive_from_record, localize, model_id
+from .settings import EXECUTION_FIELDS, LocalizationSettings
+from ..store import RecordStore
 
 #: identity of the fingerprint scheme (part of each fingerprint)
 FINGERPRINT_FORMAT = "sha256-all-parameters-v1"
@@ -207,24 +207,17 @@ class LocalizationCache:
         return cls(Path(root or cache_root()) / "localizations" / f"{model_folder_name(model)}.jsonl")
 
     #: settings that change how the work is batched, not its result (beyond float rounding)
-    EXECUTION_ONLY = ("ig_batch_size", "progress")
+    EXECUTION_ONLY = EXECUTION_FIELDS
 
     @staticmethod
     def key(model_name: str, prompts: Sequence[str], target: str, lang: str | None, method: str, settings: dict) -> str:
-        """sha1 of everything a localization depends on; ``model_name`` is ``<id>#<fingerprint>``."""
-        blob = json.dumps([defaults.ATTRIBUTION_VERSION, model_name, list(prompts), target, lang, method,
-                           sorted(settings.items())], ensure_ascii=False, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+        """Key of a localization; ``model_name`` is ``<id>#<fingerprint>`` (see
+        :meth:`amig_plugin.localization.LocalizationSettings.key`)."""
+        return LocalizationSettings.of(settings).key(model_name, prompts, target, lang, method)
 
     def model_name(self, model) -> str:
         """``<model id>#<fingerprint of every weight>``: the model part of the keys."""
         return f"{model_id(_module(model))}#{model_fingerprint(model)}"
-
-    def _key(self, model_name: str, prompts: list[str], target: str, lang: str | None, method: str,
-             settings: dict) -> str:
-        """The key of a request: execution-only settings left out, τ already resolved."""
-        result_settings = {k: v for k, v in settings.items() if k not in self.EXECUTION_ONLY}
-        return self.key(model_name, prompts, target, lang, method, result_settings)
 
     def _checked(self, record: dict, key: str, model, prompts: list[str], target: str) -> KnowledgeNeurons | None:
         """The record's neurons if it passes :func:`check_neurons_record`, else ``None`` with a
@@ -240,36 +233,32 @@ class LocalizationCache:
     def localize(self, model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
                  method: str = "amig", fact_id: str | None = None, **settings) -> KnowledgeNeurons:
         """:func:`amig_plugin.neurons.localize`, computed once per distinct input (and model
-        weights); a cached record that fails :func:`check_neurons_record` is recomputed."""
+        weights); ``settings``: fields of :class:`~amig_plugin.localization.LocalizationSettings`.
+        A cached record that fails :func:`check_neurons_record` is recomputed."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        # the rule is part of the key even where the caller left it to the default; 'warn' and
-        # 'refuse' give the same record (refusal is checked on the way out), 'refine' does not
-        settings = {"steps": defaults.DEFAULT_STEPS, "quadrature": defaults.DEFAULT_QUADRATURE, **settings}
-        settings["tau"] = default_tau(lang, method) if settings.get("tau") is None else settings["tau"]
-        refuse = settings.get("on_unconverged") == "refuse"
-        key_settings = {k: v for k, v in settings.items() if not (k == "on_unconverged" and v in ("warn", "refuse"))}
+        request = LocalizationSettings.of(settings).resolved(lang, method)
         name = self.model_name(model)
-        key = self._key(name, prompts, target, lang, method, key_settings)
+        key = request.key(name, prompts, target, lang, method)
         record = self.store.get(key)
         kn = self._checked(record, key, model, prompts, target) if record is not None else None
-        if kn is None and record is None and settings.get("adaptive") is not None and len(prompts) == 1:
+        if kn is None and record is None and request.adaptive is not None and len(prompts) == 1:
             # one prompt: the adaptive set follows from the plain record's top attributions (no new IG)
-            base = {k: v for k, v in key_settings.items() if k != "adaptive"}
-            plain_key = self._key(name, prompts, target, lang, method, base)
+            plain_key = request.replace(adaptive=None).key(name, prompts, target, lang, method)
             plain = self.store.get(plain_key)
             plain_kn = self._checked(plain, plain_key, model, prompts, target) if plain is not None else None
-            kn = adaptive_from_record(plain_kn, settings["adaptive"]) if plain_kn is not None else None
+            kn = adaptive_from_record(plain_kn, request.adaptive) if plain_kn is not None else None
             if kn is not None:
                 self.store.add(key, {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()})
         if kn is not None:
             self.hits += 1
             kn.fact_id = fact_id if fact_id is not None else kn.fact_id
-            if refuse and kn.converged is False:
+            if request.on_unconverged == "refuse" and kn.converged is False:
                 raise UnconvergedError(f"cached localization of {target!r} ({method}) is unconverged at layers "
                                        f"{kn.unconverged_layers}; use the steep quadrature or on_unconverged='refine'")
             return kn
         self.misses += 1
-        kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **settings)
+        kn = localize(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id,
+                      **request.localize_kwargs())
         new = {"fact_id": fact_id, "lang": lang, "method": method, "neurons": kn.to_dict()}
         if record is None:
             self.store.add(key, new)
