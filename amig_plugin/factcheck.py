@@ -52,14 +52,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
-from .attribution import attribute_query, frozen_eval, target_scores
+from .attribution import attribute_query
 from .data import (MASK_PLACEHOLDER, Fact, causal_cloze, group_by_relation, prompt_drop_summary, split_prompt_at_mask,
                    wrong_objects)
 from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS
 from .dkn import FACT_ERRORS, DKNResult, effective_causal_mode, model_key
+from .likelihood import likelihood
 from .localization import cloze_query
 from .store import content_key
 from .models import get_family
@@ -369,21 +369,6 @@ def dkn_score(model, tokenizer, prompt: str, candidate: str, neurons: Sequence[N
     row = {l: i for i, l in enumerate(r.layers)}
     values = [float(r.attributions[row[int(l)], int(i)]) for l, i in neurons]
     return {"mean": sum(values) / len(values), "values": values, "layers": layers, "p": r.score}
-
-
-def likelihood(model, tokenizer, prompt: str, candidate: str) -> dict:
-    """log P(candidate | prompt) (teacher-forced, summed over its tokens) and whether the
-    model's greedy prediction reproduces it (argmax at every target step: exactly when
-    greedy generation's first T tokens are the candidate's)."""
-    family = get_family(model)
-    query = family.encode(tokenizer, prompt, candidate)
-    device = family.device()
-    with frozen_eval(family.model), torch.no_grad():
-        logits = family.model(input_ids=query.input_ids.to(device).unsqueeze(0)).logits[:, query.score_positions.to(device)]
-        logp = float(target_scores(logits, query.target_ids, "logprob")[0])
-        greedy = logits[0].argmax(-1).cpu()
-    return {"logprob": logp, "exact_match": bool(torch.equal(greedy, query.target_ids)), "greedy": greedy.tolist(),
-            "n_tokens": int(query.target_ids.numel())}
 
 
 # ----------------------------------------------------------------------------------------

@@ -47,17 +47,15 @@ facts, the paper's success ratio |related/unrelated|(enhance) + |related/unrelat
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import random
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from .attribution import frozen_eval
@@ -65,10 +63,12 @@ from .localization import (LocalizationCache, LocalizationSettings, cloze_query,
                            localize_facts, model_fingerprint)
 from .data import (CAUSAL_MODES, Fact, causal_prompt_and_target, prompt_drop_summary,
                    prompt_languages)
-from .intervene import MODE_FACTORS, WeightBackup, edit_value_vectors, random_neuron_set, scores_under_interventions
+from .intervene import (MODE_FACTORS, WeightBackup, edit_value_vectors, relative_change, uniform_neurons,
+                        scores_under_interventions, unrelated_sample)
 from .stats import mean_ci, trimmed_mean
 from .models import get_family
 from .neurons import KnowledgeNeurons
+from .likelihood import score_pairs
 from .store import RecordStore, content_key
 
 __all__ = [
@@ -500,8 +500,7 @@ def plan_edits(fact_likn: FactLIKN, *, random_control: bool = True, num_layers: 
         if not (num_layers and ffn_width):
             raise ValueError("random_control needs num_layers and ffn_width")
         rng = random.Random(f"{seed}:random:{fact_likn.fact_id}")
-        picks = rng.sample(range(num_layers * ffn_width), len(shared))
-        rand = tuple(sorted((p // ffn_width, p % ffn_width) for p in picks))
+        rand = tuple(uniform_neurons(num_layers, ffn_width, len(shared), rng))
         edits.append(Edit("Random", tuple((l, rand) for l in langs)))
     return edits
 
@@ -605,62 +604,8 @@ def apply_value_edit(model, tokenizer, edit: Edit, old: Mapping[str, str], new: 
 # scoring
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[float]:
-    """Σ log P(target tokens) (teacher-forced) of each (prompt, target), in padded batches.
-
-    Same encoding as the engine (:meth:`ModelFamily.encode`); right padding, so causal
-    positions are unchanged; only the needed positions' logits are computed when the model
-    accepts ``logits_to_keep``."""
-    family = get_family(model)
-    queries = [family.encode(tokenizer, p, t) for p, t in pairs]
-    order = sorted(range(len(queries)), key=lambda k: len(queries[k].input_ids))
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = family.baseline_token_id(tokenizer) if family.kind == "causal" else 0
-    device = family.device()
-    keep_ok = family.kind == "causal" and _accepts_logits_to_keep(family.model)
-    out = [0.0] * len(queries)
-    with frozen_eval(family.model), torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            width = max(len(queries[k].input_ids) for k in chunk)
-            ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, k in enumerate(chunk):
-                n = len(queries[k].input_ids)
-                ids[r, :n] = queries[k].input_ids
-                mask[r, :n] = 1
-            kwargs = {}
-            if keep_ok:
-                keep = sorted({int(p) for k in chunk for p in queries[k].score_positions})
-                col = {p: c for c, p in enumerate(keep)}
-                kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
-            logits = family.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for r, k in enumerate(chunk):
-                q = queries[k]
-                total = 0.0
-                for p, t in zip(q.score_positions.tolist(), q.target_ids.tolist()):
-                    total += float(logp[r, col[p] if keep_ok else p, t])
-                out[k] = total
-    return out
-
-
 def _num_tokens(tokenizer, family, prompt: str, target: str) -> int:
     return family.encode(tokenizer, prompt, target).num_target_tokens
-
-
-def _rel(after: float, before: float) -> float:
-    """(P' − P)/P from log-probabilities."""
-    d = after - before
-    return math.expm1(d) if d < 700 else float("inf")
 
 
 class _Ranker:
@@ -713,11 +658,7 @@ def _edit_text(kind: str, fact: Fact, lang: str, obj: str) -> str:
 
 def _unrelated_ids(facts: Sequence[Fact], n_unrelated: int, seed: int) -> dict[str, list[str]]:
     ids = [f.id for f in facts]
-    out = {}
-    for f in facts:
-        others = [i for i in ids if i != f.id]
-        out[f.id] = random.Random(f"{seed}:unrelated:{f.id}").sample(others, min(n_unrelated, len(others)))
-    return out
+    return {f.id: unrelated_sample(f.id, ids, n_unrelated, seed) for f in facts}
 
 
 # ----------------------------------------------------------------------------------------
@@ -783,7 +724,7 @@ def activation_protocol(model, tokenizer, facts: Sequence[Fact], likn: LIKNRepor
         for r, (i, e, m, kind) in enumerate(res["rows"]):
             after = [res["after"][c][r] for c in range(len(clean))]
             cell = cells.setdefault((i, e, m, lang), {"unrelated": [], "unrel_acc0": [], "unrel_acc1": []})
-            change = _rel(after[0], clean[0])
+            change = relative_change(after[0], clean[0], log=True)
             acc1 = ranker.gold_first(fact, lang, after) if not any(math.isnan(a) for a in after) else None
             if kind == "related":
                 cell.update(related=change, logp_before=clean[0], logp_after=after[0], correct_before=acc0,
@@ -900,7 +841,7 @@ def value_protocol(model, tokenizer, facts: Sequence[Fact], likn: LIKNReport, *,
                 unrel_changes, u0, u1 = [], 0, 0
                 scored = 0
                 for j, us, un in lay["unrel"]:
-                    unrel_changes.append(_rel(a[us], clean[us]))
+                    unrel_changes.append(relative_change(a[us], clean[us], log=True))
                     if un >= 2:
                         g = by_id[j]
                         acc0 = ranker.gold_first(g, lang, clean[us:us + un])
@@ -910,7 +851,7 @@ def value_protocol(model, tokenizer, facts: Sequence[Fact], likn: LIKNReport, *,
                         u1 += bool(acc1)
                 rows.append(dict(edit=edit.name, setting=setting_label(edit.name, lang), lang=lang,
                                  n_neurons=len(edit.neurons), old=old[lang], new=new[lang],
-                                 related=_rel(a_c[0], b_c[0]), logp_old_before=b_c[0], logp_old_after=a_c[0],
+                                 related=relative_change(a_c[0], b_c[0], log=True), logp_old_before=b_c[0], logp_old_after=a_c[0],
                                  logp_new_before=b_c[ni], logp_new_after=a_c[ni],
                                  log10_new_ratio=(a_c[ni] - b_c[ni]) / math.log(10),
                                  correct_before=first(b_c, 0), correct_after=first(a_c, 0),

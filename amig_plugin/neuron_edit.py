@@ -29,7 +29,9 @@ from torch import nn
 
 from .attribution import frozen_eval
 from .errors import UsageError
-from .intervene import Neuron, WeightBackup, _multipliers, _param_name
+from .intervene.activations import _multipliers
+from .intervene.value_vectors import WeightBackup, _param_name
+from .neurons import Neuron
 from .models import ModelFamily, get_family
 
 #: A locality item: a prompt alone (causal LMs: the next-token distribution after it) or

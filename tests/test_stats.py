@@ -45,7 +45,7 @@ def test_mean_ci_uses_student_t():
 
 
 def test_intervene_mean_ci_is_the_t_interval():
-    from amig_plugin.intervene import mean_ci
+    from amig_plugin.stats import mean_ci
     assert mean_ci([1.0, 2.0, 3.0, 6.0]) == stats.mean_ci([1.0, 2.0, 3.0, 6.0])
 
 

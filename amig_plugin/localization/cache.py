@@ -16,7 +16,6 @@ record is recomputed and replaced, with a :class:`CacheWarning` naming the cache
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import unicodedata

@@ -220,9 +220,9 @@ def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
     first prompt of ``n_unrelated`` other facts of the run (unrelated; a seeded choice per
     fact, the same whatever the sharding); the same for a random neuron set of equal size.
     An unrelated prompt the model cannot read (e.g. longer than its positions) is left out
-    and named, with the reason, in ``skipped_unrelated``."""
-    from ..intervene import MODE_FACTORS, random_neuron_set, scores_under_interventions
-    from ..models import QueryError, get_family
+    and named, with the reason, in ``skipped_unrelated`` (:func:`amig_plugin.intervene.fact_effect`)."""
+    from ..intervene import fact_effect, random_control_set, unrelated_sample
+    from ..models import get_family
 
     lang, method = unit["lang"], unit["method"]
     opts = ctx.options
@@ -230,40 +230,20 @@ def effect_compute(ctx: StudyContext, fact, unit: dict) -> dict:
     sets = {method: [tuple(n) for n in loc["neurons"]]}
     seed = ctx.config.seed
     if opts["random"]:
-        rng = random.Random(f"{seed}:random:{fact.id}:{lang}:{method}")
-        sets["random"] = random_neuron_set(get_family(ctx.model), len(sets[method]), rng, ctx.config.localization["layers"])
-    others = [f for f in ctx.facts if f.id != fact.id and lang in f.prompts]
-    unrelated = random.Random(f"{seed}:unrelated:{fact.id}").sample(others, min(opts["n_unrelated"], len(others)))
-    jobs = [(name, mode) for name in sets for mode in opts["modes"]]
-    interventions = [(sets[name], MODE_FACTORS[mode]) for name, mode in jobs]
-
-    def changes(prompt: str, target: str) -> tuple[float, list[float]]:
-        clean, after = scores_under_interventions(ctx.model, ctx.tokenizer, prompt, target, interventions,
-                                                  objective="prob")
-        return clean, [(a - clean) / clean if clean > 0 else float("nan") for a in after.tolist()]
-
-    related = [changes(p, fact.target(lang)) for p in fact.prompts[lang]]
-    unrel, skipped = [], {}
-    for f in unrelated:  # another fact's prompt the model cannot read (too long, ...) is skipped, not fatal
-        try:
-            unrel.append(changes(f.prompts[lang][0], f.target(lang)))
-        except QueryError as exc:
-            skipped[f.id] = f"{type(exc).__name__}: {exc}"
-    out: dict[str, Any] = {"sizes": {name: len(s) for name, s in sets.items()},
-                           "p_gold": [c for c, _ in related], "unrelated_facts": [f.id for f in unrelated if f.id not in skipped],
-                           "related": {}, "unrelated": {}}
-    if skipped:
-        out["skipped_unrelated"] = skipped
-    for j, (name, mode) in enumerate(jobs):
-        out["related"].setdefault(name, {})[mode] = _mean([v[j] for _, v in related])
-        out["unrelated"].setdefault(name, {})[mode] = _mean([v[j] for _, v in unrel]) if unrel else None
+        sets["random"] = random_control_set(get_family(ctx.model), len(sets[method]), seed, fact.id, lang, method,
+                                            layers=ctx.config.localization["layers"])
+    pool = [f for f in ctx.facts if lang in f.prompts]
+    unrelated = unrelated_sample(fact.id, pool, opts["n_unrelated"], seed, id_of=lambda f: f.id)
+    out = fact_effect(ctx.model, ctx.tokenizer, [(p, fact.target(lang)) for p in fact.prompts[lang]],
+                      [(f.id, f.prompts[lang][0], f.target(lang)) for f in unrelated], sets, opts["modes"])
+    out = {"sizes": {name: len(s) for name, s in sets.items()}, **out}
     if opts["random"]:
         out["random_neurons"] = [list(n) for n in sets["random"]]
     return out
 
 
 def effect_summary(records: list[dict], config) -> list[dict]:
-    from ..stats import mean_ci, median, paired_difference
+    from ..intervene import effect_row
 
     rows = []
     groups: dict[tuple, list[dict]] = {}
@@ -276,18 +256,10 @@ def effect_summary(records: list[dict], config) -> list[dict]:
         modes = list(dict.fromkeys(m for r in ok for n in r["related"] for m in r["related"][n]))
         for name in names:
             for mode in modes:
-                rel = [r["related"][name][mode] for r in ok if _finite(r["related"].get(name, {}).get(mode))]
-                unr = [r["unrelated"][name][mode] for r in ok if _finite(r["unrelated"].get(name, {}).get(mode))]
-                rm, rci = mean_ci(rel)
-                um, uci = mean_ci(unr)
-                paired = [(r["related"].get(name, {}).get(mode), r["unrelated"].get(name, {}).get(mode)) for r in ok]
-                spec = paired_difference([a for a, _ in paired], [b for _, b in paired], seed=getattr(config, "seed", 0))
-                sizes = [r["sizes"][name] for r in ok]
-                rows.append(dict(method=method, lang=lang, neurons=name, mode=mode, facts=len(ok), failed=failed,
-                                 mean_size=_mean(sizes), empty_sets=sum(s == 0 for s in sizes),
-                                 related_mean=rm, related_ci=rci, unrelated_mean=um, unrelated_ci=uci,
-                                 related_median=median(rel), specific_mean=spec["mean"], specific_low=spec["low"],
-                                 specific_high=spec["high"]))
+                related = [r["related"].get(name, {}).get(mode) for r in ok]
+                unrelated = [r["unrelated"].get(name, {}).get(mode) for r in ok]
+                row = effect_row(related, unrelated, [r["sizes"][name] for r in ok], seed=getattr(config, "seed", 0))
+                rows.append(dict(method=method, lang=lang, neurons=name, mode=mode, facts=len(ok), failed=failed, **row))
     return rows
 
 
