@@ -153,6 +153,19 @@ def _mzsre(path: Path, index: int, data: Any) -> Optional[EditRequest]:
     return replace(en, other_languages={xx.lang: xx})
 
 
+def parse_record(path: Path, index: int, data: Any, format: str) -> Optional[EditRequest]:
+    """Record ``index`` of a ``zsre``, ``counterfact``, ``knowedit`` or ``mzsre`` file as a
+    request; ``None`` for a record with an empty ``alt`` (skipped, as EasyEdit does)."""
+    if format == "mzsre":
+        return _mzsre(path, index, data)
+    rec = _Record(path, index, data)
+    if format == "knowedit":
+        return _knowedit(rec)
+    if format == "counterfact" and "requested_rewrite" in rec.data:
+        return _requested_rewrite(rec)
+    return _mend(rec, format)
+
+
 def _requests_from_facts(facts, source: str, lang: str, seed: int) -> list[EditRequest]:
     pool = [f for f in facts if lang in f.object]
     by_relation = group_by_relation(pool)

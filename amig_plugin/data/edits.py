@@ -1,6 +1,7 @@
 """Edit requests from the benchmark formats knowledge editors are run with.
 
-One record, :class:`EditRequest`, and a parser per format:
+One record, :class:`~amig_plugin.data.edit_records.EditRequest`, and a parser per format
+(:mod:`amig_plugin.data.edit_formats`):
 
 * ``zsre`` — ZsRE, MEND style: a JSON list of ``{"src", "alt", "subject", "rephrase",
   "loc", "loc_ans"}`` with optional ``"answers"`` (the original answer: ``answers[0]``),
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .bmlama import bmlama_paths, load_bmlama
-from .edit_formats import _knowedit, _mend, _mzsre, _Record, _requested_rewrite, _requests_from_facts
+from .edit_formats import _requests_from_facts, parse_record
 from .edit_records import (FILE_LANGUAGE_CODES, FORMATS, EditDataError, EditRequest, PromptAnswer, UnknownFormatError,
                            iso_language)
 from .jsonl import load_facts
@@ -197,16 +198,7 @@ def load_requests(path: str | Path, format: Optional[str] = None, *, lang: str =
     for index, data in enumerate(records):
         if limit is not None and len(out) >= limit:
             break
-        if format == "mzsre":
-            req = _mzsre(path, index, data)
-        else:
-            rec = _Record(path, index, data)
-            if format == "knowedit":
-                req = _knowedit(rec)
-            elif format == "counterfact" and "requested_rewrite" in rec.data:
-                req = _requested_rewrite(rec)
-            else:
-                req = _mend(rec, format)
+        req = parse_record(path, index, data, format)
         if req is None:
             skipped += 1
         else:
