@@ -38,7 +38,8 @@ Public API (re-exported here)
 - :func:`load_facts`, :func:`save_facts`, :func:`shipped_facts`
 - :func:`load_bmlama`, :func:`bmlama_paths`
 - :func:`load_mlama`, :func:`load_mlama_with_report`, :class:`MLamaReport`
-- :func:`wrong_objects`, :func:`group_by_relation`, :func:`sample_facts`
+- :func:`wrong_objects`, :func:`true_objects`, :func:`object_key`, :func:`group_by_relation`,
+  :func:`sample_facts`
 
 Edit requests are imported from :mod:`amig_plugin.data.edits`.
 """
@@ -52,7 +53,7 @@ from .prompts import (CAUSAL_MODES, PromptTextDropped, _warned, causal_cloze, ca
                       cut_loss_warnings, cut_losses, dropped_words, normalize_text, prompt_drop_summary,
                       prompt_languages, split_prompt_at_mask, warned_languages)
 from .records import LANGUAGE_CODES, MASK_PLACEHOLDER, Fact, FactFormatError, validate_language_code
-from .sampling import group_by_relation, sample_facts, wrong_objects
+from .sampling import group_by_relation, object_key, sample_facts, true_objects, wrong_objects
 
 __all__ = [
     "MASK_PLACEHOLDER",
@@ -82,6 +83,8 @@ __all__ = [
     "load_mlama",
     "load_mlama_with_report",
     "wrong_objects",
+    "true_objects",
+    "object_key",
     "group_by_relation",
     "sample_facts",
 ]

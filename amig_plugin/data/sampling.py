@@ -10,8 +10,20 @@ from typing import Iterable, Sequence
 from .records import Fact
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.split()).casefold()
+def object_key(text: str) -> str:
+    """``text`` as objects are compared: runs of whitespace made one space, casefolded."""
+    return " ".join(text.split()).casefold()
+
+
+def true_objects(fact: Fact, lang: str, facts_of_relation: Iterable[Fact] | None = None) -> set[str]:
+    """:func:`object_key` of every object true for ``fact``'s subject and relation in ``lang``:
+    the gold object and the objects of the facts in ``facts_of_relation`` with the same
+    relation and subject (e.g. other borders of a country)."""
+    keys = {object_key(fact.target(lang))}
+    subj = object_key(fact.subject[lang])
+    keys.update(object_key(f.object[lang]) for f in facts_of_relation or ()
+                if f.relation == fact.relation and lang in f.object and object_key(f.subject[lang]) == subj)
+    return keys
 
 
 def wrong_objects(
@@ -31,16 +43,13 @@ def wrong_objects(
     generator seeded by ``(seed, fact.id, lang)`` (stable across runs and processes)
     and cut to at most ``n`` items.
     """
-    gold = fact.target(lang)
     others = [f for f in (facts_of_relation or ()) if f.relation == fact.relation and lang in f.object]
-    subj = _norm(fact.subject[lang])
-    true_objs = {_norm(gold)}
-    true_objs.update(_norm(f.object[lang]) for f in others if _norm(f.subject[lang]) == subj)
+    true_objs = true_objects(fact, lang, others)
     pool = list(fact.candidates.get(lang, ())) or [f.object[lang] for f in others]
     out: list[str] = []
     seen: set[str] = set()
     for c in pool:
-        k = _norm(c)
+        k = object_key(c)
         if k in true_objs or k in seen:
             continue
         seen.add(k)
