@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from .edit_data import EditRequest
+from .data.edits import EditRequest
 from .store import RecordStore
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from amig_plugin.compare_records import CompareRecords, record_key, shard
-from amig_plugin.edit_data import EditRequest
+from amig_plugin.data.edits import EditRequest
 
 REQS = [EditRequest(prompt=f"p{i}", subject=f"s{i}", target_new=f"t{i}", ground_truth=f"g{i}", case_id=str(i))
         for i in range(5)]

@@ -539,7 +539,7 @@ def test_bmlama_template_lang_choice(tmp_path):
 
 
 def test_ascii_slugs_unchanged():
-    from amig_plugin.data import _slug
+    from amig_plugin.data.bmlama import _slug
     assert _slug("[X] was born in [Y].") == "x-was-born-in-y"
     assert _slug("[X] est né en [Y].") == "x-est-né-en-y"
 

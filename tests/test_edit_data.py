@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amig_plugin.edit_data import (EditDataError, EditRequest, PromptAnswer, UnknownFormatError, detect_format,
+from amig_plugin.data.edits import (EditDataError, EditRequest, PromptAnswer, UnknownFormatError, detect_format,
                                    load_requests, merge_languages, model_prediction, with_model_ground_truth)
 from amig_plugin.errors import AmigError
 

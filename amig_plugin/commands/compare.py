@@ -136,7 +136,7 @@ def cmd_compare(args) -> int:
           file=sys.stderr)
     gt_note = ""
     if args.data:
-        from ..edit_data import load_requests, with_model_ground_truth
+        from ..data.edits import load_requests, with_model_ground_truth
 
         loaded = load_requests(args.data, args.format, lang=args.lang, seed=args.seed, limit=args.n)
         missing = sum(r.ground_truth is None for r in loaded)
