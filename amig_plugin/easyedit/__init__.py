@@ -68,6 +68,8 @@ _LAZY = {
     "reapply_sequence": "methods.amig.main",
     "sequence_state": "methods.amig.main",
     "apply_likn_to_model": "methods.likn.main",
+    "edit_cross_lingual": "methods.likn.evaluate",
+    "summarize_cross_lingual": "methods.likn.evaluate",
     # registration in EasyEdit's ALG_DICT (imports easyeditor)
     "register": "registration",
     "unregister": "registration",
