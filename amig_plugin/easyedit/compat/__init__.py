@@ -18,7 +18,6 @@ Modules:
 from .importer import (  # noqa: F401  (private names: used by the tests)
     _find_pruneable_heads_and_indices,
     _guarded_import,
-    _optional_module,
     _transformers_shims,
     easyeditor_available,
     import_easyeditor,
