@@ -17,7 +17,8 @@ with ``compat`` below ``registration`` and ``editor``; ``methods`` import neithe
 * ``methods/``: our EasyEdit methods, one subpackage each (``amig/``, ``likn/``:
   ``hparams.py``, ``main.py``), and ``METHODS``, the one table of what is registered;
 * ``registration``: ``register()``/``unregister()``, a loop over ``METHODS`` plus the
-  ``fact_check`` metric and the ``BaseEditor`` hook;
+  ``fact_check`` metric and the ``BaseEditor`` hook (``editor_hook``: CPU fallback, a clear
+  error for model names EasyEdit cannot load);
 * ``editor``: ``AMIGEditor``/``load_editor``, EasyEdit's editor for any model our loader loads;
 * ``masked_lm``, ``evaluate``, ``prompts``, ``shims``: cloze metrics for masked LMs, summaries
   and CJK-aware scoring, prompt shaping, MEMIT's transformers-5 shim;
@@ -74,7 +75,7 @@ _LAZY = {
     "register": "registration",
     "unregister": "registration",
     "is_registered": "registration",
-    "UnsupportedEditorModel": "registration",
+    "UnsupportedEditorModel": "editor_hook",
     # editor for any model our loader loads, masked-LM metrics
     "editor_class": "editor",
     "load_editor": "editor",

@@ -14,11 +14,10 @@ takes all of it away again):
   as it refuses KN;
 * the ``fact_check`` metric (:mod:`amig_plugin.easyedit.factcheck_metric`; without an
   active checker nothing changes);
-* a hook on ``BaseEditor.__init__`` (every method, not only ours): the CPU fallback
-  (:func:`amig_plugin.easyedit.compat.cpu_fallback`; on PyPI 0.0.1.dev0 the editor's
-  construction and edit calls then run inside ``cuda_to_cpu``), and
-  :class:`UnsupportedEditorModel` instead of a bare ``NotImplementedError`` for model names
-  EasyEdit cannot load, naming :func:`amig_plugin.easyedit.editor.load_editor`.
+* a hook on ``BaseEditor.__init__`` (every method, not only ours;
+  :mod:`amig_plugin.easyedit.editor_hook`): the CPU fallback for hparams asking for a GPU
+  on a machine without CUDA, and :class:`UnsupportedEditorModel` instead of a bare
+  ``NotImplementedError`` for model names EasyEdit cannot load.
 
 If another function is already registered under one of our names it raises unless
 ``force=True``.
@@ -26,13 +25,12 @@ If another function is already registered under one of our names it raises unles
 
 from __future__ import annotations
 
-import functools
-import importlib
 import threading
 from typing import Any, Dict
 
-from ..errors import AmigError
-from .compat import alg_dict, cpu_fallback, cuda_to_cpu, easyedit_flavour, registries
+from . import editor_hook
+from .compat import alg_dict, cpu_fallback, easyedit_flavour, registries
+from .editor_hook import UnsupportedEditorModel
 from .methods import METHODS, MethodSpec, method_spec
 
 __all__ = [
@@ -56,12 +54,6 @@ ALG_NAME = "AMIG"
 ALGORITHMS = tuple(spec.name for spec in METHODS)
 _RESTORE_SETS = ("CALLABLE_RESTORE_ALGS", "PEFT_RESTORE_ALGS", "KEEP_EDITED_MODEL_ALGS")
 _LOCK = threading.RLock()
-_GUARD_MARK = "_amig_model_name_guard"
-_EDIT_METHODS = ("edit", "edit_requests", "batch_edit", "edit_dataset")
-
-
-class UnsupportedEditorModel(AmigError, NotImplementedError):
-    """EasyEdit's ``BaseEditor`` cannot load this model by name."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,66 +125,6 @@ def unregister_likn() -> bool:
 
 
 # ----------------------------------------------------------------------------------------
-# the BaseEditor hook
-
-
-def _base_editor():
-    return importlib.import_module("easyeditor.editors.editor").BaseEditor
-
-
-def _on_cpu(method):
-    @functools.wraps(method)
-    def run(*args, **kwargs):
-        with cuda_to_cpu():
-            return method(*args, **kwargs)
-
-    return run
-
-
-def _guard(init):
-    @functools.wraps(init)
-    def __init__(self, hparams, *args, **kwargs):
-        how = cpu_fallback(hparams) if hparams is not None else None
-        try:
-            with cuda_to_cpu(how == "cuda_to_cpu"):
-                result = init(self, hparams, *args, **kwargs)
-            if how == "cuda_to_cpu" and not getattr(type(self), "handles_devices", False):
-                for name in _EDIT_METHODS:
-                    if hasattr(self, name):
-                        setattr(self, name, _on_cpu(getattr(self, name)))
-            return result
-        except NotImplementedError as exc:
-            name = getattr(hparams, "model_name", None)
-            if isinstance(exc, AmigError) or not isinstance(name, str) or str(exc):
-                raise
-            raise UnsupportedEditorModel(
-                f"EasyEdit's BaseEditor cannot load {name!r} by name (it knows only names containing t5, gpt, "
-                f"llama, baichuan, chatglm, internlm, qwen or mistral); use "
-                f"amig_plugin.easyedit.load_editor(hparams), which loads it with amig_plugin's model loader"
-            ) from None
-
-    setattr(__init__, _GUARD_MARK, init)
-    return __init__
-
-
-def _guard_model_names() -> bool:
-    """Wrap ``BaseEditor.__init__`` once; returns whether it was wrapped now."""
-    cls = _base_editor()
-    init = cls.__dict__["__init__"]
-    if hasattr(init, _GUARD_MARK):
-        return False
-    cls.__init__ = _guard(init)
-    return True
-
-
-def _unguard_model_names() -> None:
-    cls = _base_editor()
-    init = cls.__dict__["__init__"]
-    if hasattr(init, _GUARD_MARK):
-        cls.__init__ = getattr(init, _GUARD_MARK)
-
-
-# ----------------------------------------------------------------------------------------
 # everything
 
 
@@ -214,7 +146,7 @@ def register(force: bool = False) -> Dict[str, Any]:
     with _LOCK:
         added = {spec.name: _add(spec, force) for spec in METHODS}
         factcheck_metric.register()
-        _guard_model_names()
+        editor_hook.install()
     return {"alg_name": ALG_NAME, "flavour": easyedit_flavour(), "registered_now": added[ALG_NAME],
             "algorithms": added, "metrics": ["fact_check"]}
 
@@ -227,5 +159,5 @@ def unregister() -> bool:
     with _LOCK:
         removed = {spec.name: _remove(spec) for spec in METHODS}
         factcheck_metric.unregister()
-        _unguard_model_names()
+        editor_hook.uninstall()
     return removed[ALG_NAME]
