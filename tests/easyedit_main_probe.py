@@ -75,8 +75,8 @@ OUT["register"]["attr_left"] = hasattr(transformers, "modeling_attn_mask_utils")
     transformers.__dict__.get("modeling_attn_mask_utils"), compat._PlaceholderModule)
 
 from amig_plugin.easyedit.evaluate import summarize  # noqa: E402
-from amig_plugin.easyedit.hparams import AMIGHyperParams  # noqa: E402
-from amig_plugin.easyedit.likn_method import LIKNHyperParams  # noqa: E402
+from amig_plugin.easyedit.methods.amig import AMIGHyperParams  # noqa: E402
+from amig_plugin.easyedit.methods.likn import LIKNHyperParams  # noqa: E402
 
 utils = __import__("easyeditor.editors.utils", fromlist=["x"])
 

@@ -19,7 +19,7 @@ import textwrap
 import pytest
 import torch
 
-from amig_plugin.easyedit.hparams import VALID_KEYS, AMIGHyperParams, HParamsError
+from amig_plugin.easyedit.methods.amig import VALID_KEYS, AMIGHyperParams, HParamsError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None
@@ -215,7 +215,7 @@ def test_import_and_register_are_lazy(tmp_path):
 def test_register_twice_is_harmless():
     import amig_plugin
     from amig_plugin.easyedit import compat
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
     from amig_plugin.easyedit.registration import register
 
     first = amig_plugin.register()
@@ -241,7 +241,7 @@ def test_base_editor_dispatches_edits_and_restores(gpt2_dir, tmp_path, monkeypat
     the prediction, EasyEdit's reset restores every weight bit for bit, no files written."""
     import amig_plugin
     from amig_plugin.easyedit import compat
-    from amig_plugin.easyedit.amig_main import WeightsCopy, apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import WeightsCopy, apply_amig_to_model
 
     amig_plugin.register()
     BaseEditor = importlib.import_module("easyeditor.editors.editor").BaseEditor
@@ -285,7 +285,7 @@ def _main_restore(model, weights_copy) -> None:
 
 
 def test_apply_with_github_main_keywords_and_restore(gpt2):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
 
     model = copy.deepcopy(gpt2[0])
     tok = gpt2[1]
@@ -319,7 +319,7 @@ def test_apply_with_github_main_keywords_and_restore(gpt2):
 
 
 def test_copy_true_leaves_the_model_alone(gpt2):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
 
     model, tok = gpt2
     original = state(model)
@@ -331,7 +331,7 @@ def test_copy_true_leaves_the_model_alone(gpt2):
 
 
 def test_erase_mode_and_kn_method(gpt2):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
     from amig_plugin.models import get_family
 
     model = copy.deepcopy(gpt2[0])
@@ -354,7 +354,7 @@ def test_erase_mode_and_kn_method(gpt2):
 
 
 def test_missing_ground_truth_and_multi_token_target(gpt2):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
 
     model = copy.deepcopy(gpt2[0])
     tok = gpt2[1]
@@ -392,7 +392,7 @@ def test_sequential_hparam_accumulates_under_pypi_resets(gpt2_dir, tmp_path, mon
     assert all(torch.equal(v, original[k]) for k, v in weights_copy.items())
     assert len(sequence_state(editor.model).edits) == 2
     # the same two edits done by hand, one after the other without a reset in between
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
 
     manual = copy.deepcopy(editor.model)
     for r in (request(), request("Germany", "Berlin", "Tokyo")):

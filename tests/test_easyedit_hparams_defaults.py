@@ -12,8 +12,8 @@ import os
 import pytest
 
 from amig_plugin import defaults
-from amig_plugin.easyedit.hparams import AMIGHyperParams, HParamsError
-from amig_plugin.easyedit.likn_method import LIKNHyperParams
+from amig_plugin.easyedit.methods.amig import AMIGHyperParams, HParamsError
+from amig_plugin.easyedit.methods.likn import LIKNHyperParams
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = sorted(glob.glob(os.path.join(REPO, "hparams", "AMIG", "*.yaml"))) + [
@@ -74,7 +74,7 @@ def test_likn_hparams_and_the_cli_share_the_cache_entry(models, tmp_path, monkey
     with its default settings compute the same localization key: the second is a cache hit."""
     from amig_plugin.localization.cache import LocalizationCache
     from amig_plugin.cli import build_parser
-    from amig_plugin.easyedit.likn_method import apply_likn_to_model
+    from amig_plugin.easyedit.methods.likn import apply_likn_to_model
     from amig_plugin.localization import DEFAULT_SETTINGS
 
     monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from amig_plugin.defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
-from amig_plugin.easyedit.hparams import HParamsError
-from amig_plugin.easyedit.likn_method import LIKNHyperParams, request_languages
+from amig_plugin.easyedit.methods.amig import HParamsError
+from amig_plugin.easyedit.methods.likn import LIKNHyperParams, request_languages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None
@@ -76,7 +76,7 @@ def test_request_languages():
 
 
 def test_apply_edits_exactly_the_intersection_and_restores(models):
-    from amig_plugin.easyedit.likn_method import apply_likn_to_model
+    from amig_plugin.easyedit.methods.likn import apply_likn_to_model
     from amig_plugin.models import get_family
     from amig_plugin.neurons import localize
 
@@ -108,7 +108,7 @@ def test_apply_edits_exactly_the_intersection_and_restores(models):
 
 def test_empty_intersection_skips_or_raises(models, monkeypatch):
     import amig_plugin.neurons as neurons_mod
-    from amig_plugin.easyedit.likn_method import apply_likn_to_model
+    from amig_plugin.easyedit.methods.likn import apply_likn_to_model
 
     base, tok = models("gpt2")
     real = neurons_mod.localize
@@ -130,7 +130,7 @@ def test_empty_intersection_skips_or_raises(models, monkeypatch):
 
 
 def test_cross_lingual_quality_no_space_for_chinese(models):
-    from amig_plugin.easyedit.likn_method import cross_lingual_quality
+    from amig_plugin.easyedit.methods.likn import cross_lingual_quality
     from amig_plugin.easyedit.evaluate import teacher_forced_predictions
 
     model, tok = models("gpt2")
@@ -147,15 +147,9 @@ def test_cross_lingual_quality_no_space_for_chinese(models):
 @needs_easyeditor
 def test_registered_in_easyedit_and_cross_lingual_metrics(models, tmp_path, monkeypatch):
     from amig_plugin.easyedit import compat
-    from amig_plugin.easyedit.likn_method import (
-        apply_likn_to_model,
-        edit_cross_lingual,
-        is_likn_registered,
-        load_likn_editor,
-        register_likn,
-        summarize_cross_lingual,
-        unregister_likn,
-    )
+    from amig_plugin.easyedit.editor import load_likn_editor
+    from amig_plugin.easyedit.methods.likn import apply_likn_to_model, edit_cross_lingual, summarize_cross_lingual
+    from amig_plugin.easyedit.registration import is_likn_registered, register_likn, unregister_likn
 
     base, tok = models("gpt2")
     model = copy.deepcopy(base)

@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from amig_plugin.easyedit.hparams import AMIGHyperParams
+from amig_plugin.easyedit.methods.amig import AMIGHyperParams
 from tiny import tiny_bert, word_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +170,7 @@ def test_bert_yaml_loads_with_our_loader(bert, tmp_path, monkeypatch):
 
 
 def test_update_raises_p_new_and_erase_removes_gt(bert):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
     from amig_plugin.easyedit.masked_lm import masked_lm_predictions
 
     tok = bert[1]

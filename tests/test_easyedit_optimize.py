@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from amig_plugin.easyedit.hparams import AMIGHyperParams, HParamsError
+from amig_plugin.easyedit.methods.amig import AMIGHyperParams, HParamsError
 from test_easyedit_amig import make_hparams, next_token, request, same, state, train_tiny_gpt2
 
 
@@ -31,7 +31,7 @@ def test_rule_names_and_validation():
 
 
 def test_optimize_rule_installs_target_only_in_value_vectors_and_restores(gpt2):
-    from amig_plugin.easyedit.amig_main import apply_amig_to_model
+    from amig_plugin.easyedit.methods.amig.main import apply_amig_to_model
     from amig_plugin.models import get_family
 
     model, tok = copy.deepcopy(gpt2[0]), gpt2[1]
@@ -58,7 +58,7 @@ def test_optimize_rule_installs_target_only_in_value_vectors_and_restores(gpt2):
 
 
 def test_likn_refuses_the_optimize_rule():
-    from amig_plugin.easyedit.likn_method import LIKNHyperParams
+    from amig_plugin.easyedit.methods.likn import LIKNHyperParams
 
     with pytest.raises(HParamsError, match="not supported by LIKN"):
         LIKNHyperParams.from_dict({"alg_name": "LIKN", "model_name": "x", "edit_rule": "optimize"})

@@ -352,7 +352,7 @@ def test_easyedit_metric_is_registered_idempotently_and_reports_pre_and_post(tmp
 
     from amig_plugin.easyedit import factcheck_metric
     from amig_plugin.easyedit.editor import load_editor
-    from amig_plugin.easyedit.hparams import AMIGHyperParams
+    from amig_plugin.easyedit.methods.amig import AMIGHyperParams
 
     base, tok = tiny_sharp("gpt2")
     model = _copy.deepcopy(base)

@@ -10,6 +10,22 @@ undone).  Nothing below this subpackage (models, attribution, neurons, ...) impo
 ``import amig_plugin.easyedit`` imports neither easyeditor nor torch: the names below
 are loaded lazily on first access.
 
+Modules (imports run one way: ``methods`` <- ``registration`` <- ``editor`` <- ``compare``,
+with ``compat`` below ``registration`` and ``editor``; ``methods`` import neither):
+
+* ``compat/``: makes ``easyeditor`` importable and runnable here (importer, runtime, registries);
+* ``methods/``: our EasyEdit methods, one subpackage each (``amig/``, ``likn/``:
+  ``hparams.py``, ``main.py``), and ``METHODS``, the one table of what is registered;
+* ``registration``: ``register()``/``unregister()``, a loop over ``METHODS`` plus the
+  ``fact_check`` metric and the ``BaseEditor`` hook (``editor_hook``: CPU fallback, a clear
+  error for model names EasyEdit cannot load);
+* ``editor``: ``AMIGEditor``/``load_editor``, EasyEdit's editor for any model our loader loads;
+* ``masked_lm``, ``evaluate``, ``prompts``, ``shims``: cloze metrics for masked LMs, summaries
+  and CJK-aware scoring, prompt shaping, MEMIT's transformers-5 shim;
+* ``factcheck_metric``: the DKN fact-checker as an EasyEdit metric;
+* ``compare``, ``stats``: ``amig compare`` (methods head to head) and ROME/MEMIT statistics;
+* ``hparams``: the former path of ``AMIGHyperParams`` (re-export).
+
 Quick reference (EasyEdit integration)::
 
     import amig_plugin
@@ -29,6 +45,7 @@ from typing import Any
 _LAZY = {
     "MissingOptionalDependency": "compat",
     "alg_dict": "compat",
+    "cpu_fallback": "compat",
     "cuda_to_cpu": "compat",
     "easyedit_flavour": "compat",
     "easyedit_runtime": "compat",
@@ -38,24 +55,31 @@ _LAZY = {
     "quiet_easyeditor_logging": "compat",
     "registries": "compat",
     "removed_placeholders": "compat",
-    # hyper-parameters (no easyeditor import)
-    "AMIGHyperParams": "hparams",
-    "HParamsError": "hparams",
-    # the apply function and sequential-edit helpers (torch, no easyeditor import)
-    "apply_amig_to_model": "amig_main",
-    "WeightsCopy": "amig_main",
-    "end_sequence": "amig_main",
-    "reapply_sequence": "amig_main",
-    "sequence_state": "amig_main",
+    # the table of our methods (no easyeditor or torch import)
+    "METHODS": "methods",
+    "MethodSpec": "methods",
+    # hyper-parameters (no easyeditor or torch import)
+    "AMIGHyperParams": "methods.amig.hparams",
+    "HParamsError": "methods.validation",
+    "LIKNHyperParams": "methods.likn.hparams",
+    # the apply functions and sequential-edit helpers (torch, no easyeditor import)
+    "apply_amig_to_model": "methods.amig.main",
+    "WeightsCopy": "methods.amig.main",
+    "end_sequence": "methods.amig.main",
+    "reapply_sequence": "methods.amig.main",
+    "sequence_state": "methods.amig.main",
+    "apply_likn_to_model": "methods.likn.main",
+    "edit_cross_lingual": "methods.likn.evaluate",
+    "summarize_cross_lingual": "methods.likn.evaluate",
     # registration in EasyEdit's ALG_DICT (imports easyeditor)
     "register": "registration",
     "unregister": "registration",
     "is_registered": "registration",
-    "cpu_fallback": "registration",
-    "UnsupportedEditorModel": "registration",
+    "UnsupportedEditorModel": "editor_hook",
     # editor for any model our loader loads, masked-LM metrics
     "editor_class": "editor",
     "load_editor": "editor",
+    "load_likn_editor": "editor",
     "independent_edit_kwargs": "editor",
     "compute_masked_lm_edit_quality": "masked_lm",
     "summarize": "evaluate",

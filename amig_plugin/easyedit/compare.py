@@ -183,7 +183,7 @@ def _easyedit_hparams(cls, path: str):
 def load_method_hparams(method: str, path: str, model_name: Optional[str] = None):
     """The hparams object of ``method`` from its YAML (AMIG: ours; others: EasyEdit's)."""
     if method == "AMIG":
-        from .hparams import AMIGHyperParams
+        from .methods.amig.hparams import AMIGHyperParams
 
         hparams = AMIGHyperParams.from_hparams(path)
     elif method in _HPARAM_CLASSES:

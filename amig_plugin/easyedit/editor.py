@@ -37,7 +37,7 @@ from typing import Any, Iterator, Optional
 
 from .compat import easyedit_flavour, easyedit_runtime, import_easyeditor
 
-__all__ = ["editor_class", "load_editor", "independent_edit_kwargs", "ROME_FAMILY"]
+__all__ = ["editor_class", "load_editor", "load_likn_editor", "independent_edit_kwargs", "ROME_FAMILY"]
 
 #: EasyEdit sets right padding for these methods and left padding for the others.
 ROME_FAMILY = ("ROME", "MEMIT", "EMMET", "EAMET", "R-ROME", "AlphaEdit", "CORE", "SPHERE")
@@ -258,8 +258,22 @@ def load_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = No
     import os
 
     if isinstance(hparams, (str, os.PathLike)):
-        from .hparams import AMIGHyperParams
+        from .methods.amig.hparams import AMIGHyperParams
 
         hparams = AMIGHyperParams.from_hparams(hparams)
     return editor_class().from_hparams(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir,
                                        cjk_no_space=cjk_no_space)
+
+
+def load_likn_editor(hparams, model=None, tokenizer=None, log_dir: Optional[str] = None):
+    """An :class:`AMIGEditor` running ``LIKN`` (registered first); ``hparams`` may be a path
+    to a LIKN YAML."""
+    import os
+
+    from .methods.likn.hparams import LIKNHyperParams
+    from .registration import register_likn
+
+    if isinstance(hparams, (str, os.PathLike)):
+        hparams = LIKNHyperParams.from_hparams(hparams)
+    register_likn()
+    return load_editor(hparams, model=model, tokenizer=tokenizer, log_dir=log_dir)

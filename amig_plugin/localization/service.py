@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from .cache import LocalizationCache
 from ..data import Fact
 from ..models import get_family
-from ..neurons import KnowledgeNeurons, Neuron, localize, shared_neurons
+from .. import neurons
+from ..neurons import KnowledgeNeurons, Neuron, shared_neurons
 from .queries import check_causal_mode, fact_query
 from .settings import LocalizationSettings
 
@@ -48,12 +49,24 @@ def combine_prompt_localizations(parts: list[KnowledgeNeurons], share_p: float) 
 
 
 def _runner(model, cache):
-    """``cache.localize`` (``cache=True``: the model's default cache) or the uncached engine."""
+    """``cache.localize`` (``cache=True``: the model's default cache) or the uncached engine
+    (looked up at call time)."""
     if cache is None or cache is False:
-        return localize
+        return neurons.localize
     if cache is True:
         cache = LocalizationCache.for_model(model)
     return cache.localize
+
+
+def localize_query(model, tokenizer, prompts: str | Sequence[str], target: str, *, lang: str | None = None,
+                   method: str = "amig", settings: LocalizationSettings | Mapping[str, Any] | None = None, cache=None,
+                   fact_id: str | None = None, **overrides: Any) -> KnowledgeNeurons:
+    """The knowledge neurons of ``target`` after ``prompts`` (one record over all prompts),
+    through ``cache`` as in :func:`localize_fact`: the entry point for a query that is not a
+    :class:`~amig_plugin.data.Fact` (an EasyEdit request)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    kwargs = LocalizationSettings.of(settings, **overrides).localize_kwargs()
+    return _runner(model, cache)(model, tokenizer, prompts, target, lang=lang, method=method, fact_id=fact_id, **kwargs)
 
 
 def localize_fact(model, tokenizer, fact: Fact, lang: str, *, method: str = "amig",
@@ -72,8 +85,8 @@ def localize_fact(model, tokenizer, fact: Fact, lang: str, *, method: str = "ami
         if kind == "causal" and causal_mode == "sentence":
             raise ValueError("return_attributions needs causal_mode='cut' (sentence mode combines one "
                              "localization per prompt)")
-        return localize(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), lang=lang, method=method,
-                        fact_id=fact.id, return_attributions=True, **kwargs)
+        return neurons.localize(model, tokenizer, list(fact.prompts[lang]), fact.target(lang), lang=lang,
+                                method=method, fact_id=fact.id, return_attributions=True, **kwargs)
     run = _runner(model, cache)
     if kind == "causal" and causal_mode == "sentence":
         parts = []

@@ -74,12 +74,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from ..intervene import WeightBackup, edit_value_vectors
-from ..neuron_edit import optimize_value_vectors
-from ..models import causal_prefix_and_target, get_family
-from ..neurons import localize
+from ....intervene import WeightBackup, edit_value_vectors
+from ....models import causal_prefix_and_target, get_family
+from ....neuron_edit import optimize_value_vectors
+from ....neurons import localize
+from ...prompts import cloze_prompt, detect_lang, strip_target
+from ..validation import as_hparams
 from .hparams import AMIGHyperParams
-from .prompts import cloze_prompt, detect_lang, strip_target
 
 __all__ = [
     "WeightsCopy",
@@ -181,15 +182,7 @@ def _resume_sequence(model: torch.nn.Module) -> SequenceState:
 
 
 def _as_hparams(hparams: Any) -> AMIGHyperParams:
-    if isinstance(hparams, AMIGHyperParams):
-        return hparams
-    if isinstance(hparams, Mapping):
-        return AMIGHyperParams.from_dict(hparams)
-    if hasattr(hparams, "__dataclass_fields__") or hasattr(hparams, "__dict__"):
-        return AMIGHyperParams.from_dict(
-            {k: v for k, v in vars(hparams).items() if k in AMIGHyperParams.__dataclass_fields__}
-        )
-    raise TypeError(f"hparams must be AMIGHyperParams (AMIGHyperParams.from_hparams(path)), got {type(hparams).__name__}")
+    return as_hparams(AMIGHyperParams, hparams)
 
 
 def _engine_target(family, cloze: str, target: str) -> str:
