@@ -1,7 +1,7 @@
 """``apply_amig_to_model``: AMIG (or KN) knowledge-neuron editing as an EasyEdit method.
 
 For each request, the ground truth's knowledge neurons are localized with our IG engine
-(:func:`amig_plugin.neurons.localize`: AMIG's masked-token baseline or KN's zero baseline,
+(:func:`amig_plugin.localization.localize_query`: AMIG's masked-token baseline or KN's zero baseline,
 tau x max threshold), then their value vectors -- the rows/columns of the FFN output
 projection that the neurons feed -- are edited with
 :func:`amig_plugin.intervene.edit_value_vectors`:
@@ -77,7 +77,7 @@ import torch
 from ....intervene import WeightBackup, edit_value_vectors
 from ....models import causal_prefix_and_target, get_family
 from ....neuron_edit import optimize_value_vectors
-from ....neurons import localize
+from ....localization import localize_query
 from ...prompts import cloze_prompt, detect_lang, strip_target
 from ..validation import as_hparams
 from .hparams import AMIGHyperParams
@@ -238,7 +238,7 @@ def _edit_one(family, tok, request: Mapping, hparams: AMIGHyperParams, backup: W
     else:
         new = None
     tau = hparams.tau_for(lang)
-    kn = localize(
+    kn = localize_query(
         family, tok, prompts, strip_target(ground_truth), lang=lang, method=hparams.method, tau=tau,
         share_p=hparams.share_p, steps=hparams.steps, objective=hparams.objective,
         quadrature=hparams.quadrature, amig_mode=hparams.amig_mode, layers=hparams.layers,
