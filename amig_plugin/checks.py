@@ -50,3 +50,11 @@ def check_size_range(size_range: Sequence[Any]) -> tuple[int, int]:
     if not 1 <= lo <= hi:
         raise UsageError(f"adaptive size range needs 1 <= LO <= HI (neurons per set), got {lo},{hi}")
     return lo, hi
+
+
+def did_you_mean(name: Any, valid: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` when one of ``valid`` is close to ``name`` (difflib ratio >= 0.6), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .. import defaults
+from ..checks import did_you_mean
 from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, default_tau
 from ..store import content_key
 
@@ -60,10 +61,11 @@ class LocalizationSettings:
         with ``overrides`` on top; an unknown name is a ``TypeError`` naming the valid ones."""
         base = dataclasses.asdict(settings) if isinstance(settings, LocalizationSettings) else dict(settings or {})
         values = {**base, **overrides}
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
         if unknown:
-            raise TypeError(f"unknown localization setting(s) {unknown}; valid: "
-                            f"{[f.name for f in dataclasses.fields(cls)]}")
+            raise TypeError(f"unknown localization setting(s) {unknown}{did_you_mean(unknown[0], names)}; "
+                            f"valid: {names}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> "LocalizationSettings":

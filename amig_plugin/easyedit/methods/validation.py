@@ -5,9 +5,9 @@ method's hparams class. Imports neither ``easyeditor`` nor ``torch``."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Mapping, Sequence, Type, TypeVar
 
+from ...checks import did_you_mean
 from ...errors import AmigError
 
 __all__ = ["HParamsError", "require_mapping", "reject_unknown_keys", "as_hparams"]
@@ -34,8 +34,7 @@ def reject_unknown_keys(config: Mapping, valid: Sequence[str], source: str) -> N
         return
     parts = []
     for key in unknown:
-        close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parts.append(f"{key!r}" + did_you_mean(key, valid))
     raise HParamsError(f"{source}: unknown key(s) {', '.join(parts)}; valid keys are: {', '.join(valid)}")
 
 
