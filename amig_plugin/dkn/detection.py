@@ -71,6 +71,17 @@ def _targets(prompts: list[str], target: str | Sequence[str]) -> list[str]:
     return targets
 
 
+def _detection_inputs(model, prompts: str | Sequence[str], target: str | Sequence[str], neurons: Sequence[Neuron],
+                      low: float, high: float) -> tuple[float, float, list[Neuron], list[str], str, list[str] | None]:
+    """Checked ``(low, high, neurons, prompts, target, targets)`` of a detection: ``targets``
+    is None for one target, else one per prompt (``target`` is then the first)."""
+    low, high = check_thresholds(low, high)
+    neurons = _check_neurons(model, neurons)
+    prompts = _prompts(prompts)
+    targets = None if isinstance(target, str) else _targets(prompts, target)
+    return low, high, neurons, prompts, target if targets is None else targets[0], targets
+
+
 def suppressed_scores(model, tokenizer, prompts: str | Sequence[str], target: str | Sequence[str],
                       neuron_sets: Sequence[Sequence[Neuron]], *, objective: str = "prob",
                       batch_size: int = 256) -> tuple[float, torch.Tensor]:
@@ -97,11 +108,7 @@ def detect_degenerate(model, tokenizer, prompts: str | Sequence[str], target: st
     suppressed forwards batched. ``grow=True`` adds degenerate sets of 3..``max_set_size``
     neurons (:func:`grow_degenerate_sets`). ``target``: one, or one per prompt (then stored
     as ``targets``)."""
-    low, high = check_thresholds(low, high)
-    neurons = _check_neurons(model, neurons)
-    prompts = _prompts(prompts)
-    targets = None if isinstance(target, str) else _targets(prompts, target)
-    target = target if targets is None else targets[0]
+    low, high, neurons, prompts, target, targets = _detection_inputs(model, prompts, target, neurons, low, high)
     t0 = time.perf_counter()
     rows = _suppression_rows(neurons)
     p0, scores = suppressed_scores(model, tokenizer, prompts, targets or target, rows, objective=objective,
@@ -124,11 +131,7 @@ def detect_degenerate_loop(model, tokenizer, prompts: str | Sequence[str], targe
                            lang: str | None = None, fact_id: str | None = None, relation: str | None = None) -> DKNResult:
     """Reference: the same detection with one whole-model forward per suppression (the
     paper's loop), through :func:`amig_plugin.intervene.scale_neurons` hooks."""
-    low, high = check_thresholds(low, high)
-    neurons = _check_neurons(model, neurons)
-    prompts = _prompts(prompts)
-    targets = None if isinstance(target, str) else _targets(prompts, target)
-    target = target if targets is None else targets[0]
+    low, high, neurons, prompts, target, targets = _detection_inputs(model, prompts, target, neurons, low, high)
     family = get_family(model)
     t0 = time.perf_counter()
     rows = [[]] + _suppression_rows(neurons)

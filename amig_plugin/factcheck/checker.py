@@ -1,16 +1,13 @@
 """The checker: relation-level DKN, the DKN score of one (prompt, candidate), and the fitted
 :class:`FactChecker` (saved and loaded as JSON; used by the EasyEdit metric).
 
-**Relation-level DKN**: the neurons that recur in the degenerate pairs of the DKN part's
-facts: count (number of facts whose pairs contain the neuron) > ``lam`` × max count
-(λ = 0.7). If the DKN part has no degenerate pair at all, the documented fallback
-``no_dkn="topk"`` uses the recurring top-k neurons by the same rule (flagged
-``source = "topk"`` in the report); ``no_dkn="skip"`` leaves the relation out.
-
-**Score** of (query, candidate) = mean AMIG attribution of those neurons, with the query's
-prompt and the candidate as target, IG restricted to the layers of those neurons (per-layer
-IG is exact per layer, so this equals the full attribution on those neurons). "True" iff
-score > the relation's dev-tuned threshold.
+A relation's DKN are the neurons found in the degenerate pairs of more than λ × (the largest
+such count) of its DKN-part facts (:func:`recurring_neurons`, λ = 0.7 by default); without
+any degenerate pair, ``no_dkn="topk"`` falls back to the recurring top-k neurons (reported
+as ``source = "topk"``) and ``no_dkn="skip"`` drops the relation. A query's score is the
+mean attribution of those neurons with IG run on their layers only (exact per layer), and
+the checker says "true" when it exceeds the relation's dev-tuned threshold. Steps 3-5 of
+the protocol in :mod:`amig_plugin.factcheck.run`.
 """
 
 from __future__ import annotations
