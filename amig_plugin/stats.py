@@ -143,10 +143,10 @@ def bootstrap_ci(values: Sequence, stat: Callable[[Sequence], float] = statistic
     n = len(items)
     boots = sorted(stat([items[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
     alpha = (1.0 - level) / 2.0
-    return point, _percentile(boots, alpha), _percentile(boots, 1.0 - alpha)
+    return point, percentile(boots, alpha), percentile(boots, 1.0 - alpha)
 
 
-def _percentile(sorted_vals: Sequence[float], q: float) -> float:
+def percentile(sorted_vals: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile of sorted values."""
     pos = q * (len(sorted_vals) - 1)
     lo = int(math.floor(pos))
