@@ -22,7 +22,7 @@ def true_objects(fact: Fact, lang: str, facts_of_relation: Iterable[Fact] | None
     keys = {object_key(fact.target(lang))}
     subj = object_key(fact.subject[lang])
     keys.update(object_key(f.object[lang]) for f in facts_of_relation or ()
-                if f.relation == fact.relation and lang in f.object and object_key(f.subject[lang]) == subj)
+                if f.relation == fact.relation and lang in f.object and object_key(f.subject.get(lang, "")) == subj)
     return keys
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
-from ..data import Fact, causal_cloze, group_by_relation, split_prompt_at_mask, wrong_objects
+from ..data import Fact, causal_cloze, group_by_relation, object_key, split_prompt_at_mask, true_objects, wrong_objects
 from ..errors import AmigError
 from ..localization import cloze_query
 
@@ -77,10 +77,6 @@ def split_facts(facts: Sequence[Fact], fractions: Sequence[float] = DEFAULT_FRAC
     return splits, skipped
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.split()).casefold()
-
-
 def wrong_candidates(fact: Fact, lang: str, facts_of_relation: Iterable[Fact] | None = None, n: int | None = 1,
                      seed: int = 0) -> list[str]:
     """Up to ``n`` wrong objects for ``fact`` in ``lang``, reproducible with ``seed``.
@@ -90,18 +86,14 @@ def wrong_candidates(fact: Fact, lang: str, facts_of_relation: Iterable[Fact] | 
     more conservatively also every candidate that contains, or is contained in, a true
     object (``"北京市"`` vs ``"北京"``, ``"New York City"`` vs ``"New York"``)."""
     facts_of_relation = list(facts_of_relation or ())
-    subj = _norm(fact.subject[lang])
-    trues = {_norm(fact.target(lang))}
-    trues.update(_norm(f.object[lang]) for f in facts_of_relation
-                 if f.relation == fact.relation and lang in f.object and _norm(f.subject.get(lang, "")) == subj)
+    trues = true_objects(fact, lang, facts_of_relation)
     out = []
     for c in wrong_objects(fact, lang, facts_of_relation, None, seed):
-        k = _norm(c)
+        k = object_key(c)
         if any(k == t or (len(t) >= 2 and t in k) or (len(k) >= 2 and k in t) for t in trues):
             continue
         out.append(c)
     return out if n is None else out[:n]
-
 
 
 def candidate_query(prompt: str, candidate: str, causal_mode: str = "cut") -> tuple[str, str]:
