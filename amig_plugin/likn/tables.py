@@ -9,7 +9,7 @@ bootstrap intervals), :func:`value_table` (the value-vector edit); :func:`num_ce
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .statistics import success_ratios
 
@@ -28,12 +28,16 @@ def num_cell(x: float, fmt: str = ".2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else ("∞" if x == float("inf") else format(x, fmt))
 
 
-def _by_setting(rows: Sequence[dict]) -> dict[tuple[str, str], dict[str, dict]]:
-    """Aggregate rows grouped by (language, setting), then by mode."""
+def _suppress_enhance(rows: Sequence[dict]) -> Iterator[tuple[str, str, dict, dict]]:
+    """``(lang, setting, suppress row, enhance row)`` of the activation aggregate rows, in
+    their order; a (language, setting) that lacks a mode is left out."""
     by: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
         by.setdefault((r["lang"], r["setting"]), {})[r["mode"]] = r
-    return by
+    for (lang, setting), m in by.items():
+        s, e = m.get("suppress"), m.get("enhance")
+        if s is not None and e is not None:
+            yield lang, setting, s, e
 
 
 def bootstrap_table(rows: Sequence[dict]) -> str:
@@ -50,15 +54,11 @@ def bootstrap_table(rows: Sequence[dict]) -> str:
 def activation_table(rows: Sequence[dict]) -> str:
     """Markdown: one line per (language, setting), suppression and enhancement side by side."""
     succ = {(s["lang"], s["setting"]): s for s in success_ratios(rows)}
-    by = _by_setting(rows)
     lines = ["| measured in | setting | facts | mean #neurons | suppress: related ΔP | suppress: unrelated ΔP | "
              "enhance: related ΔP | enhance: unrelated ΔP | success (paper's) | accuracy | suppress: lost | "
              "enhance: gained | unrelated acc. (sup / enh) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (lang, setting), m in by.items():
-        s, e = m.get("suppress"), m.get("enhance")
-        if s is None or e is None:
-            continue
+    for lang, setting, s, e in _suppress_enhance(rows):
         sc = succ.get((lang, setting))
         success = "n/a" if sc is None else num_cell(sc["success"]) + (" (unstable)" if sc["unstable"] else "")
         ub = s["unrelated_correct_before"]
@@ -74,14 +74,10 @@ def activation_table(rows: Sequence[dict]) -> str:
 def sturdy_table(rows: Sequence[dict]) -> str:
     """Markdown: numbers that do not divide by the unrelated mean: the paired difference
     related − unrelated (per fact, mean ± 95% CI) and the medians."""
-    by = _by_setting(rows)
     lines = ["| measured in | setting | suppress: related − unrelated | suppress: median related / unrelated | "
              "enhance: related − unrelated | enhance: median related / unrelated | enhance: 10% trimmed mean related |",
              "|---|---|---|---|---|---|---|"]
-    for (lang, setting), m in by.items():
-        s, e = m.get("suppress"), m.get("enhance")
-        if s is None or e is None:
-            continue
+    for lang, setting, s, e in _suppress_enhance(rows):
         lines.append(f"| {lang} | {setting} | {pct_cell(s['specific_mean'], s['specific_ci'])} | "
                      f"{pct_cell(s['related_median'], float('nan'))} / {pct_cell(s['unrelated_median'], float('nan'))} | "
                      f"{pct_cell(e['specific_mean'], e['specific_ci'])} | "
