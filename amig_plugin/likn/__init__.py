@@ -29,15 +29,15 @@ edit). Measured per fact, edit and language: the relative change of P(gold) on t
 prompt ("related") and on other facts' prompts ("unrelated"), accuracy before and after;
 aggregated over facts with 95% CIs and the paper's success ratio.
 
-Modules (imports run top to bottom; none imports this package):
+Modules (each imports only modules above it; none imports this package):
 
 * :mod:`.sets` — one fact's per-language sets and their intersection (:class:`FactLIKN`);
+* :mod:`.edits` — the edits of a fact (:func:`plan_edits`) and the value-vector edit (:func:`apply_value_edit`);
+* :mod:`.statistics` — :func:`aggregate`, :func:`success_ratios`, :func:`success_bootstrap`;
 * :mod:`.tables` — markdown number cells and the aggregate tables;
 * :mod:`.controls` — chance baselines, shuffled-fact and hub controls of the overlap;
 * :mod:`.report` — the LIKN of many facts (:class:`LIKNReport`), :func:`compute_likn`, :func:`find_likn`;
-* :mod:`.edits` — the edits of a fact (:func:`plan_edits`) and the value-vector edit (:func:`apply_value_edit`);
 * :mod:`.protocols` — the activation and value protocols with their candidate ranker;
-* :mod:`.statistics` — :func:`aggregate`, :func:`success_ratios`, :func:`success_bootstrap`;
 * :mod:`.experiment` — :class:`LIKNExperiment` (report, JSON save/load) and :func:`run_likn_experiment`.
 """
 
