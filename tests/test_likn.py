@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import amig_plugin.likn as likn_mod
+import amig_plugin.likn.protocols as likn_protocols
 from amig_plugin.localization.cache import LocalizationCache
 from amig_plugin.data import Fact, FactFormatError
 from amig_plugin.intervene import WeightBackup
@@ -169,13 +170,13 @@ def test_seq_kn_activation_scales_both_sets_at_once(models, monkeypatch):
     a, b = [(0, 1), (1, 2), (2, 3)], [(1, 2), (2, 7)]
     rep = compute_likn(facts, _locs_for(facts, lambda i: {"en": a, "zh": b}), ["en", "zh"])
     seen = []
-    real = likn_mod.scores_under_interventions
+    real = likn_protocols.scores_under_interventions
 
     def spy(model, tokenizer, prompt, target, interventions, **kw):
         seen.extend((tuple(map(tuple, n)), f) for n, f in interventions)
         return real(model, tokenizer, prompt, target, interventions, **kw)
 
-    monkeypatch.setattr(likn_mod, "scores_under_interventions", spy)
+    monkeypatch.setattr(likn_protocols, "scores_under_interventions", spy)
     recs = likn_mod.activation_protocol(model, tok, facts, rep, n_unrelated=1, random_control=False, progress=False)
     union = tuple(sorted(set(a) | set(b)))
     assert (union, 0.0) in seen and (union, 2.0) in seen  # the paper's bug would scale only b
@@ -191,13 +192,13 @@ def test_seq_kn_value_protocol_measures_with_both_edits_applied(models, monkeypa
     rep = compute_likn(facts, _locs_for(facts, lambda i: {"en": a, "zh": b}), ["en", "zh"])
     original = {n: family.value_vectors(n[0])[n[1]].detach().clone() for n in set(a) | set(b)}
     states = []
-    real = likn_mod.score_pairs
+    real = likn_protocols.score_pairs
 
     def spy(model, tokenizer, pairs, **kw):
         states.append({n: not torch.equal(family.value_vectors(n[0])[n[1]], v) for n, v in original.items()})
         return real(model, tokenizer, pairs, **kw)
 
-    monkeypatch.setattr(likn_mod, "score_pairs", spy)
+    monkeypatch.setattr(likn_protocols, "score_pairs", spy)
     likn_mod.value_protocol(model, tok, facts[:1] + facts[1:], rep, n_unrelated=1, random_control=False,
                             progress=False)
     # per fact: clean, LIKN, KN[en], KN[zh], Seq-KN
@@ -254,8 +255,8 @@ def test_experiment_all_settings_on_the_same_facts_and_cached(models, cache, tmp
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(likn_mod, "scores_under_interventions", boom)
-    monkeypatch.setattr(likn_mod, "score_pairs", boom)
+    monkeypatch.setattr(likn_protocols, "scores_under_interventions", boom)
+    monkeypatch.setattr(likn_protocols, "score_pairs", boom)
     cache2 = LocalizationCache(cache.path)
     exp2 = run_likn_experiment(model, tok, facts, ["en", "zh"], cache=cache2, out_dir=out, progress=False,
                                n_unrelated=2, localize_settings=dict(steps=4))

@@ -188,8 +188,8 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_apply_value_edit_is_all_or_nothing(monkeypatch):
-    from amig_plugin import likn
     from amig_plugin.intervene import edit_value_vectors
+    from amig_plugin.likn import edits as likn_edits
     from amig_plugin.likn import Edit, apply_value_edit
 
     base, tok = get_model("gpt2")
@@ -214,7 +214,7 @@ def test_apply_value_edit_is_all_or_nothing(monkeypatch):
             raise RuntimeError("injected")
         return edit_value_vectors(*args, **kwargs)
 
-    monkeypatch.setattr(likn, "edit_value_vectors", failing)
+    monkeypatch.setattr(likn_edits, "edit_value_vectors", failing)
     keys = set(earlier.originals)
     with pytest.raises(RuntimeError, match="injected"):
         apply_value_edit(family, tok, edit, old, {"en": "rome", "zh": "berlin"}, backup=earlier)
@@ -224,7 +224,7 @@ def test_apply_value_edit_is_all_or_nothing(monkeypatch):
     earlier.restore()
     assert _same(_state(model), original)
     # 3) success: every step applied, and the returned backup undoes them bit for bit
-    monkeypatch.setattr(likn, "edit_value_vectors", edit_value_vectors)
+    monkeypatch.setattr(likn_edits, "edit_value_vectors", edit_value_vectors)
     backup = apply_value_edit(family, tok, edit, old, {"en": "rome", "zh": "berlin"})
     assert not _same(_state(model), original)
     backup.restore()
