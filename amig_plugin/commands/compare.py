@@ -86,7 +86,6 @@ def cmd_compare(args) -> int:
     import torch
 
     from ..cache import cache_root
-    from ..data import load_facts, shipped_facts
     from ..easyedit import compare as C
     from ..easyedit.compat import easyedit_flavour, import_easyeditor
     from ..easyedit.editor import load_editor

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..data import prompt_drop_summary, prompt_languages
 from .config import ConfigError, RunConfig, config_changes, load_config
 from .folder import RunFolder
-from .studies import STUDIES, StudyContext, unit_key
+from .studies import STUDIES, StudyContext
 from .units import RUN_FACT, Unit, latest, plan_units  # noqa: F401 (re-exported)
 
 
