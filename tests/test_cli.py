@@ -293,7 +293,7 @@ def test_demo_prints_its_plan_before_loading(monkeypatch, capsys):
     with pytest.raises(Stop):
         main(["demo"])
     out = capsys.readouterr().out
-    assert "quick" in out and "3 shipped facts x 2 languages (en, zh)" in out and "ETA: about" in out
+    assert "quick" in out and "2 shipped facts x 2 languages (en, zh)" in out and "ETA: about" in out
     assert "1. localization" in out and "likn" not in out.lower().split("--full")[0]
     with pytest.raises(Stop):
         main(["demo", "--full"])
@@ -310,7 +310,7 @@ def test_quick_demo_runs_only_the_localization_section(monkeypatch, capsys):
     monkeypatch.setattr(likn, "demo_section", lambda *a, **kw: calls.append(("likn",)))
     monkeypatch.setattr(dkn, "demo_section", lambda *a, **kw: calls.append(("dkn",)))
     assert main(["demo"]) == 0
-    assert [c[0] for c in calls] == ["run"] and calls[0][1] == 3
+    assert [c[0] for c in calls] == ["run"] and calls[0][1] == 2
     calls.clear()
-    assert main(["demo", "--full", "--n", "2"]) == 0
-    assert [c[0] for c in calls] == ["run", "likn", "dkn"] and calls[0][1] == 2
+    assert main(["demo", "--full", "--n", "3"]) == 0
+    assert [c[0] for c in calls] == ["run", "likn", "dkn"] and calls[0][1] == 3

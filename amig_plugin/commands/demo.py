@@ -131,10 +131,13 @@ def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = DEFAULT_STEPS, 
 # ----------------------------------------------------------------------------------------
 # the command
 
-#: rough seconds on 2 CPU cores with Gemma-3-270M (the ETA printed first; measured, then rounded up)
-SECONDS_LOAD = 40
-SECONDS_PER_FACT_LANG = 25  # AMIG + KN localization of one prompt at the default m, and the effects
-SECONDS_SECTIONS = {"likn": 240, "dkn": 120}
+#: rough seconds on 2 idle CPU cores with Gemma-3-270M, for the ETA printed first (from the CPU time of one
+#: fact: AMIG 18 s, KN with its refinement 42 s, over 2 threads; the LIKN and DKN sections from a full run)
+SECONDS_LOAD = 20
+SECONDS_PER_FACT_LANG = 35  # AMIG + KN localization of one prompt at the default m, and its effects
+SECONDS_SECTIONS = {"likn": 100, "dkn": 50}
+#: facts per language: quick (about 3 minutes) and --full (today's full tour)
+QUICK_FACTS, FULL_FACTS = 2, 4
 
 
 def demo_sections(full: bool) -> list[tuple[str, str]]:
@@ -168,7 +171,7 @@ def cmd_demo(args) -> int:
 
     langs = list(args.langs)
     pool = load_fact_source(args.data, langs, restrict=False).facts
-    facts = pick_facts(pool, args.n if args.n is not None else (4 if args.full else 3), langs)
+    facts = pick_facts(pool, args.n if args.n is not None else (FULL_FACTS if args.full else QUICK_FACTS), langs)
     if not facts:
         what = "shipped fact" if args.data in (None, "", "shipped") else f"fact in {args.data}"
         raise opt.usage_error(f"no {what} has prompts in every language of --langs {','.join(langs)}; "
@@ -189,7 +192,7 @@ def cmd_demo(args) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("demo", help="a quick tour: localize a few shipped facts in English and Chinese with AMIG "
                                            "and KN; suppression/enhancement effects vs random (--full: LIKN and DKN too)")
-    add_n_option(p, None, "facts per language (default 3; 4 with --full)", old="--facts")
+    add_n_option(p, None, f"facts per language (default {QUICK_FACTS}; {FULL_FACTS} with --full)", old="--facts")
     add_langs_option(p, 1, ["en", "zh"])
     add_data_option(p, help="fact source (default: the shipped facts); see `amig likn --help`")
     p.add_argument("--full", action="store_true", help="also run the LIKN and DKN sections (several times longer)")
