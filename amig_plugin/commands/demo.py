@@ -154,13 +154,14 @@ def demo_sections(full: bool) -> list[tuple[str, str]]:
     return sections
 
 
-def plan_text(facts: list[Fact], langs: list[str], full: bool, steps: int, model: str | None) -> str:
+def plan_text(facts: list[Fact], langs: list[str], full: bool, steps: int, model: str | None,
+              source: str = "shipped facts") -> str:
     """The lines ``amig demo`` prints before loading the model: sections, facts, languages, ETA."""
     seconds = SECONDS_LOAD + SECONDS_PER_FACT_LANG * len(facts) * len(langs) * max(steps, 1) / DEFAULT_STEPS
     if full:
         seconds += sum(SECONDS_SECTIONS.values())
     lines = [f"amig demo ({'full' if full else 'quick'}) on {model or 'the embedded Gemma-3-270M'}: "
-             f"{len(facts)} shipped facts x {len(langs)} languages ({', '.join(langs)})"]
+             f"{len(facts)} {source} x {len(langs)} languages ({', '.join(langs)})"]
     lines += [f"  {i}. {name}: {what}" for i, (name, what) in enumerate(demo_sections(full), 1)]
     lines.append("  facts: " + "; ".join(f"{f.id} ({f.target(langs[0])})" for f in facts))
     lines.append(f"  ETA: about {max(1, round(seconds / 60))} min on 2 CPU cores with Gemma-3-270M "
@@ -175,13 +176,14 @@ def cmd_demo(args) -> int:
     from .likn import demo_section as likn_section
 
     langs = list(args.langs)
-    pool = load_fact_source(args.data, langs, restrict=False).facts
+    source = load_fact_source(args.data, langs, restrict=False)
+    pool = source.facts
     facts = pick_facts(pool, args.n if args.n is not None else (FULL_FACTS if args.full else QUICK_FACTS), langs)
     if not facts:
         what = "shipped fact" if args.data in (None, "", "shipped") else f"fact in {args.data}"
         raise opt.usage_error(f"no {what} has prompts in every language of --langs {','.join(langs)}; "
                               "use languages of the shipped facts, e.g. --langs en,zh")
-    print(plan_text(facts, langs, args.full, args.steps, args.model), flush=True)
+    print(plan_text(facts, langs, args.full, args.steps, args.model, source.description), flush=True)
     model, tok = load_model_from_args(args)
     code = run_demo(model, tok, n_facts=len(facts), steps=args.steps, ig_batch_size=args.ig_batch_size,
                     objective=args.objective, langs=langs, seed=args.seed, prompts_per_fact=args.prompts_per_fact,
@@ -199,7 +201,7 @@ def add_commands(subparsers) -> None:
                                            "and KN; suppression/enhancement effects vs random (--full: LIKN and DKN too)")
     add_n_option(p, None, f"facts per language (default {QUICK_FACTS}; {FULL_FACTS} with --full)", old="--facts")
     add_langs_option(p, 1, ["en", "zh"])
-    add_data_option(p, help="fact source (default: the shipped facts); see `amig likn --help`")
+    add_data_option(p, help="fact source (default: the shipped facts): a BMLAMA folder, an mLAMA folder or a .jsonl fact file")
     p.add_argument("--full", action="store_true", help="also run the LIKN and DKN sections (several times longer)")
     p.add_argument("--prompts-per-fact", type=opt.positive_int, default=1,
                    help="paraphrases localized per fact (sharing filter when > 1)")
