@@ -37,7 +37,7 @@ from .registry import ConfigError, _suggest  # noqa: F401 (ConfigError is re-exp
 TOP_KEYS = ("name", "model", "dtype", "device", "device_map", "threads", "seed", "methods", "languages",
             "data", "localization", "studies", "progress", "dist_timeout_minutes")
 DATA_KEYS = ("kind", "path", "n", "template_lang")
-DATA_KINDS = ("bmlama", "jsonl", "shipped")
+DATA_KINDS = ("bmlama", "jsonl", "shipped", "mlama")
 LOCALIZATION_KEYS = ("steps", "objective", "quadrature", "amig_mode", "ig_batch_size", "share_p", "tau", "top_k",
                      "layers", "cache", "heatmap_facts", "on_unconverged")
 METHODS = ("amig", "kn")
@@ -177,10 +177,11 @@ def parse_config(raw: Mapping, source: str = "<config>", study_registry: Mapping
     kind = data.get("kind")
     if kind not in DATA_KINDS:
         raise ConfigError(f"'data.kind' must be one of {', '.join(DATA_KINDS)}, got {kind!r}{_suggest(kind, DATA_KINDS)}")
-    if kind in ("bmlama", "jsonl"):
+    if kind != "shipped":
         if not data.get("path"):
-            raise ConfigError(f"'data.path' is required for data.kind={kind!r} "
-                              + ("(the folder holding <lang>.tsv files)" if kind == "bmlama" else "(a facts JSONL file)"))
+            what = {"bmlama": "(the folder holding <lang>.tsv files)", "mlama": "(the folder holding "
+                    "<lang>/templates.jsonl)", "jsonl": "(a facts JSONL file)"}[kind]
+            raise ConfigError(f"'data.path' is required for data.kind={kind!r} {what}")
         data["path"] = str(data["path"])
     elif data.get("path"):
         raise ConfigError("'data.path' must not be set for data.kind='shipped' (the packaged facts)")
