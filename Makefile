@@ -7,7 +7,7 @@ VENV_OLDEST         ?= .venv-oldest
 OLDEST_TORCH        := 2.13.0
 OLDEST_TRANSFORMERS := 4.53.3
 
-.PHONY: setup test test-fast test-oldest demo bench clean
+.PHONY: setup test test-fast test-oldest demo demo-full bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ test-fast: setup
 
 demo: setup
 	$(BIN)/amig demo
+
+demo-full: setup
+	$(BIN)/amig demo --full
 
 bench: setup
 	$(BIN)/python benchmarks/attribution.py --quick

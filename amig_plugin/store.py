@@ -36,6 +36,18 @@ class StoreError(AmigError, ValueError):
     """A store file is damaged somewhere other than its last line."""
 
 
+def append_json_line(path: str | os.PathLike, obj, default=None) -> None:
+    """Append ``obj`` as one JSON line to ``path``: a single ``write`` + ``fsync``, so a killed
+    process leaves at most one partial last line."""
+    line = (json.dumps(obj, ensure_ascii=False, default=default) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RecordStore:
     def __init__(self, path: str | os.PathLike, allow_duplicates: bool = False, read_only: bool = False):
         """``allow_duplicates``: a key seen twice on load keeps its first record (for caches
@@ -130,12 +142,6 @@ class RecordStore:
 
     def _append(self, key: str, record: dict) -> dict:
         record = {"key": key, **{k: v for k, v in record.items() if k != "key"}}
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_json_line(self.path, record)
         self._records[key] = record
         return record

@@ -110,11 +110,12 @@ def test_debug_shows_the_traceback(no_model, capsys, monkeypatch):
 
 def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
     import amig_plugin.cli as cli
+    import amig_plugin.commands.demo as demo
 
     def bug(args):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_demo", bug)  # build_parser binds the module's cmd_demo
+    monkeypatch.setattr(demo, "cmd_demo", bug)  # build_parser binds the module's cmd_demo
     with pytest.raises(KeyError, match="a bug"):
         cli.main(["demo"])
 
@@ -177,7 +178,7 @@ def test_dkn_reads_only_the_requested_languages(tmp_path, no_model, capsys):
     (folder / "de.tsv").write_bytes(b"Prompt\tAns\n\xff\xfe broken\n")  # not requested: never read
     pool = load_pool(str(folder), ["en"])
     assert [f.target("en") for f in pool] == ["france", "italy"]
-    assert main(["dkn", "--data", str(folder), "--lang", "zh"]) == 2  # a requested file is missing
+    assert main(["dkn", "--data", str(folder), "--langs", "zh"]) == 2  # a requested file is missing
     line = _one_line(capsys)
     assert "no zh.tsv in this folder" in line
 
@@ -213,3 +214,103 @@ def test_size_range_refuses_fractions_instead_of_truncating():
     for bad in [(2.5, 5), (True, 3), (1, 2, 3), (0, 3)]:
         with pytest.raises(ValueError, match="adaptive size range"):
             check_size_range(bad)
+
+
+# ---------------------------------------------------------------------- options and their names
+
+
+def _subparsers():
+    import argparse
+
+    from amig_plugin.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, p in _subparsers().items()
+               for a in p._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", ["demo", "likn", "dkn", "factcheck", "compare"])
+def test_new_flag_names_are_shown_and_old_spellings_hidden(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("usage:") == 1  # compare printed its usage twice
+    assert "--data" in text and "--n N" in text
+    for old in ("--facts", "--lang ", "--lang,", "--records", "--other-lang"):
+        assert old not in text, old
+
+
+def test_old_spellings_still_work_with_a_note(no_model, capsys, tmp_path):
+    from amig_plugin.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["demo", "--facts", "2"])
+    assert args.n == 2
+    assert "note: --facts is deprecated; use --n" in capsys.readouterr().err
+    args = parser.parse_args(["dkn", "--lang", "en,zh"])
+    assert args.langs == ["en", "zh"]
+    assert "note: --lang is deprecated; use --langs" in capsys.readouterr().err
+    args = parser.parse_args(["dkn"])
+    assert args.langs == ["en"] and args.n == 200
+    args = parser.parse_args(["compare", "--lang", "de", "--records", str(tmp_path)])
+    from amig_plugin.commands.compare import _edit_langs, _outputs
+
+    assert _edit_langs(args) == ("de", "zh") and _outputs(args) == (None, str(tmp_path))
+    assert _edit_langs(parser.parse_args(["compare", "--other-lang", "none"])) == ("en", None)
+    assert _edit_langs(parser.parse_args(["compare", "--langs", "zh,en"])) == ("zh", "en")
+    assert _edit_langs(parser.parse_args(["compare", "--langs", "zh"])) == ("zh", None)
+    assert _outputs(parser.parse_args(["compare", "--out", "r.json"])) == ("r.json", None)
+    assert "--json FILE" in capsys.readouterr().err
+
+
+def test_old_lang_spelling_reaches_the_command(tmp_path, no_model, capsys):
+    folder = tmp_path / "bmlama"
+    folder.mkdir()
+    (folder / "en.tsv").write_text("Prompt\tAns\tCandidate Ans\tSubject\n", encoding="utf-8")
+    assert main(["dkn", "--data", str(folder), "--lang", "zh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "note: --lang is deprecated; use --langs"
+    assert len(err) == 2 and "no zh.tsv in this folder" in err[1]
+
+
+def test_demo_prints_its_plan_before_loading(monkeypatch, capsys):
+    from amig_plugin.commands import demo
+
+    class Stop(Exception):
+        pass
+
+    def stop(args):
+        raise Stop
+
+    monkeypatch.setattr(demo, "load_model_from_args", stop)
+    with pytest.raises(Stop):
+        main(["demo"])
+    out = capsys.readouterr().out
+    assert "quick" in out and "2 shipped facts x 2 languages (en, zh)" in out and "ETA: about" in out
+    assert "1. localization" in out and "likn" not in out.lower().split("--full")[0]
+    with pytest.raises(Stop):
+        main(["demo", "--full"])
+    out = capsys.readouterr().out
+    assert "4 shipped facts" in out and "2. likn" in out and "3. dkn" in out
+
+
+def test_quick_demo_runs_only_the_localization_section(monkeypatch, capsys):
+    from amig_plugin.commands import demo, dkn, likn
+
+    calls = []
+    monkeypatch.setattr(demo, "load_model_from_args", lambda args: ("model", "tok"))
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: calls.append(("run", kw["n_facts"], kw["facts"][0].id)) or 0)
+    monkeypatch.setattr(likn, "demo_section", lambda *a, **kw: calls.append(("likn",)))
+    monkeypatch.setattr(dkn, "demo_section", lambda *a, **kw: calls.append(("dkn",)))
+    assert main(["demo"]) == 0
+    assert [c[0] for c in calls] == ["run"] and calls[0][1] == 2
+    calls.clear()
+    assert main(["demo", "--full", "--n", "3"]) == 0
+    assert [c[0] for c in calls] == ["run", "likn", "dkn"] and calls[0][1] == 3

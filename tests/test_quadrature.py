@@ -158,7 +158,7 @@ def test_refine_unconverged_reruns_only_the_bad_layers():
 
 def test_localize_warns_refuses_or_refines_unconverged_results(tmp_path):
     from amig_plugin.localization.cache import LocalizationCache
-    from amig_plugin.demo import unconverged_warning
+    from amig_plugin.commands.demo import unconverged_warning
     from amig_plugin.neurons import KnowledgeNeurons, UnconvergedError, localize
     from amig_plugin.report import unconverged_lines
 

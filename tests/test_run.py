@@ -402,3 +402,24 @@ def test_a_bad_cached_record_is_recomputed_inside_a_run(tmp_path, tiny_model_dir
         second = run(parse_config(cfg), tmp_path / "b")
     assert second.summary["all_ok"] and second.summary["studies"]["localization"]["ok"] == 3
     assert results(tmp_path / "a") == results(tmp_path / "b")
+
+
+def test_run_facts_come_from_the_commands_loader(tmp_path):
+    """The config's data section and `--data` read the same facts; a kind that does not match
+    the path is one error naming the right kind."""
+    from amig_plugin.pipeline import load_run_facts
+    from amig_plugin.sources import load_fact_source
+    from amig_plugin.data import sample_facts, save_facts, shipped_facts
+
+    path = tmp_path / "facts.jsonl"
+    save_facts(shipped_facts()[:10], path)
+    config = parse_config(make_config(tmp_path, data={"kind": "jsonl", "path": str(path), "n": 4}))
+    expected = sample_facts(load_fact_source(str(path), ["en", "zh"]).facts, 4, seed=0)
+    assert load_run_facts(config) == expected
+    shipped = parse_config(make_config(tmp_path, data={"kind": "shipped", "n": 5}))
+    assert load_run_facts(shipped) == load_fact_source(None, ["en", "zh"], n=5).facts
+    wrong = parse_config(make_config(tmp_path, data={"kind": "bmlama", "path": str(path)}))
+    with pytest.raises(ConfigError, match=r"holds jsonl facts but 'data.kind' is 'bmlama'; set 'data.kind: jsonl'"):
+        load_run_facts(wrong)
+    with pytest.raises(ConfigError, match=r"'data.path' is required for data.kind='mlama'"):
+        parse_config(make_config(tmp_path, data={"kind": "mlama"}))

@@ -1,23 +1,24 @@
 """``amig compare``: AMIG vs EasyEdit's KN, ROME, MEMIT and FT on the same requests.
 
     amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT] [--n 20]
-                 [--facts FILE|BMLAMA_DIR | --data FILE [--format F]] [--lang en] [--other-lang zh]
+                 [--data FACTS|BMLAMA_DIR|BENCHMARK_FILE [--format F]] [--langs en,zh]
                  [--hparams-dir hparams]
                  [--hparams METHOD=YAML] [--set METHOD.key=value] [--mom2 local|off]
                  [--mom2-corpus facts+pydoc|facts|pydoc|FILE] [--mom2-tokens 20000]
-                 [--out results.json] [--records DIR] [--fresh] [--threads N]
+                 [--json results.json] [--out RECORDS_DIR] [--fresh] [--threads N]
 
 Every method runs from its own YAML (``<hparams-dir>/<METHOD>/<model>.yaml``) through
 EasyEdit's editor and metrics on one shared model, with a reset after each request; one
 markdown table is printed (see :mod:`amig_plugin.easyedit.compare`).
 
-``--data FILE``: requests from a benchmark file (ZsRE, CounterFact, KnowEdit, MzsRE, our
+``--data``: a fact source (shipped facts, a BMLAMA folder, a JSONL fact file; see
+:mod:`amig_plugin.sources`) or requests from a benchmark file (ZsRE, CounterFact, KnowEdit, MzsRE, our
 JSONL facts, BMLAMA; detected from the content or named with ``--format``, see
-:mod:`amig_plugin.edit_data`); the first ``--n`` are edited. Where the file has no original
+:mod:`amig_plugin.data.edits`); the first ``--n`` are edited. Where the file has no original
 answer, the ground truth is the model's own greedy prediction, and the table says so.
 
 Kill-safe and resumable: one record per request and method is appended to
-``--records`` (default: next to ``--out``) as soon as it is done
+``--out DIR`` (default: next to ``--json``) as soon as it is done
 (:mod:`amig_plugin.compare_records`); a restarted run skips what is recorded, whatever
 killed it. Under ``torchrun`` (``RANK``/``WORLD_SIZE``) each process edits every
 WORLD_SIZE-th request into its own record file; the process that finds every record
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 from . import options as opt
+from .common import add_alias, add_data_option, add_json_option, add_n_option, add_runtime_options
 
 
 def _model_stem(name: str) -> str:
@@ -84,7 +86,6 @@ def cmd_compare(args) -> int:
     import torch
 
     from ..localization import cache_root
-    from ..data import load_facts, shipped_facts
     from ..easyedit import compare as C
     from ..easyedit.compat import easyedit_flavour, import_easyeditor
     from ..easyedit.editor import load_editor
@@ -112,20 +113,22 @@ def cmd_compare(args) -> int:
                 raise ValueError(f"--set {method}.{key}: {type(hparams[method]).__name__} has no field {key!r}")
             setattr(hparams[method], key, value)
         if method == "AMIG":
-            from ..easyedit.hparams import AMIGHyperParams
+            from ..easyedit.methods.amig import AMIGHyperParams
 
             hparams[method] = AMIGHyperParams.from_dict(hparams[method].to_dict(), source="--set AMIG")
 
-    other = None if args.other_lang in ("", "none") else args.other_lang
-    if args.data and args.facts:
+    lang, other = _edit_langs(args)
+    facts_path = getattr(args, "facts", None)  # the deprecated --facts
+    if args.data and facts_path:
         raise ValueError("give either --data (a benchmark file) or --facts, not both")
-    if args.facts and os.path.isdir(args.facts):  # a BMLAMA folder with <lang>.tsv files
-        from ..data import bmlama_paths, load_bmlama
+    source = facts_path or args.data
+    from_requests = bool(args.data) and args.data != "shipped" and not Path(args.data).expanduser().is_dir()
+    if not from_requests:  # a fact source: shipped, a BMLAMA folder, a JSONL fact file (--facts)
+        from ..sources import load_fact_source, source_kind
 
-        langs = [args.lang] + ([other] if other else [])
-        facts = load_bmlama(bmlama_paths(args.facts, langs), template_lang=args.lang)
-    elif not args.data:
-        facts = load_facts(args.facts) if args.facts else shipped_facts()
+        folder = source_kind(source, [lang]) != "shipped" and Path(source).expanduser().is_dir()
+        facts = load_fact_source(source, [lang] + ([other] if other and folder else []), template_lang=lang,
+                                 restrict=False).facts
 
     import_easyeditor()
     t0 = time.time()
@@ -135,10 +138,10 @@ def cmd_compare(args) -> int:
     print(f"model: {model_name} ({type(model).__name__}), loaded in {time.time() - t0:.1f}s; easyeditor {easyedit_flavour()}",
           file=sys.stderr)
     gt_note = ""
-    if args.data:
+    if from_requests:
         from ..data.edits import load_requests, with_model_ground_truth
 
-        loaded = load_requests(args.data, args.format, lang=args.lang, seed=args.seed, limit=args.n)
+        loaded = load_requests(args.data, args.format, lang=lang, seed=args.seed, limit=args.n)
         missing = sum(r.ground_truth is None for r in loaded)
         if missing:
             loaded = with_model_ground_truth(loaded, model, tok)
@@ -148,10 +151,11 @@ def cmd_compare(args) -> int:
         loaded = [r for r in loaded if r.ground_truth]
         requests = [r.to_easyedit(other) for r in loaded]
     else:
-        requests = C.build_requests(facts, args.n, lang=args.lang, other_lang=other, seed=args.seed, masked=masked)
+        requests = C.build_requests(facts, args.n, lang=lang, other_lang=other, seed=args.seed, masked=masked)
     fingerprint = C.requests_fingerprint(requests)
-    out_path = Path(args.out) if args.out else cache_root() / "compare" / f"{stem}-{args.lang}-{args.n}-{fingerprint}.json"
-    records_dir = Path(args.records) if args.records else out_path.with_suffix(".records")
+    json_file, out_dir = _outputs(args)
+    out_path = Path(json_file) if json_file else cache_root() / "compare" / f"{stem}-{lang}-{args.n}-{fingerprint}.json"
+    records_dir = Path(out_dir) if out_dir else out_path.with_suffix(".records")
     if args.fresh and records_dir.exists():
         import shutil
 
@@ -160,7 +164,7 @@ def cmd_compare(args) -> int:
     records = CompareRecords(records_dir, rank=rank)
     mine = set(range(rank, len(requests), world))
     results = {}
-    print(f"{len(requests)} requests from {args.data or args.facts or 'the shipped facts'} (lang {args.lang}, "
+    print(f"{len(requests)} requests from {source or 'the shipped facts'} (lang {lang}, "
           f"portability in {other}); results: {out_path}; records: {records_dir}"
           + (f"; rank {rank} of {world}" if world > 1 else ""), file=sys.stderr)
 
@@ -255,7 +259,7 @@ def cmd_compare(args) -> int:
                                    "methods": results}, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
         os.replace(tmp, out_path)
 
-    print(f"\n## amig compare: {model_name}, {len(requests)} requests ({args.lang}; portability = same fact in {other})\n")
+    print(f"\n## amig compare: {model_name}, {len(requests)} requests ({lang}; portability = same fact in {other})\n")
     print(C.format_table(rows, other_lang=other, unedited_note=gt_note))
     for method, text in notes.items():
         print(f"\n- {text}")
@@ -273,21 +277,53 @@ def _other_lang(text: str) -> str:
     return text if text in ("", "none") else opt.language(text)
 
 
+def _data_path(text: str) -> str:
+    return text if text == "shipped" else opt.existing_path(text)
+
+
+def _edit_langs(args) -> tuple[str, str | None]:
+    """(language of the edited prompts, language of the portability prompt or None) from ``--langs``
+    (or the deprecated ``--lang`` / ``--other-lang``)."""
+    lang = getattr(args, "lang", None) or args.langs[0]
+    if hasattr(args, "other_lang"):
+        other = None if args.other_lang in ("", "none") else args.other_lang
+    else:
+        other = args.langs[1] if len(args.langs) > 1 else None
+    return lang, other
+
+
+def _outputs(args) -> tuple[str | None, str | None]:
+    """(results JSON file, records folder); an ``--out`` ending in .json is the old spelling of ``--json``."""
+    json_file, out_dir = args.json, args.out
+    if out_dir and out_dir.lower().endswith(".json"):
+        print("note: --out FILE.json is deprecated; use --json FILE (--out DIR is the records folder)", file=sys.stderr)
+        json_file, out_dir = json_file or out_dir, None
+    return json_file, out_dir
+
+
+def _description() -> str:
+    """The module docstring without its synopsis (argparse prints the usage itself)."""
+    paragraphs = __doc__.split("\n\n")
+    return "\n\n".join([paragraphs[0]] + [t for t in paragraphs[1:] if not t.startswith("    amig ")])
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare AMIG with EasyEdit's KN, ROME, MEMIT, FT on the same requests",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model name or folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--methods", default="AMIG,KN,ROME,MEMIT,FT")
-    p.add_argument("--n", type=opt.positive_int, default=20, help="number of requests (facts)")
-    p.add_argument("--facts", type=opt.existing_path, default=None,
-                   help="fact file (JSONL, see FACTS_FORMAT.md) or a BMLAMA folder (<lang>.tsv); default: the shipped facts")
-    p.add_argument("--data", type=opt.existing_path, default=None,
-                   help="requests from a benchmark file: ZsRE, CounterFact, KnowEdit, MzsRE, JSONL facts or BMLAMA")
+    p.add_argument("--methods", default="AMIG,KN,ROME,MEMIT,FT", help="comma list of methods (default AMIG,KN,ROME,MEMIT,FT)")
+    add_n_option(p, 20, "number of requests (facts; default 20)")
+    add_data_option(p, help="a fact source (a BMLAMA folder, a .jsonl fact file, 'shipped': default) or a "
+                            "benchmark file of requests (ZsRE, CounterFact, KnowEdit, MzsRE; see --format)", type=_data_path)
+    add_alias(p, "--facts", "--data", "facts", type=opt.existing_path)
     p.add_argument("--format", choices=["zsre", "counterfact", "knowedit", "mzsre", "facts", "bmlama"], default=None,
-                   help="the format of --data (default: detected from the content)")
-    p.add_argument("--lang", type=opt.language, default="en", help="language of the edited prompts")
-    p.add_argument("--other-lang", type=_other_lang, default="zh", help="language of the portability prompt ('none' to skip)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="the format of a --data file (default: detected from the content)")
+    p.add_argument("--langs", type=opt.language_list(1), default=["en", "zh"], metavar="EDIT[,PORTABILITY]",
+                   help="language of the edited prompts, then of the portability prompt (default en,zh; one "
+                        "language: no portability)")
+    add_alias(p, "--lang", "--langs", "lang", type=opt.language)
+    add_alias(p, "--other-lang", "--langs", "other_lang", type=_other_lang)
+    p.add_argument("--seed", type=int, default=0, help="seed of the request sample and the editing methods")
     p.add_argument("--hparams-dir", default="hparams", help="folder with <METHOD>/<model>.yaml")
     p.add_argument("--hparams", action="append", help="METHOD=PATH: the YAML of one method (repeatable)")
     p.add_argument("--set", action="append", help="METHOD.key=value: override one hparam (repeatable), e.g. AMIG.steps=10")
@@ -296,11 +332,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mom2-corpus", default="facts+pydoc", help="facts | pydoc | facts+pydoc | a text file")
     p.add_argument("--mom2-tokens", type=opt.positive_int, default=20000, help="tokens of the corpus used for the statistics")
     p.add_argument("--stats-dir", default=None, help="where statistics are cached (default: <cache>/easyedit-stats)")
-    p.add_argument("--out", default=None, help="results JSON (default: <cache>/compare/...)")
-    p.add_argument("--records", default=None,
-                   help="folder of the kill-safe per-request records (default: next to --out)")
-    p.add_argument("--markdown", default=None, help="also write the table to this file")
+    add_json_option(p, "results JSON (default: <cache>/compare/<model>-<lang>-<n>-<requests>.json)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder of the kill-safe per-request records (default: next to --json, <json>.records)")
+    add_alias(p, "--records", "--out", "out")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="also write the table to this file")
     p.add_argument("--fresh", action="store_true", help="start a new records folder (recompute everything)")
-    p.add_argument("--threads", type=opt.threads, default=None)
-    p.add_argument("--device", type=opt.device, default="cpu")
+    add_runtime_options(p)
     p.set_defaults(func=cmd_compare)

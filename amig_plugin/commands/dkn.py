@@ -1,12 +1,12 @@
 """``amig dkn`` (degenerate knowledge neurons) and ``amig factcheck`` (fact-checking with them).
 
-    amig dkn       --model M --data D --lang L [--n 200] [--k 20] [--low 0.2] [--high 0.25] [--grow]
+    amig dkn       --model M --data D --langs L [--n 200] [--k 20] [--low 0.2] [--high 0.25] [--grow]
                    [--causal-mode cut|sentence]
-    amig factcheck --model M --data D --lang L [--n 200] [--lam 0.7] [--split 1,1,1] [--n-wrong 1]
+    amig factcheck --model M --data D --langs L [--n 200] [--lam 0.7] [--split 1,1,1] [--n-wrong 1]
                    [--causal-mode cut|sentence]
 
-``--data``: a BMLAMA-style folder of ``<lang>.tsv`` files (e.g. ``../shared/data/bmlama17``), a
-fact file (``.jsonl``, our format) or ``shipped`` (the packaged facts, default). ``--lang``
+``--data``: a BMLAMA-style folder of ``<lang>.tsv`` files (e.g. BMLAMA-17), a
+fact file (``.jsonl``, our format) or ``shipped`` (the packaged facts, default). ``--langs``
 takes one language or a comma list (``en,zh``). Facts: the first ``--n`` of
 :func:`amig_plugin.data.sample_facts` (prefix-consistent, shared with the other studies).
 Localizations go through the shared cache; detections and fact-check scores are appended to
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from . import options as opt
+from .common import add_data_option, add_json_option, add_langs_option, add_n_option, add_runtime_options, load_model_from_args
 from ..defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
 
 PAPER_TABLE3 = ("THE PAPER'S numbers (Chen et al. 2024, Table 3; their models and data, not measured here), F1 "
@@ -39,27 +40,26 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Hugging Face name or local folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--data", default="shipped", help="BMLAMA folder (<lang>.tsv files), a .jsonl fact file, or 'shipped'")
+    add_data_option(p, default="shipped")
     p.add_argument("--template-lang", type=opt.language, default="en", help="BMLAMA: the language whose aligned templates "
                    "name the relations (default en; any language of the folder works)")
-    p.add_argument("--lang", type=opt.language_list(1), default=["en"], help="language code, or a comma list (en,zh)")
-    p.add_argument("--n", type=opt.positive_int, default=200, help="facts per language: the first N of the stratified sample (default 200)")
+    add_langs_option(p, 1, ["en"], "language code, or a comma list (en,zh); default en", old="--lang")
+    add_n_option(p, 200, "facts per language: the first N of the stratified sample (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fact sample and of the wrong objects")
     p.add_argument("--k", type=opt.int_at_least(2, " (a degenerate pair needs two neurons)"), default=20, help="top-k neurons examined per fact (default 20; more than recorded: all recorded)")
     p.add_argument("--low", type=opt.unit_interval_open, default=0.2, help="one suppressed neuron keeps P >= (1-low)·P0 (default 0.2)")
     p.add_argument("--high", type=opt.unit_interval_open, default=0.25, help="the suppressed pair drops P below (1-high)·P0 (default 0.25)")
     p.add_argument("--grow", action="store_true", help="also search degenerate sets of 3..--max-set-size neurons (greedy growth)")
-    p.add_argument("--max-set-size", type=opt.int_at_least(2), default=4)
+    p.add_argument("--max-set-size", type=opt.int_at_least(2), default=4, help="largest degenerate set --grow builds (default 4)")
     p.add_argument("--causal-mode", choices=["cut", "sentence"], default="cut",
                    help="causal LMs: score the object after the text before <mask> (cut, default) or the object + "
                         "the rest of the sentence (sentence: for languages whose mask stands mid-sentence, e.g. ja, "
                         "ko); used in the localization, the suppressions and the candidate scores. Masked LMs: "
                         "ignored (no effect)")
     p.add_argument("--batch-size", type=opt.positive_int, default=256, help="suppressed rows per forward")
-    p.add_argument("--out", default=None, help="folder of the resumable record stores (default $AMIG_CACHE/dkn/<model>)")
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", type=opt.device, default="cpu")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder of the resumable record stores (default $AMIG_CACHE/dkn/<model>)")
+    add_json_option(p)
+    add_runtime_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -93,27 +93,10 @@ def add_commands(subparsers) -> None:
 
 
 def load_pool(data: str, langs: list[str], template_lang: str | None = "en"):
-    """All facts of ``data`` that have every language of ``langs``."""
-    from ..data import bmlama_paths, load_bmlama, load_facts, shipped_facts
+    """All facts of ``data`` that have every language of ``langs`` (each keeps all its languages)."""
+    from ..sources import load_fact_source
 
-    if data in (None, "", "shipped"):
-        facts = shipped_facts()
-    else:
-        path = Path(data).expanduser()
-        if path.is_dir():  # only the requested languages' files: another file may be broken or absent
-            missing = [lang for lang in langs if not (path / f"{lang}.tsv").is_file()]
-            if missing:
-                raise FileNotFoundError(f"--data {data}: no {', '.join(l + '.tsv' for l in missing)} in this folder; "
-                                        "give a BMLAMA folder with a <lang>.tsv file per --lang language")
-            extra = [template_lang] if template_lang and template_lang not in langs and (path / f"{template_lang}.tsv").is_file() else []
-            facts = load_bmlama(bmlama_paths(path, langs + extra), template_lang=template_lang)
-        elif path.is_file() and path.suffix == ".jsonl":
-            facts = load_facts(path)
-        elif path.is_file() and path.suffix == ".tsv":
-            facts = load_bmlama({path.stem: path})
-        else:
-            raise FileNotFoundError(f"--data {data!r}: not a folder of <lang>.tsv files, a .jsonl fact file or 'shipped'")
-    pool = [f for f in facts if all(lang in f.prompts for lang in langs)]
+    pool = load_fact_source(data, langs, template_lang=template_lang, restrict=False).facts
     if not pool:
         raise ValueError(f"no fact in {data!r} has prompts in {', '.join(langs)}")
     return pool
@@ -121,7 +104,6 @@ def load_pool(data: str, langs: list[str], template_lang: str | None = "en"):
 
 def _setup(args):
     from ..localization import LocalizationCache
-    from ..cli import _load
     from ..data import sample_facts
     from ..dkn import check_thresholds, default_store_dir
     from ..store import RecordStore
@@ -129,12 +111,12 @@ def _setup(args):
     check_thresholds(args.low, args.high)
     if args.k < 2:
         raise ValueError(f"--k must be >= 2, got {args.k}")
-    langs = list(args.lang)
+    langs = list(args.langs)
     pool = load_pool(args.data, langs, getattr(args, "template_lang", "en"))
     if args.n > len(pool):
         raise ValueError(f"--n {args.n}: only {len(pool)} facts with {', '.join(langs)} in {args.data!r}")
     facts = sample_facts(pool, args.n, seed=args.seed)
-    model, tok = _load(args)
+    model, tok = load_model_from_args(args)
     from ..data import cut_loss_warnings, cut_losses, warned_languages
     from ..dkn import effective_causal_mode
     from ..models import get_family
@@ -340,4 +322,4 @@ def demo_section(model, tokenizer, langs, seed: int = 0) -> None:
         verdict = ("ranks the true object first" if rows[0][2] > rows[1][2] else
                    "ties" if rows[0][2] == rows[1][2] else "ranks the wrong object first")
         print(f"[{lang}] the DKN score {verdict} ({time.time() - t0:.0f} s). Full protocol with dev-tuned thresholds: "
-              f"amig factcheck --data <BMLAMA folder> --lang {lang}")
+              f"amig factcheck --data <BMLAMA folder> --langs {lang}")

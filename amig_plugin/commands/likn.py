@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import options as opt
+from .common import add_data_option, add_ig_options, add_langs_option, add_n_option, load_model_from_args
 
 
 def _protocols(text: str) -> list[str]:
@@ -30,28 +31,12 @@ def _protocols(text: str) -> list[str]:
 
 
 def load_fact_data(data: str | None, langs: list[str], template_lang: str | None = "en"):
-    """(facts with every language in ``langs``, a description, notes) from ``--data``."""
-    from ..data import FactFormatError, bmlama_paths, load_bmlama, load_facts, load_mlama, shipped_facts
+    """(facts with every language in ``langs``, a description, notes) from ``--data``
+    (:func:`amig_plugin.sources.load_fact_source`)."""
+    from ..sources import load_fact_source
 
-    notes: list[str] = []
-    if data is None:
-        return shipped_facts(langs), "shipped facts", notes
-    path = Path(data)
-    if path.is_dir():
-        if all((path / f"{l}.tsv").is_file() for l in langs):
-            return load_bmlama(bmlama_paths(path, langs), template_lang=template_lang), f"BMLAMA {path}", notes
-        if all((path / l / "templates.jsonl").is_file() for l in langs):
-            return load_mlama(path, langs), f"mLAMA {path}", notes
-        raise FactFormatError(
-            f"{path}: not a BMLAMA directory (needs {', '.join(l + '.tsv' for l in langs)}) nor an mLAMA "
-            f"directory (needs {', '.join(l + '/templates.jsonl' for l in langs)})")
-    if path.is_file():
-        facts = load_facts(path)
-        keep = [f.restrict(langs) for f in facts if all(l in f.object for l in langs)]
-        if len(keep) < len(facts):
-            notes.append(f"{len(facts) - len(keep)} of {len(facts)} facts in {path} lack one of {langs}: not used")
-        return keep, f"JSONL {path}", notes
-    raise FileNotFoundError(f"--data {data}: no such file or directory")
+    source = load_fact_source(data, langs, template_lang=template_lang)
+    return source.facts, source.description, source.notes
 
 
 def usable_for(model, facts, langs, causal_mode):
@@ -79,7 +64,6 @@ def cmd_likn(args) -> int:
     import torch
 
     from ..localization import LocalizationCache
-    from ..cli import _load
     from ..data import sample_facts
     from ..likn import run_likn_experiment
     from ..models import get_family
@@ -98,7 +82,7 @@ def cmd_likn(args) -> int:
     if not args.threads:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     facts, source, notes = load_fact_data(args.data, langs, getattr(args, "template_lang", "en"))
-    model, tok = _load(args)
+    model, tok = load_model_from_args(args)
     facts, bad = usable_for(model, facts, langs, args.causal_mode)
     if bad:
         notes.append(f"{len(bad)} facts cannot be queried by this model and are not used, e.g. {bad[0][0]}: {bad[0][1]}")
@@ -145,18 +129,16 @@ def cmd_likn(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from ..cli import _add_ig_options
-
     p = subparsers.add_parser("likn", help="language-independent knowledge neurons (LIKN) and the cross-lingual "
                                            "editing experiment (LIKN vs Mono-KN vs Seq-KN)")
-    p.add_argument("--data", default=None, help="BMLAMA directory (<lang>.tsv), mLAMA directory (<lang>/templates.jsonl) "
-                                                "or JSONL fact file (default: the shipped facts)")
+    add_data_option(p)
     p.add_argument("--template-lang", type=opt.language, default="en", help="BMLAMA: the language whose aligned templates "
                    "name the relations (default en; any loaded language works)")
-    p.add_argument("--langs", type=opt.language_list(2), default=["en", "zh"], help="comma-separated languages, at least 2 (default en,zh)")
-    p.add_argument("--n", type=opt.int_at_least(2, " (unrelated prompts come from other facts)"), default=100, help="number of facts (prefix-consistent stratified sample; default 100)")
-    p.add_argument("--method", choices=["amig", "kn"], default="amig")
-    p.add_argument("--out", default=None, help="output folder (default runs/likn-<data>-<langs>-<method>-n<N>-<mode>)")
+    add_langs_option(p, 2, ["en", "zh"], "comma-separated languages, at least 2 (default en,zh)", old="--lang")
+    add_n_option(p, 100, "number of facts (prefix-consistent stratified sample; default 100)",
+                 type=opt.int_at_least(2, " (unrelated prompts come from other facts)"))
+    p.add_argument("--method", choices=["amig", "kn"], default="amig", help="localization method (default amig)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/likn-<data>-<langs>-<method>-n<N>-<mode>)")
     p.add_argument("--causal-mode", choices=["cut", "sentence"], default="cut",
                    help="causal LMs: cut the prompt at <mask> (default) or score object + rest of the sentence")
     p.add_argument("--protocols", type=_protocols, default=["activation", "value"],
@@ -185,7 +167,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--show-facts", type=opt.non_negative_int, default=30, help="facts listed in the printed LIKN table")
     p.add_argument("--report-only", action="store_true",
                    help="re-render --out's report from its likn_results.json (no model, no computation)")
-    _add_ig_options(p)
+    add_ig_options(p)
     p.set_defaults(func=cmd_likn)
 
 

@@ -80,7 +80,7 @@ def add_commands(subparsers) -> None:
                                           "shard with torchrun --nproc_per_node=N")
     p.add_argument("config", type=opt.existing_path,
                    help="run config (YAML, see configs/ and docs/runs.md), or a run folder to resume")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<config name>)")
     p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads per process (overrides the config)")
     p.add_argument("--retry-failed", action="store_true", help="recompute units recorded as failed (a new attempt)")
     p.add_argument("--no-merge", action="store_true", help="do not merge the shards at the end")
@@ -90,21 +90,21 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("merge", help="join the record files of a run folder; check completeness and duplicates")
-    p.add_argument("run_dir", type=opt.run_folder)
+    p.add_argument("run_dir", type=opt.run_folder, help="a run folder written by `amig run`")
     p.add_argument("--strict", action="store_true", help="exit 1 when records are missing or duplicated")
     p.set_defaults(func=cmd_merge)
 
     p = subparsers.add_parser("report", help="tables (markdown + CSV) and PNG plots of a run folder")
-    p.add_argument("run_dir", type=opt.run_folder)
-    p.add_argument("--out", default=None, help="report folder (default RUN_DIR/report)")
+    p.add_argument("run_dir", type=opt.run_folder, help="a run folder written by `amig run`")
+    p.add_argument("--out", default=None, metavar="DIR", help="report folder (default RUN_DIR/report)")
     p.add_argument("--heatmap-fact", default=None, help="fact id for the layer x neuron heatmap (default: the stored one)")
     p.add_argument("--recompute-heatmap", action="store_true",
                    help="recompute the heatmap fact's attributions with the run's model when none is stored")
-    p.add_argument("--threads", type=opt.threads, default=None)
+    p.add_argument("--threads", type=opt.threads, default=None, help="torch.set_num_threads for --recompute-heatmap")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("diff", help="compare the records two run folders have in common (e.g. sharded vs one process)")
-    p.add_argument("run_a", type=opt.run_folder)
-    p.add_argument("run_b", type=opt.run_folder)
-    p.add_argument("--study", default="localization")
+    p.add_argument("run_a", type=opt.run_folder, help="first run folder")
+    p.add_argument("run_b", type=opt.run_folder, help="second run folder")
+    p.add_argument("--study", default="localization", help="the study whose records are compared (default localization)")
     p.set_defaults(func=cmd_diff)

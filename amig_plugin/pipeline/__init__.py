@@ -3,9 +3,14 @@
     from amig_plugin.pipeline import load_config, run, merge_run
     result = run(load_config("configs/bmlama300_gemma.yaml"), "runs/bmlama300")
 
-See ``docs/runs.md``; modules: :mod:`.config` (keys and validation), :mod:`.studies`
-(what is computed; :func:`register_study` adds one), :mod:`.engine` (sharding, resume),
-:mod:`.folder` (the run folder layout), :mod:`.merge` (joining shards, the summary).
+See ``docs/runs.md``. Modules, each importing only those above it:
+
+- :mod:`.registry`: the study registry (:class:`Study`, :func:`register_study`) and :class:`ConfigError`
+- :mod:`.config`: config keys and validation (study names checked against the registry)
+- :mod:`.studies`: the built-in studies (localization, effect, LIKN overlap); :mod:`.plugins`: LIKN
+  editing, DKN and fact-checking studies
+- :mod:`.folder`: the run folder layout; :mod:`.units`: which units a rank computes
+- :mod:`.merge`: joining shards, the summary; :mod:`.engine`: sharding, resume, running
 """
 
 from .config import ConfigError, RunConfig, load_config, parse_config

@@ -23,7 +23,6 @@ See ``docs/runs.md`` for every key.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +31,13 @@ from typing import Any, Mapping
 import yaml
 
 from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
-from ..errors import AmigError
-
-
-class ConfigError(AmigError, ValueError):
-    """A run configuration is invalid; the message names the key and the fix."""
+from .registry import ConfigError, _suggest  # noqa: F401 (ConfigError is re-exported)
 
 
 TOP_KEYS = ("name", "model", "dtype", "device", "device_map", "threads", "seed", "methods", "languages",
             "data", "localization", "studies", "progress", "dist_timeout_minutes")
 DATA_KEYS = ("kind", "path", "n", "template_lang")
-DATA_KINDS = ("bmlama", "jsonl", "shipped")
+DATA_KINDS = ("bmlama", "jsonl", "shipped", "mlama")
 LOCALIZATION_KEYS = ("steps", "objective", "quadrature", "amig_mode", "ig_batch_size", "share_p", "tau", "top_k",
                      "layers", "cache", "heatmap_facts", "on_unconverged")
 METHODS = ("amig", "kn")
@@ -56,11 +51,6 @@ DEFAULT_LOCALIZATION = dict(steps=DEFAULT_STEPS, objective="prob", quadrature=DE
 RESULT_KEYS = ("model", "dtype", "seed", "data.kind", "data.path", "data.template_lang",
                *(f"localization.{k}" for k in LOCALIZATION_KEYS
                  if k not in ("cache", "ig_batch_size", "heatmap_facts", "on_unconverged")))
-
-
-def _suggest(key: str, valid) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_keys(section: Mapping, valid, where: str) -> None:
@@ -145,7 +135,7 @@ def parse_config(raw: Mapping, source: str = "<config>", study_registry: Mapping
     from ..data import FactFormatError, validate_language_code
 
     if study_registry is None:
-        from .studies import STUDIES as study_registry
+        from .registry import STUDIES as study_registry
     check_keys(raw, TOP_KEYS, f"{source} (top level)")
     for required in ("model", "languages", "data"):
         if required not in raw or raw[required] in (None, "", []):
@@ -187,10 +177,11 @@ def parse_config(raw: Mapping, source: str = "<config>", study_registry: Mapping
     kind = data.get("kind")
     if kind not in DATA_KINDS:
         raise ConfigError(f"'data.kind' must be one of {', '.join(DATA_KINDS)}, got {kind!r}{_suggest(kind, DATA_KINDS)}")
-    if kind in ("bmlama", "jsonl"):
+    if kind != "shipped":
         if not data.get("path"):
-            raise ConfigError(f"'data.path' is required for data.kind={kind!r} "
-                              + ("(the folder holding <lang>.tsv files)" if kind == "bmlama" else "(a facts JSONL file)"))
+            what = {"bmlama": "(the folder holding <lang>.tsv files)", "mlama": "(the folder holding "
+                    "<lang>/templates.jsonl)", "jsonl": "(a facts JSONL file)"}[kind]
+            raise ConfigError(f"'data.path' is required for data.kind={kind!r} {what}")
         data["path"] = str(data["path"])
     elif data.get("path"):
         raise ConfigError("'data.path' must not be set for data.kind='shipped' (the packaged facts)")

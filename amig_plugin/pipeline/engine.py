@@ -30,23 +30,8 @@ from pathlib import Path
 from ..data import prompt_drop_summary, prompt_languages
 from .config import ConfigError, RunConfig, config_changes, load_config
 from .folder import RunFolder
-from .studies import STUDIES, StudyContext, unit_key
-
-
-RUN_FACT = "*"  # fact id of the units of run-stage studies
-
-
-@dataclass
-class Unit:
-    study: str
-    fact_index: int
-    fact_id: str
-    lang: str | None
-    method: str | None
-
-    @property
-    def key(self) -> str:
-        return unit_key(self.study, self.fact_id, self.lang, self.method)
+from .studies import STUDIES, StudyContext
+from .units import RUN_FACT, Unit, latest, plan_units  # noqa: F401 (re-exported)
 
 
 # ----------------------------------------------------------------------------------------
@@ -57,15 +42,16 @@ def load_run_facts(config: RunConfig) -> list:
     """The run's facts: loaded from ``config.data``, restricted to the run's languages,
     and sampled with :func:`amig_plugin.data.sample_facts` (prefix-consistent: a larger
     ``n`` extends a run instead of changing its first facts)."""
-    from ..data import bmlama_paths, load_bmlama, load_facts, sample_facts, shipped_facts
+    from ..data import sample_facts
+    from ..sources import load_fact_source
 
     data = config.data
-    if data["kind"] == "bmlama":
-        facts = load_bmlama(bmlama_paths(data["path"], config.languages), template_lang=data["template_lang"])
-    elif data["kind"] == "jsonl":
-        facts = [f.restrict(config.languages) for f in load_facts(data["path"]) if all(l in f.object for l in config.languages)]
-    else:
-        facts = shipped_facts(config.languages)
+    source = load_fact_source(data.get("path") if data["kind"] != "shipped" else None, config.languages,
+                              template_lang=data.get("template_lang"), option="'data.path'")
+    if source.kind != data["kind"]:
+        raise ConfigError(f"'data.path' {data.get('path')} holds {source.kind} facts but 'data.kind' is {data['kind']!r}; "
+                          f"set 'data.kind: {source.kind}'")
+    facts = source.facts
     if not facts:
         raise ConfigError(f"data {data} has no facts in all of the languages {config.languages}")
     n = data.get("n")
@@ -74,35 +60,6 @@ def load_run_facts(config: RunConfig) -> list:
     if n > len(facts):
         raise ConfigError(f"'data.n' = {n} but the data has only {len(facts)} facts in {config.languages}")
     return sample_facts(facts, n, seed=config.seed)
-
-
-def plan_units(config: RunConfig, facts, rank: int = 0, world: int = 1) -> list[Unit]:
-    """The units of ``rank``: per fact (i % world == rank), each study in dependency order;
-    then (rank 0) the units of run-stage studies."""
-    units = []
-    for i, fact in enumerate(facts):
-        if i % world != rank:
-            continue
-        for name in config.studies:
-            if STUDIES[name].stage == "fact":
-                for u in STUDIES[name].units(config.languages, config.methods):
-                    units.append(Unit(name, i, fact.id, u["lang"], u["method"]))
-    if rank == 0:
-        for name in config.studies:
-            if STUDIES[name].stage == "run":
-                for u in STUDIES[name].units(config.languages, config.methods):
-                    units.append(Unit(name, -1, RUN_FACT, u["lang"], u["method"]))
-    return units
-
-
-def latest(records: dict[str, dict]) -> dict[str, dict]:
-    """unit key -> its last attempt (records of retried units carry ``attempt`` > 1)."""
-    out: dict[str, dict] = {}
-    for rec in records.values():
-        base = rec.get("unit", rec["key"])
-        if base not in out or rec.get("attempt", 1) > out[base].get("attempt", 1):
-            out[base] = rec
-    return out
 
 
 # ----------------------------------------------------------------------------------------

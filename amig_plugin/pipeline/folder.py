@@ -30,7 +30,7 @@ from typing import Iterator
 
 import yaml
 
-from ..store import RecordStore
+from ..store import RecordStore, append_json_line
 from .config import RunConfig
 from ..errors import AmigError
 
@@ -198,13 +198,7 @@ class RunFolder:
         """Append one JSON line to ``run.log`` (a single write + fsync)."""
         self.path.mkdir(parents=True, exist_ok=True)
         event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}
-        line = (json.dumps(event, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_json_line(self.log_path, event, default=str)
 
     def read_log(self) -> list[dict]:
         if not self.log_path.is_file():

@@ -28,6 +28,7 @@ from pathlib import Path
 from .config import RunConfig
 from .folder import RunFolder, atomic_write_text
 from .studies import STUDIES
+from .units import latest, plan_units
 from ..errors import AmigError
 
 
@@ -47,8 +48,6 @@ def _json_safe(x):
 
 def merge_run(run_dir: str | os.PathLike, *, config: RunConfig | None = None, facts=None, strict: bool = False) -> dict:
     """Merge the record files of ``run_dir``; returns (and writes) the summary."""
-    from .engine import latest, plan_units
-
     folder = RunFolder(run_dir)
     config = config or folder.read_config()
     if config is None:
