@@ -34,9 +34,9 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from ..data import Fact, MASK_PLACEHOLDER, causal_prompt_and_target, group_by_relation, sample_facts, wrong_objects
+from ..data import Fact, causal_prompt_and_target, group_by_relation, sample_facts, wrong_objects
 
 __all__ = [
     "METHODS",
