@@ -23,7 +23,6 @@ from .activations import neuron_vectors
 def _last_logits_only(model: nn.Module, n: int) -> dict:
     """``logits_to_keep=n`` where the model's forward takes it (the LM head on the last n
     positions only), else nothing."""
-
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
