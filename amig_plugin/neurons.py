@@ -32,7 +32,7 @@ from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUA
 from .defaults import DEFAULT_TAU, FALLBACK_TAU, KN_TAU, default_tau  # noqa: F401  (re-exported)
 from .checks import check_share_p, check_size_range, check_steps, check_tau  # noqa: F401  (re-exported)
 from .errors import AmigError
-from .models import ModelFamily, get_family
+from .models import ModelFamily, Neuron, get_family
 
 ON_UNCONVERGED = ("warn", "refine", "refuse")
 
@@ -41,7 +41,6 @@ class UnconvergedError(AmigError, ArithmeticError):
     """An IG result whose completeness residual exceeds the tolerance, where it was refused."""
 
 
-Neuron = tuple[int, int]  # (layer, index in the FFN hidden vector)
 
 ADAPTIVE_STEP = 0.05
 
