@@ -11,7 +11,7 @@ import torch
 
 from amig_plugin.errors import AmigError
 from amig_plugin.models import get_family
-from amig_plugin.neuron_edit import optimize_value_vectors
+from amig_plugin.intervene.neuron_edit import optimize_value_vectors
 from amig_plugin.neurons import localize
 from tiny import tiny
 

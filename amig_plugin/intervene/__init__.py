@@ -4,7 +4,8 @@ Modules: :mod:`.activations` (scale chosen FFN neurons at one position inside a 
 block: suppress ×0, enhance ×2; batched scoring under many interventions; weights never
 touched), :mod:`.effect` (the relative change of P(gold) on related and unrelated prompts,
 random controls, the per-method summary), :mod:`.value_vectors` (weight-level edits of value
-vectors with a bit-for-bit backup).
+vectors with a bit-for-bit backup), :mod:`.neuron_edit` (the optimized value-vector edit, our
+extension; import it from there).
 """
 
 from .activations import (MODE_FACTORS, REQUIRED, enhance_neurons, scale_neurons, scores_under_interventions,

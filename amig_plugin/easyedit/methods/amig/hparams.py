@@ -43,7 +43,7 @@ edit_rule           null         ``dai`` (= edit_mode update), ``erase`` (= edit
                                  ``optimize`` (this package's extension: Adam on the value
                                  vectors only, NLL(target_new) + kl_weight x KL on kl_prompts,
                                  ||delta_i|| <= norm_bound x mean ||v||; see
-                                 :mod:`amig_plugin.neuron_edit`); null = follow edit_mode
+                                 :mod:`amig_plugin.intervene.neuron_edit`); null = follow edit_mode
 optimize_steps      40           Adam steps of ``optimize``
 optimize_lr         0.1          its step, in units of the layer's RMS value-vector entry
 kl_weight           1.0          weight of the KL (locality) term

@@ -12,7 +12,7 @@ projection that the neurons feed -- are edited with
 * ``edit_rule: optimize`` (this package's extension, not a published rule): only the same
   value vectors are changed, by Adam on NLL(target_new | prompt) + kl_weight x KL on the
   ``kl_prompts`` (never the evaluation's locality prompts), ||delta_i|| bounded
-  (:func:`amig_plugin.neuron_edit.optimize_value_vectors`). Causal LMs use the KL term;
+  (:func:`amig_plugin.intervene.neuron_edit.optimize_value_vectors`). Causal LMs use the KL term;
   masked LMs optimize the NLL alone.
 
 ``edit_rule`` (``dai`` | ``erase`` | ``optimize``) names the rule; when it is null
@@ -76,7 +76,7 @@ import torch
 
 from ....intervene import WeightBackup, edit_value_vectors
 from ....models import causal_prefix_and_target, get_family
-from ....neuron_edit import optimize_value_vectors
+from ....intervene.neuron_edit import optimize_value_vectors
 from ....localization import localize_query
 from ...prompts import cloze_prompt, detect_lang, strip_target
 from ..validation import as_hparams

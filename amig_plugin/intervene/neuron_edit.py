@@ -27,12 +27,12 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .attribution import frozen_eval
-from .errors import UsageError
-from .intervene.activations import _multipliers
-from .intervene.value_vectors import WeightBackup, _param_name
-from .neurons import Neuron
-from .models import ModelFamily, get_family
+from ..attribution import frozen_eval
+from ..errors import UsageError
+from ..neurons import Neuron
+from .activations import _multipliers
+from .value_vectors import WeightBackup, _param_name
+from ..models import ModelFamily, get_family
 
 #: A locality item: a prompt alone (causal LMs: the next-token distribution after it) or
 #: (prompt, answer): the distributions at the answer's teacher-forced positions.
