@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 import amig_plugin.defaults
 from amig_plugin.localization.cache import CacheWarning, LocalizationCache, check_neurons_record, model_fingerprint

@@ -10,7 +10,7 @@ import pytest
 
 from amig_plugin import loading
 from amig_plugin.cli import main
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 # (arguments, words the one-line message must hold); none of these may load a model
 BAD_ARGS = [

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from tiny import tiny, tiny_sharp
+from amig_plugin.testing import tiny, tiny_sharp
 
 from amig_plugin.dkn import (
     DKNResult,

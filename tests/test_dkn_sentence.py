@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 from amig_plugin.data import Fact, PromptTextDropped, save_facts
 from amig_plugin.dkn import detect_facts, detect_for_fact, detection_key, fact_queries

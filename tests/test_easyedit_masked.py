@@ -1,7 +1,7 @@
 """Masked LMs through EasyEdit: EasyEdit cannot load or evaluate BERT; ``load_editor``
 loads it with our loader and evaluates it with cloze versions of EasyEdit's metrics.
 
-A tiny BERT (tests/tiny.py's word-level tokenizer) is trained briefly to fill in capitals.
+A tiny BERT (amig_plugin.testing's word-level tokenizer) is trained briefly to fill in capitals.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from amig_plugin.easyedit.methods.amig import AMIGHyperParams
-from tiny import tiny_bert, word_tokenizer
+from amig_plugin.testing import tiny_bert, word_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None

@@ -187,7 +187,7 @@ def test_empty_alt_skipped_with_warning(tmp_path):
 
 
 def test_model_ground_truth_is_the_greedy_prediction():
-    from tiny import tiny
+    from amig_plugin.testing import tiny
 
     model, tok = tiny("gpt2", seed=0)
     prompt = "the capital of france is"

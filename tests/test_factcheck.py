@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 from amig_plugin.data import Fact, group_by_relation
 from amig_plugin.dkn import DKNResult

@@ -34,7 +34,7 @@ CAPITALS = [("france", "paris", "法国", "巴黎"), ("germany", "berlin", "germ
 
 
 def tiny_facts(langs=("en", "zh"), n=5) -> list[Fact]:
-    """Capital facts the word tokenizer of tests/tiny.py can read; parallel candidates."""
+    """Capital facts the word tokenizer of amig_plugin.testing can read; parallel candidates."""
     en_objs = [c[1] for c in CAPITALS]
     zh_objs = [c[3] for c in CAPITALS]
     facts = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amig_plugin.neurons import KnowledgeNeurons, default_tau, localize, shared_neurons, threshold_neurons
-from conftest import FAMILIES, get_model
+from amig_plugin.testing import FAMILIES, get_model
 
 PROMPT = "the capital of france is <mask>"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 import amig_plugin.data as D
 from amig_plugin.data import Fact, PromptTextDropped, causal_prompt_and_target, prompt_drop_summary, prompt_languages

@@ -22,8 +22,8 @@ from amig_plugin.data import PromptTextDropped, causal_cloze, causal_prompt_and_
 from amig_plugin.errors import AmigError, UsageError
 from amig_plugin.intervene import enhance_neurons, scale_neurons, suppress_neurons, target_position
 from amig_plugin.models import QueryError, get_family
-from conftest import BERT_PROMPT, get_model
-from tiny import bpe_tokenizer, tiny_bert, tiny_gpt2, tiny_llama, word_tokenizer
+from amig_plugin.testing import BERT_PROMPT, get_model
+from amig_plugin.testing import bpe_tokenizer, tiny_bert, tiny_gpt2, tiny_llama, word_tokenizer
 
 CAUSAL = {"gpt2": tiny_gpt2, "llama": tiny_llama}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 from amig_plugin.pipeline import parse_config, run
 from amig_plugin.pipeline.studies import STUDIES

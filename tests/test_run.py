@@ -1,6 +1,6 @@
 """`amig run`: config validation, kill -9 and resume, corrupted last lines, sharding, merge.
 
-Tiny GPT-2 (tests/tiny.py) saved to a folder, shipped facts; every run takes seconds.
+Tiny GPT-2 (amig_plugin.testing) saved to a folder, shipped facts; every run takes seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny import tiny_sharp
+from amig_plugin.testing import tiny_sharp
 
 from amig_plugin.pipeline import ConfigError, RunFolder, RunLocked, merge_run, parse_config, run
 from amig_plugin.pipeline.config import load_config

@@ -9,21 +9,8 @@ import pytest
 
 from amig_plugin.data import load_bmlama, load_facts, sample_facts, shipped_facts
 from amig_plugin.errors import AmigError
+from amig_plugin.testing import write_bmlama_from_shipped as _bmlama_from_shipped
 from amig_plugin.sources import FactSourceError, NotEnoughFacts, load_fact_source, source_kind
-
-
-def _bmlama_from_shipped(folder, langs=("en", "zh"), n=12):
-    """A small BMLAMA folder (row i of every <lang>.tsv is the same fact) made from our shipped facts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    facts = [f for f in shipped_facts(list(langs))][:n]
-    for lang in langs:
-        rows = ["Prompt\tAns\tCandidate Ans\tSubject"]
-        for f in facts:
-            prompt = f.prompts[lang][0]
-            cands = ", ".join(dict.fromkeys([f.target(lang), *f.candidates.get(lang, ())]))
-            rows.append(f"{prompt}\t{f.target(lang)}\t{cands}\t{f.subject[lang]}")
-        (folder / f"{lang}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
 
 
 def test_kinds_are_detected(tmp_path):
