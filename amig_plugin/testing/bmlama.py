@@ -11,13 +11,14 @@ from amig_plugin.data import shipped_facts
 def write_bmlama_from_shipped(folder: Path, langs=("en", "zh"), n: int | None = 12) -> Path:
     """Write ``<lang>.tsv`` for each of ``langs`` into ``folder`` (columns Prompt / Ans /
     Candidate Ans / Subject; row i of every file is the same fact): the first ``n`` shipped facts
-    that have every language (all of them when ``n`` is None). Returns ``folder``."""
+    that have every language (all of them when ``n`` is None), each with its first prompt that
+    contains the subject (the reader recovers the relation template from it). Returns ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     facts = list(shipped_facts(list(langs)))[:n]
     for lang in langs:
         rows = ["Prompt\tAns\tCandidate Ans\tSubject"]
         for f in facts:
-            prompt = f.prompts[lang][0]
+            prompt = next((p for p in f.prompts[lang] if f.subject[lang] in p), f.prompts[lang][0])
             cands = ", ".join(dict.fromkeys([f.target(lang), *f.candidates.get(lang, ())]))
             rows.append(f"{prompt}\t{f.target(lang)}\t{cands}\t{f.subject[lang]}")
         (folder / f"{lang}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
