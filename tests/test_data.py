@@ -26,6 +26,7 @@ from amig_plugin.data import (
     split_prompt_at_mask,
     wrong_objects,
 )
+from amig_plugin.testing import write_tsv
 
 BMLAMA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmlama17"
 
@@ -251,12 +252,6 @@ def test_load_facts_errors_name_file_and_line(tmp_path):
 
 
 # ------------------------------------------------------------------- BMLAMA
-
-
-def write_tsv(path: Path, rows: list[list[str]], header="Prompt\tAns\tCandidate Ans\tSubject", eol="\n"):
-    lines = [header] + ["\t".join(r) for r in rows]
-    path.write_bytes((eol.join(lines) + eol).encode("utf-8"))
-    return path
 
 
 EN_ROWS = [
@@ -528,11 +523,7 @@ _JA_ROWS = [("パリ", "フランス", "フランス", "フランスの首都は
 
 
 def _write_bmlama(path, rows):
-    lines = ["Prompt\tAns\tCandidate Ans\tSubject"]
-    for ans, _unused, subject, prompt in rows:
-        lines.append(f"{prompt}\t{ans}\t{ans},其他\t{subject}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_tsv(path, [[prompt, ans, f"{ans},其他", subject] for ans, _unused, subject, prompt in rows])
 
 
 @pytest.mark.parametrize("lang,rows,n_rel", [("zh", _ZH_ROWS, 3), ("ja", _JA_ROWS, 3)])

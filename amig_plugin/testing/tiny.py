@@ -4,6 +4,8 @@ gives their norms gains ~1 so single neurons move P(target)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from amig_plugin.testing.tokenizers import fact_words as _fact_words
@@ -92,3 +94,12 @@ def tiny_sharp(kind: str, seed: int = 0, **kw):
     """:func:`tiny` with :func:`sharpen` applied."""
     model, tok = tiny(kind, seed=seed, **kw)
     return sharpen(model, seed=seed), tok
+
+
+def save_tiny(folder: Path, kind: str = "gpt2", seed: int = 0, **kw) -> Path:
+    """:func:`tiny_sharp` saved with ``save_pretrained`` (model and tokenizer) into ``folder``,
+    loadable by :func:`amig_plugin.loading.load_model` and the ``--model`` option. Returns ``folder``."""
+    model, tok = tiny_sharp(kind, seed=seed, **kw)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
