@@ -11,12 +11,11 @@ import warnings
 import pytest
 import torch
 
-from amig_plugin.testing import get_model, tiny_sharp
-
 import amig_plugin.defaults
 from amig_plugin.localization.cache import CacheWarning, LocalizationCache, check_neurons_record, model_fingerprint
 from amig_plugin.loading import load_model
 from amig_plugin.neurons import localize
+from amig_plugin.testing import get_model, tiny_sharp
 
 PROMPT = "the capital of france is <mask>"
 SETTINGS = dict(lang="en", method="amig", steps=4)
