@@ -20,6 +20,8 @@ from amig_plugin.errors import UsageError
 from amig_plugin.intervene import enhance_neurons, scale_neurons, suppress_neurons, target_position
 from amig_plugin.models import get_family
 from amig_plugin.testing import BERT_PROMPT, get_model
+from amig_plugin.testing import same_weights as _same
+from amig_plugin.testing import weights_copy as _state
 
 
 pytestmark = pytest.mark.usefixtures("fresh_prompt_warnings")
@@ -93,14 +95,6 @@ def test_position_is_required(ctx):
 
 
 # ------------------------------------------------------------------ atomic value edit
-
-
-def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_apply_value_edit_is_all_or_nothing(monkeypatch):

@@ -42,6 +42,8 @@ from amig_plugin.testing.tiny import (
     tiny_llama,
     tiny_qwen2,
     tiny_sharp,
+    same_weights,
+    weights_copy,
 )
 from amig_plugin.testing.tokenizers import (
     BPE_SENTENCES,
@@ -55,7 +57,7 @@ from amig_plugin.testing.tokenizers import (
 )
 
 __all__ = [
-    "BMLAMA_HEADER", "CAPITALS", "save_tiny", "tiny_facts", "write_tsv",
+    "BMLAMA_HEADER", "CAPITALS", "same_weights", "save_tiny", "tiny_facts", "weights_copy", "write_tsv",
     "BERT_PROMPT", "BPE_SENTENCES", "BUILDERS", "CAUSAL_PROMPT", "FAMILIES", "PLANT_INDEX", "PLANT_LAYER",
     "Planted", "SPECIALS", "WORDS", "amig_hooks", "bos_word_tokenizer", "bpe_tokenizer", "dropping_word_tokenizer",
     "fact_words", "ffn_inputs", "get_model", "get_planted", "input_projections", "plain_log_prob", "plant_neuron",

@@ -103,3 +103,14 @@ def save_tiny(folder: Path, kind: str = "gpt2", seed: int = 0, **kw) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return Path(folder)
+
+
+def weights_copy(model) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s state dict (to check later that nothing changed)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Two :func:`weights_copy` results hold the same names and bit-identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
