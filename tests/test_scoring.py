@@ -1,6 +1,7 @@
 """amig_plugin.scoring: the target score F (prob / logprob, teacher-forced) and its hand-written
 backward, from logits and straight from the last hidden state through the LM head, streamed over
-vocabulary chunks; each against autograd on the plain computation."""
+vocabulary chunks; each against autograd on the plain computation. amig_plugin.likelihood: log
+P(target | prompt) of many pairs in padded batches equals one pair at a time."""
 
 from __future__ import annotations
 
@@ -77,3 +78,28 @@ def test_head_scores_stream_over_vocabulary_chunks(monkeypatch, with_bias):
         with torch.no_grad():
             torch.testing.assert_close(head_scores(hidden, LMHead(weight, bias), target, objective), ours.detach(),
                                        rtol=0, atol=0)
+
+
+PAIRS = [("the capital of france is <mask>", "paris"), ("the capital of japan is <mask>", "tokyo berlin"),
+         ("apple makes <mask>", "iphone"), ("the language spoken in the capital of italy is <mask>", "rome")]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
+def test_score_pairs_in_padded_batches_equal_one_pair_at_a_time(kind):
+    """score_pairs (right-padded batches, sorted by length, logits_to_keep where accepted) gives
+    each pair's log P(target | prompt) of likelihood() and of a plain teacher-forced forward."""
+    from amig_plugin.likelihood import likelihood, score_pairs
+    from amig_plugin.models import get_family
+    from amig_plugin.testing import get_model, plain_log_prob
+
+    model, tok = get_model(kind)
+    pairs = [(p.replace(" <mask>", " <mask> .") if kind == "bert" else p, t) for p, t in PAIRS]
+    batched = score_pairs(model, tok, pairs, batch_size=3)
+    family = get_family(model)
+    for (prompt, target), got in zip(pairs, batched):
+        one = likelihood(model, tok, prompt, target)
+        q = family.encode(tok, prompt, target)
+        with torch.no_grad():
+            plain = float(plain_log_prob(model, q.input_ids, q.score_positions, q.target_ids))
+        assert got == pytest.approx(one["logprob"], rel=1e-5, abs=1e-6) == pytest.approx(plain, rel=1e-5, abs=1e-6)
+        assert one["n_tokens"] == len(target.split()) and got < 0
