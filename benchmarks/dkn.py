@@ -34,8 +34,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bmlama17"
 
 
 def _tiny():
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import tiny_sharp
+    from amig_plugin.testing import tiny_sharp
 
     return tiny_sharp("gpt2", layers=4, width=64, ffn=256)
 

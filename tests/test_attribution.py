@@ -17,7 +17,7 @@ from amig_plugin.attribution import QUADRATURES, neuron_attributions, path_alpha
 from amig_plugin.defaults import DEFAULT_QUADRATURE
 from amig_plugin.models import QueryError, UnsupportedModelError, get_family
 from conftest import amig_hooks, FAMILIES, get_model
-from tiny import bos_word_tokenizer, dropping_word_tokenizer, tiny_sharp
+from amig_plugin.testing import bos_word_tokenizer, dropping_word_tokenizer, tiny_sharp
 
 LONG_CAUSAL = "the language spoken in the capital of france is <mask>"  # 9 tokens > Gemma3's window 4
 BERT_2MASK = "the capital of france is <mask> ."
@@ -488,52 +488,6 @@ def test_attribution_leaves_model_untouched():
 # 8. bad inputs
 
 
-@pytest.fixture(scope="module")
-def gpt2():
-    return get_model("gpt2")
-
-
-@pytest.fixture(scope="module")
-def bert():
-    return get_model("bert")
-
-
-def test_masked_prompt_without_mask(bert):
-    model, tok = bert
-    with pytest.raises(QueryError, match="no single mask"):
-        neuron_attributions(model, tok, "the capital of france is paris", "paris", steps=1)
-
-
-@pytest.mark.parametrize("kind", ["bert", "gpt2"])
-def test_prompt_with_two_masks(kind):
-    model, tok = get_model(kind)
-    with pytest.raises(ValueError, match="has 2 '?<mask>'? placeholders"):
-        neuron_attributions(model, tok, "the capital of <mask> is <mask>", "paris", steps=1)
-
-
-def test_bert_prompt_with_two_tokenizer_masks(bert):
-    model, tok = bert
-    with pytest.raises(QueryError, match="no single mask"):
-        neuron_attributions(model, tok, "the capital of [MASK] is [MASK]", "paris", steps=1)
-
-
-@pytest.mark.parametrize("kind", ["bert", "gpt2"])
-@pytest.mark.parametrize("target", ["", "   "])
-def test_empty_target(kind, target):
-    model, tok = get_model(kind)
-    with pytest.raises(QueryError, match="is empty"):
-        neuron_attributions(model, tok, prompt_of(kind), target, steps=1)
-
-
-@pytest.mark.parametrize("kind", ["bert", "gpt2"])
-def test_target_without_tokens(kind):
-    model, _ = get_model(kind)
-    tok = dropping_word_tokenizer("~", causal=kind != "bert")
-    assert tok("~", add_special_tokens=False)["input_ids"] == []
-    with pytest.raises(QueryError, match="tokenizes to no tokens"):
-        neuron_attributions(model, tok, prompt_of(kind), "~", steps=1)
-
-
 def test_unknown_method_objective_steps(gpt2):
     model, tok = gpt2
     with pytest.raises(ValueError, match="unknown method 'foo'"):
@@ -547,25 +501,6 @@ def test_unknown_method_objective_steps(gpt2):
         neuron_attributions(model, tok, LONG_CAUSAL, "paris", amig_mode="median")
     with pytest.raises(ValueError, match="unknown strategy"):
         neuron_attributions(model, tok, LONG_CAUSAL, "paris", strategy="fast")
-
-
-def _tiny_t5():
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    cfg = T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2)
-    return T5ForConditionalGeneration(cfg)
-
-
-@pytest.mark.parametrize("make", [lambda: nn.Linear(4, 4), _tiny_t5], ids=["Linear", "T5ForConditionalGeneration"])
-def test_unsupported_model(make, gpt2):
-    model = make()
-    _, tok = gpt2
-    with pytest.raises(UnsupportedModelError) as info:
-        neuron_attributions(model, tok, LONG_CAUSAL, "paris", steps=1)
-    msg = str(info.value)
-    assert type(model).__name__ in msg
-    for supported in ("BertForMaskedLM", "GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM"):
-        assert supported in msg
 
 
 def test_layer_out_of_range(gpt2):
@@ -586,83 +521,6 @@ def test_numpy_and_torch_integer_layers(gpt2):
         res = neuron_attributions(model, tok, LONG_CAUSAL, "paris", steps=1, layers=layers)
         assert res.layers == [0, 1]
         assert torch.equal(res.attributions, ref.attributions)
-
-
-def test_causal_prompt_starting_with_mask(gpt2):
-    model, tok = gpt2
-    with pytest.raises(ValueError, match="empty prefix"):
-        neuron_attributions(model, tok, "<mask> is the capital of france", "paris", steps=1)
-
-
-@pytest.mark.parametrize("objective", ["prob", "logprob"])
-def test_target_scores_hand_written_backward_matches_autograd(objective):
-    from amig_plugin.attribution import target_scores
-
-    torch.manual_seed(0)
-    logits = torch.randn(4, 3, 11, dtype=torch.float64, requires_grad=True)
-    target = torch.tensor([2, 7, 7])
-    logp = torch.log_softmax(logits, -1).gather(-1, target.view(1, -1, 1).expand(4, -1, 1)).squeeze(-1).sum(-1)
-    reference = logp.exp() if objective == "prob" else logp
-    weights = torch.randn(4, dtype=torch.float64)
-    ours = target_scores(logits, target, objective)
-    g_ours, = torch.autograd.grad((ours * weights).sum(), logits)
-    g_ref, = torch.autograd.grad((reference * weights).sum(), logits)
-    assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-14)
-    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
-    assert torch.autograd.gradcheck(lambda x: target_scores(x, target, objective), (logits.detach().requires_grad_(),))
-
-
-@pytest.mark.parametrize("with_bias", [False, True])
-@pytest.mark.parametrize("objective", ["prob", "logprob"])
-def test_head_scores_equal_the_head_then_the_score(objective, with_bias):
-    """The LM head folded into the score (one vocabulary-sized tensor, softmax and gradient in
-    place) gives the same F and ∂F/∂hidden as logits = linear(hidden) then the score."""
-    from amig_plugin.scoring import LMHead, head_scores, target_scores
-
-    torch.manual_seed(0)
-    hidden = torch.randn(5, 3, 8, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(13, 8, dtype=torch.float64) * 3  # large logits: a tiny P(t) for logprob
-    bias = torch.randn(13, dtype=torch.float64) if with_bias else None
-    target = torch.tensor([2, 7, 7])
-    weights = torch.randn(5, dtype=torch.float64)
-    ours = head_scores(hidden, LMHead(weight, bias), target, objective)
-    reference = target_scores(torch.nn.functional.linear(hidden, weight, bias), target, objective)
-    g_ours, = torch.autograd.grad((ours * weights).sum(), hidden)
-    g_ref, = torch.autograd.grad((reference * weights).sum(), hidden)
-    assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-14)
-    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
-    # the backward only scales the saved direction: a second one through the same graph agrees
-    again = head_scores(hidden, LMHead(weight, bias), target, objective).sum()
-    first, = torch.autograd.grad(again, hidden, retain_graph=True)
-    second, = torch.autograd.grad(again, hidden)
-    assert torch.equal(first, second)
-
-
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_head_scores_stream_over_vocabulary_chunks(monkeypatch, with_bias):
-    """With chunks far smaller than the vocabulary (the running maximum growing from chunk to
-    chunk, so Z and S are rescaled), F and ∂F/∂hidden still equal the plain head-then-score;
-    without grad mode no gradient direction is made and the scores are the same."""
-    import amig_plugin.scoring as scoring
-    from amig_plugin.scoring import LMHead, head_scores, target_scores
-
-    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 1)  # 1024-token chunks
-    torch.manual_seed(2)
-    V, H = 5000, 8
-    weight = torch.randn(V, H, dtype=torch.float64) * torch.linspace(0.1, 4, V, dtype=torch.float64).view(V, 1)
-    bias = torch.randn(V, dtype=torch.float64) if with_bias else None
-    hidden = torch.randn(3, 2, H, dtype=torch.float64, requires_grad=True)
-    target = torch.tensor([4321, 17])
-    for objective in ("prob", "logprob"):
-        ours = head_scores(hidden, LMHead(weight, bias), target, objective)
-        reference = target_scores(torch.nn.functional.linear(hidden, weight, bias), target, objective)
-        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-300)
-        g_ours, = torch.autograd.grad(ours.sum(), hidden)
-        g_ref, = torch.autograd.grad(reference.sum(), hidden)
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-300)
-        with torch.no_grad():
-            torch.testing.assert_close(head_scores(hidden, LMHead(weight, bias), target, objective), ours.detach(),
-                                       rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("batch", [1, 5, 1000])

@@ -13,7 +13,7 @@ from attribution import (easyedit_convention, final_line, reference_attributions
                          select_equal_accuracy)
 
 from amig_plugin.attribution import neuron_attributions  # noqa: E402
-from conftest import get_model, prompt_for  # noqa: E402
+from amig_plugin.testing import get_model, prompt_for  # noqa: E402
 
 COST = {"gauss/4": 4, "gauss/6": 6, "gauss/8": 8, "gauss/12": 12}
 

@@ -1,5 +1,6 @@
-"""The localization cache: keyed by every weight and the algorithm's version; records read
-back are checked, and a bad one is recomputed while a warning names its file."""
+"""The localization cache: keyed by every weight, the algorithm's version and the result settings
+(not the batch size); records read back are checked, and a bad one is recomputed while a warning
+names its file; adaptive sets are derived from stored records without new attributions."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import warnings
 import pytest
 import torch
 
-from tiny import tiny_sharp
-
 import amig_plugin.defaults
 from amig_plugin.localization.cache import CacheWarning, LocalizationCache, check_neurons_record, model_fingerprint
 from amig_plugin.loading import load_model
 from amig_plugin.neurons import localize
-from amig_plugin.store import RecordStore
+from amig_plugin.testing import get_model, tiny_sharp
 
 PROMPT = "the capital of france is <mask>"
 SETTINGS = dict(lang="en", method="amig", steps=4)
@@ -129,10 +128,33 @@ def test_check_neurons_record_accepts_a_real_record():
     assert back.neurons == kn.neurons
 
 
-def test_store_replace_wins_on_reload(tmp_path):
-    store = RecordStore(tmp_path / "s.jsonl", allow_duplicates=True)
-    store.add("k", {"v": 1})
-    store.replace("k", {"v": 2})
-    store.add("j", {"v": 3})
-    again = RecordStore(tmp_path / "s.jsonl")  # a replacement is not a duplicate
-    assert again.get("k")["v"] == 2 and again.get("j")["v"] == 3 and len(again) == 2
+def test_cache_ignores_batch_size(tmp_path):
+    """ig_batch_size changes how rows are batched, not the result: it is not part of the
+    cache key; a result setting is."""
+    from amig_plugin.localization.cache import LocalizationCache
+
+    model, tok = get_model("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    first = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=7)
+    again = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
+    assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
+    assert cache.misses == 2
+    # so is the quadrature rule (the default rule is keyed even when the caller leaves it out)
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
+    assert cache.misses == 3
+    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
+    assert cache.misses == 3
+
+
+def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
+    from amig_plugin.localization.cache import LocalizationCache
+    model, tok = get_model("gpt2")
+    cache = LocalizationCache(tmp_path / "loc.jsonl")
+    cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3)
+    ad = cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5))
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert ad.neurons == localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5)).neurons
+    again = LocalizationCache(tmp_path / "loc.jsonl").localize(model, tok, PROMPT, "paris", lang="en", steps=3,
+                                                               adaptive=[2, 5])
+    assert again.neurons == ad.neurons

@@ -10,7 +10,7 @@ import pytest
 
 from amig_plugin import loading
 from amig_plugin.cli import main
-from tiny import tiny_sharp
+from amig_plugin.testing import save_tiny
 
 # (arguments, words the one-line message must hold); none of these may load a model
 BAD_ARGS = [
@@ -125,11 +125,7 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
-    model, tok = tiny_sharp("gpt2")
-    folder = tmp_path_factory.mktemp("cli") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny(tmp_path_factory.mktemp("cli") / "tiny-gpt2"))
 
 
 def test_localize_two_prompts_prints_each_and_saves_json(tiny_dir, tmp_path, capsys):

@@ -26,6 +26,7 @@ from amig_plugin.data import (
     split_prompt_at_mask,
     wrong_objects,
 )
+from amig_plugin.testing import write_tsv
 
 BMLAMA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmlama17"
 
@@ -253,12 +254,6 @@ def test_load_facts_errors_name_file_and_line(tmp_path):
 # ------------------------------------------------------------------- BMLAMA
 
 
-def write_tsv(path: Path, rows: list[list[str]], header="Prompt\tAns\tCandidate Ans\tSubject", eol="\n"):
-    lines = [header] + ["\t".join(r) for r in rows]
-    path.write_bytes((eol.join(lines) + eol).encode("utf-8"))
-    return path
-
-
 EN_ROWS = [
     ["Paris is the capital of <mask>.", "France", "Italy, France, Spain", "Paris"],
     ["Alan Turing was born in <mask>.", "London", "Paris, London", "Alan Turing"],
@@ -321,10 +316,36 @@ def test_bmlama_errors_name_file_and_line(tmp_path):
         load_bmlama({"en": bad_en, "zh": zh})
 
 
+def _check_bmlama_format(facts) -> None:
+    """What every BMLAMA-format folder must give: zh quirks (CRLF stripped, header repaired)
+    undone and candidates split, the object among the candidates in both languages."""
+    for f in facts:
+        assert not any(p.endswith("\r") for p in f.prompts["zh"])
+        assert f.object["zh"] in f.candidates["zh"] and f.object["en"] in f.candidates["en"]
+        assert len(f.candidates["en"]) == len(f.candidates["zh"])
+
+
+def test_bmlama_format_on_files_from_the_shipped_facts(bmlama_dir):
+    """The BMLAMA-17 layout (zh.tsv with CRLF line ends and the header split as
+    "Candidate<TAB>Ans") written from the shipped facts: runs without the real data set."""
+    zh = bmlama_dir / "zh.tsv"
+    lines = zh.read_text(encoding="utf-8").splitlines()
+    lines[0] = "Prompt\tAns\tCandidate\tAns\tSubject"
+    zh.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    facts = load_bmlama({"en": bmlama_dir / "en.tsv", "zh": zh})
+    shipped = shipped_facts(["en", "zh"])
+    assert len(facts) == len(shipped) and facts[0].id == "bmlama-0"
+    assert [f.object for f in facts] == [{"en": g.target("en"), "zh": g.target("zh")} for g in shipped]
+    assert [f.subject for f in facts] == [{"en": g.subject["en"], "zh": g.subject["zh"]} for g in shipped]
+    assert all(f.prompt("zh") in g.prompts["zh"] for f, g in zip(facts, shipped))
+    _check_bmlama_format(facts)
+
+
 @pytest.fixture(scope="module")
 def real_bmlama():
     if not (BMLAMA_DIR / "en.tsv").is_file() or not (BMLAMA_DIR / "zh.tsv").is_file():
-        pytest.skip(f"BMLAMA-17 shared data not found at {BMLAMA_DIR} (see shared/data/README.md)")
+        pytest.skip(f"the real BMLAMA-17 data set is not next to the repository ({BMLAMA_DIR}): its sizes and "
+                    "first rows are checked only there; the format is tested on files made from the shipped facts")
     return load_bmlama({"en": BMLAMA_DIR / "en.tsv", "zh": BMLAMA_DIR / "zh.tsv"})
 
 
@@ -335,10 +356,7 @@ def test_bmlama_real_files(real_bmlama):
     assert facts[0].object == {"en": "Madrid", "zh": "马德里"}
     assert facts[0].subject["en"] == "Charles II of Spain"
     # zh quirks: CRLF stripped, header repaired, candidates split.
-    for f in facts:
-        assert not any(p.endswith("\r") for p in f.prompts["zh"])
-        assert f.object["zh"] in f.candidates["zh"] and f.object["en"] in f.candidates["en"]
-        assert len(f.candidates["en"]) == len(f.candidates["zh"])
+    _check_bmlama_format(facts)
     rels = Counter(f.relation for f in facts)
     assert 30 <= len(rels) <= 45  # about 38 English templates
     assert rels["bmlama-the-capital-of-x-is-y"] > 100
@@ -505,11 +523,7 @@ _JA_ROWS = [("パリ", "フランス", "フランス", "フランスの首都は
 
 
 def _write_bmlama(path, rows):
-    lines = ["Prompt\tAns\tCandidate Ans\tSubject"]
-    for ans, _unused, subject, prompt in rows:
-        lines.append(f"{prompt}\t{ans}\t{ans},其他\t{subject}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_tsv(path, [[prompt, ans, f"{ans},其他", subject] for ans, _unused, subject, prompt in rows])
 
 
 @pytest.mark.parametrize("lang,rows,n_rel", [("zh", _ZH_ROWS, 3), ("ja", _JA_ROWS, 3)])

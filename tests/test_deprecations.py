@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from amig_plugin.attribution import neuron_attributions
-from conftest import FAMILIES, prompt_for
+from amig_plugin.testing import FAMILIES, prompt_for
 
 DEPRECATIONS = (FutureWarning, DeprecationWarning, PendingDeprecationWarning)
 

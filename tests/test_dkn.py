@@ -8,8 +8,6 @@ import warnings
 import pytest
 import torch
 
-from tiny import tiny, tiny_sharp
-
 from amig_plugin.dkn import (
     DKNResult,
     check_thresholds,
@@ -25,6 +23,7 @@ from amig_plugin.dkn import (
 )
 from amig_plugin.models import get_family
 from amig_plugin.neurons import KnowledgeNeurons
+from amig_plugin.testing import tiny, tiny_sharp
 
 torch.set_num_threads(1)
 

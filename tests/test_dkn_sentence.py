@@ -8,14 +8,13 @@ import warnings
 
 import pytest
 
-from tiny import tiny_sharp
-
 from amig_plugin.data import Fact, PromptTextDropped, save_facts
 from amig_plugin.dkn import detect_facts, detect_for_fact, detection_key, fact_queries
 from amig_plugin.factcheck import FactChecker, candidate_query, likelihood, run_factcheck
 from amig_plugin.intervene import scores_under_interventions
 from amig_plugin.likn import cloze_query
 from amig_plugin.models import get_family
+from amig_plugin.testing import tiny_sharp
 
 CAPS = [("france", "paris"), ("germany", "berlin"), ("japan", "tokyo"), ("italy", "rome"), ("spain", "madrid")]
 TEMPLATE = "the capital of {} is <mask> located in europe"

@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from amig_plugin.easyedit.methods.amig import VALID_KEYS, AMIGHyperParams, HParamsError
+from amig_plugin.testing import same_weights as same
+from amig_plugin.testing import weights_copy as state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None
@@ -103,14 +105,6 @@ def request(country="France", capital="Paris", new="Rome", **extra):
          "subject": country, "portability": {}, "locality": {}}
     r.update(extra)
     return r
-
-
-def state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same(a, b) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --------------------------------------------------------------------------------------

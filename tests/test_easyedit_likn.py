@@ -14,6 +14,8 @@ import torch
 from amig_plugin.defaults import DEFAULT_QUADRATURE, DEFAULT_STEPS
 from amig_plugin.easyedit.methods.amig import HParamsError
 from amig_plugin.easyedit.methods.likn import LIKNHyperParams, request_languages
+from amig_plugin.testing import same_weights as same
+from amig_plugin.testing import weights_copy as state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None
@@ -32,14 +34,6 @@ def likn_request(**extra):
          "multilingual": {"zh": {"prompt": "法国 的 首都 是", "ground_truth": "巴黎", "target_new": "rome"}}}
     r.update(extra)
     return r
-
-
-def state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same(a, b) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_hparams_yaml_and_validation(tmp_path):

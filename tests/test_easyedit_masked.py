@@ -1,7 +1,7 @@
 """Masked LMs through EasyEdit: EasyEdit cannot load or evaluate BERT; ``load_editor``
 loads it with our loader and evaluates it with cloze versions of EasyEdit's metrics.
 
-A tiny BERT (tests/tiny.py's word-level tokenizer) is trained briefly to fill in capitals.
+A tiny BERT (amig_plugin.testing's word-level tokenizer) is trained briefly to fill in capitals.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from amig_plugin.easyedit.methods.amig import AMIGHyperParams
-from tiny import tiny_bert, word_tokenizer
+from amig_plugin.testing import tiny_bert, word_tokenizer
+from amig_plugin.testing import weights_copy as state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_EASYEDITOR = importlib.util.find_spec("easyeditor") is not None
@@ -76,10 +77,6 @@ def bert():
     model, tok = train_tiny_bert()
     assert fill(model, tok, "the capital of france is [MASK] .") == "paris"
     return model, tok
-
-
-def state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def hparams_for(model_name: str, **kw) -> AMIGHyperParams:

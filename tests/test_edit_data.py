@@ -138,13 +138,25 @@ def test_facts_jsonl(tmp_path):
     assert fr.locality == (PromptAnswer("The native language of X is", "French"),)
 
 
-def test_bmlama_directory(tmp_path):
-    src = SHARED / "bmlama17"
-    if not (src / "en.tsv").exists():
-        pytest.skip("the BMLAMA-17 data set is not next to the repository")
+def _check_bmlama_requests(src: Path):
     assert detect_format(src) == "bmlama"
     reqs = load_requests(src, limit=3)
     assert len(reqs) == 3 and all(r.ground_truth and r.target_new != r.ground_truth for r in reqs)
+    return reqs
+
+
+def test_bmlama_directory(bmlama_dir):
+    """A BMLAMA folder written from the shipped facts (en, zh): runs without the real data set."""
+    reqs = _check_bmlama_requests(bmlama_dir)
+    assert "zh" in reqs[0].other_languages
+
+
+def test_bmlama17_directory_has_every_language(tmp_path):
+    src = SHARED / "bmlama17"
+    if not (src / "en.tsv").exists():
+        pytest.skip("the real BMLAMA-17 data set is not next to the repository (its 17 languages are checked "
+                    "only there; test_bmlama_directory tests the format on files made from the shipped facts)")
+    reqs = _check_bmlama_requests(src)
     assert "es" in reqs[0].other_languages
 
 
@@ -187,7 +199,7 @@ def test_empty_alt_skipped_with_warning(tmp_path):
 
 
 def test_model_ground_truth_is_the_greedy_prediction():
-    from tiny import tiny
+    from amig_plugin.testing import tiny
 
     model, tok = tiny("gpt2", seed=0)
     prompt = "the capital of france is"

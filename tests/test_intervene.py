@@ -12,7 +12,7 @@ import torch
 from amig_plugin.intervene import (EffectCase, enhance_neurons, localization_effect, scale_neurons,
                                    scores_under_interventions, suppress_neurons)
 from amig_plugin.models import get_family
-from conftest import amig_hooks, get_model, plain_log_prob, prompt_for
+from amig_plugin.testing import amig_hooks, get_model, plain_log_prob, prompt_for
 
 
 def _ids(tok, text):

@@ -1,9 +1,9 @@
-"""LIKN: intersections, the cross-lingual editing experiment, the `amig likn` command, loaders."""
+"""LIKN: intersections, the cross-lingual editing experiment, its protocols and statistics (the
+`amig likn` command and its loader: test_cli_likn.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ import torch
 import amig_plugin.likn as likn_mod
 import amig_plugin.likn.protocols as likn_protocols
 from amig_plugin.localization.cache import LocalizationCache
-from amig_plugin.data import Fact, FactFormatError
+from amig_plugin.data import Fact
 from amig_plugin.intervene import WeightBackup
 from amig_plugin.likn import (
     FactLIKN,
@@ -27,28 +27,7 @@ from amig_plugin.likn import (
     success_ratios,
 )
 from amig_plugin.models import get_family
-
-CAPITALS = [("france", "paris", "法国", "巴黎"), ("germany", "berlin", "germany", "berlin"),
-            ("japan", "tokyo", "japan", "tokyo"), ("italy", "rome", "italy", "rome"),
-            ("spain", "madrid", "spain", "madrid")]
-
-
-def tiny_facts(langs=("en", "zh"), n=5) -> list[Fact]:
-    """Capital facts the word tokenizer of tests/tiny.py can read; parallel candidates."""
-    en_objs = [c[1] for c in CAPITALS]
-    zh_objs = [c[3] for c in CAPITALS]
-    facts = []
-    for country, city, zh_country, zh_city in CAPITALS[:n]:
-        prompts = {"en": [f"the capital of {country} is <mask> ."], "zh": [f"{zh_country} 的 首都 是 <mask> 。"],
-                   "de": [f"capital of {country} is <mask> ."]}
-        subject = {"en": country, "zh": zh_country, "de": country}
-        obj = {"en": city, "zh": zh_city, "de": city}
-        cands = {"en": en_objs, "zh": zh_objs, "de": en_objs}
-        facts.append(Fact(id=f"cap-{country}", relation="P36", subject={l: subject[l] for l in langs},
-                          object={l: obj[l] for l in langs}, prompts={l: prompts[l] for l in langs},
-                          candidates={l: cands[l] for l in langs}))
-    return facts
-
+from amig_plugin.testing import tiny_facts
 
 # ------------------------------------------------------------------------------ intersection
 
@@ -316,82 +295,6 @@ def test_aggregate_subsets():
 
 
 # ------------------------------------------------------------------------------ CLI and loaders
-
-
-def write_tsv(path: Path, rows, header="Prompt\tAns\tCandidate Ans\tSubject", eol="\n") -> Path:
-    path.write_text(eol.join([header] + ["\t".join(r) for r in rows]) + eol, encoding="utf-8")
-    return path
-
-
-EN = [["the capital of france is <mask> .", "paris", "paris, rome", "france"],
-      ["the capital of italy is <mask> .", "rome", "paris, rome", "italy"]]
-ZH = [["法国 的 首都 是 <mask> 。", "巴黎", "巴黎, rome", "法国"],
-      ["italy 的 首都 是 <mask> 。", "rome", "巴黎, rome", "italy"]]
-
-
-def test_cli_loader_bmlama_quirks_and_three_languages(tmp_path):
-    from amig_plugin.commands.likn import load_fact_data
-
-    write_tsv(tmp_path / "en.tsv", EN)
-    write_tsv(tmp_path / "de.tsv", EN)
-    # BMLAMA zh quirks: CRLF line ends, header with 5 fields over 4-field rows
-    write_tsv(tmp_path / "zh.tsv", ZH, header="Prompt\tAns\tCandidate\tAns\tSubject", eol="\r\n")
-    facts, source, notes = load_fact_data(str(tmp_path), ["en", "zh", "de"])
-    assert source.startswith("BMLAMA") and not notes
-    assert [f.languages for f in facts] == [("de", "en", "zh")] * 2
-    assert facts[0].prompt("zh") == "法国 的 首都 是 <mask> 。" and facts[0].candidates["zh"] == ("巴黎", "rome")
-    assert parallel_new_object(facts[0], ["en", "zh", "de"]) == {"en": "rome", "zh": "rome", "de": "rome"}
-
-
-def test_cli_loader_errors_name_file_and_line(tmp_path):
-    from amig_plugin.commands.likn import load_fact_data
-
-    write_tsv(tmp_path / "en.tsv", EN)
-    write_tsv(tmp_path / "zh.tsv", [r[:2] + r[3:] for r in ZH], header="Prompt\tAns\tSubject")
-    with pytest.raises(FactFormatError, match=r"zh\.tsv:1: missing column"):
-        load_fact_data(str(tmp_path), ["en", "zh"])
-    write_tsv(tmp_path / "zh.tsv", ZH[:1])
-    with pytest.raises(FactFormatError, match=r"row count mismatch.*first row without a counterpart: .*en\.tsv:3"):
-        load_fact_data(str(tmp_path), ["en", "zh"])
-    write_tsv(tmp_path / "zh.tsv", [ZH[0], ZH[1][:3]])
-    with pytest.raises(FactFormatError, match=r"zh\.tsv:3: expected 4 tab-separated fields"):
-        load_fact_data(str(tmp_path), ["en", "zh"])
-    write_tsv(tmp_path / "xx.tsv", EN)
-    with pytest.raises(FactFormatError, match=r"xx\.tsv: unknown language code 'xx'"):
-        load_fact_data(str(tmp_path), ["en", "xx"])
-    with pytest.raises(FactFormatError, match="not a BMLAMA directory"):
-        load_fact_data(str(tmp_path), ["en", "fr"])
-    bad = tmp_path / "facts.jsonl"
-    good = json.dumps(tiny_facts(n=1)[0].to_dict(), ensure_ascii=False)
-    bad.write_text(good + "\n" + good.replace('"subject"', '"subjekt"') + "\n", encoding="utf-8")
-    with pytest.raises(FactFormatError, match=r"facts\.jsonl:2: unknown field"):
-        load_fact_data(str(bad), ["en", "zh"])
-    bad.write_text(good + "\n", encoding="utf-8")
-    facts, _, notes = load_fact_data(str(bad), ["en", "de"])
-    assert facts == [] and "lack one of" in notes[0]
-
-
-def test_cli_end_to_end_on_a_saved_tiny_model(models, tmp_path, monkeypatch, capsys):
-    from amig_plugin.cli import main
-
-    model, tok = models("gpt2")
-    folder = tmp_path / "tiny-gpt2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    data = tmp_path / "facts.jsonl"
-    data.write_text("".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n" for f in tiny_facts()), encoding="utf-8")
-    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
-    args = ["likn", "--model", str(folder), "--data", str(data), "--langs", "en,zh", "--n", "4", "--steps", "3",
-            "--out", str(tmp_path / "out"), "--n-unrelated", "2", "--protocols", "activation"]
-    assert main(args) == 0
-    out = capsys.readouterr()
-    assert "Mono-KN (zh→en)" in out.out and "0 reused, 8 computed" in out.err
-    assert main(args) == 0
-    assert "8 reused, 0 computed" in capsys.readouterr().err
-    assert main(["likn", "--report-only", "--out", str(tmp_path / "out")]) == 0
-    assert "Mono-KN (zh→en)" in capsys.readouterr().out
-    assert main(["likn", "--report-only"]) == 2  # needs --out
-    assert main(["likn", "--model", str(folder), "--data", str(data), "--langs", "en"]) == 2
 
 
 def test_signed_value_edit_follows_the_activation_sign(models):

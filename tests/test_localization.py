@@ -10,7 +10,7 @@ import pytest
 from amig_plugin import defaults
 from amig_plugin.data import Fact
 from amig_plugin.localization import LocalizationCache, LocalizationSettings, localize_fact
-from conftest import get_model
+from amig_plugin.testing import get_model
 
 PROMPT = "the capital of france is <mask>"
 

@@ -13,7 +13,7 @@ from amig_plugin.errors import AmigError
 from amig_plugin.models import get_family
 from amig_plugin.intervene.neuron_edit import optimize_value_vectors
 from amig_plugin.neurons import localize
-from tiny import tiny
+from amig_plugin.testing import tiny
 
 FACTS = [("france", "paris"), ("germany", "berlin"), ("japan", "tokyo"), ("italy", "rome"), ("spain", "madrid")]
 

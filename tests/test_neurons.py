@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amig_plugin.neurons import KnowledgeNeurons, default_tau, localize, shared_neurons, threshold_neurons
-from conftest import FAMILIES, get_model
+from amig_plugin.testing import FAMILIES, get_model
 
 PROMPT = "the capital of france is <mask>"
 
@@ -165,25 +165,6 @@ def test_localize_finds_planted_neuron(kind, method, planted):
     assert len(kn.neurons) < 20  # a localization, not a flood
 
 
-def test_cache_ignores_batch_size(tmp_path):
-    """ig_batch_size changes how rows are batched, not the result: it is not part of the
-    cache key; a result setting is."""
-    from amig_plugin.localization.cache import LocalizationCache
-
-    model, tok = get_model("gpt2")
-    cache = LocalizationCache(tmp_path / "loc.jsonl")
-    first = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=7)
-    again = cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, ig_batch_size=128)
-    assert (cache.misses, cache.hits) == (1, 1) and again.neurons == first.neurons
-    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=4)
-    assert cache.misses == 2
-    # so is the quadrature rule (the default rule is keyed even when the caller leaves it out)
-    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
-    assert cache.misses == 3
-    cache.localize(model, tok, PROMPT, "paris", lang="en", method="kn", steps=3, quadrature="midpoint")
-    assert cache.misses == 3
-
-
 @pytest.mark.parametrize("kwargs,message", [(dict(share_p=1.5), r"share_p must lie in \[0, 1\)"),
                                             (dict(share_p=-0.1), "share_p"), (dict(steps=1), "steps must be an integer >= 2"),
                                             (dict(method="ig"), "unknown method")])
@@ -283,14 +264,3 @@ def test_adaptive_from_a_one_prompt_record_equals_direct_selection(size_range):
     assert adaptive_from_record(plain, (2, 60)) is None  # more than the recorded top neurons: cannot answer
 
 
-def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
-    from amig_plugin.localization.cache import LocalizationCache
-    model, tok = get_model("gpt2")
-    cache = LocalizationCache(tmp_path / "loc.jsonl")
-    cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3)
-    ad = cache.localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5))
-    assert (cache.misses, cache.hits) == (1, 1)
-    assert ad.neurons == localize(model, tok, PROMPT, "paris", lang="en", steps=3, adaptive=(2, 5)).neurons
-    again = LocalizationCache(tmp_path / "loc.jsonl").localize(model, tok, PROMPT, "paris", lang="en", steps=3,
-                                                               adaptive=[2, 5])
-    assert again.neurons == ad.neurons

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import warnings
 
-from tiny import tiny_sharp
-
 import amig_plugin.data as D
 from amig_plugin.data import Fact, PromptTextDropped, causal_prompt_and_target, prompt_drop_summary, prompt_languages
+from amig_plugin.testing import save_tiny, tiny_sharp
 
 
 def _dropped(caught) -> list[str]:
@@ -112,10 +111,7 @@ def _mid_sentence_facts() -> list[Fact]:
 
 
 def _saved_tiny(tmp_path):
-    model, tok = tiny_sharp("gpt2")
-    folder = tmp_path / "tiny-gpt2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = save_tiny(tmp_path / "tiny-gpt2")
     data = tmp_path / "facts.jsonl"
     D.save_facts(_mid_sentence_facts(), data)
     return folder, data

@@ -1,8 +1,8 @@
-"""Prompt rules at the query boundary, the intervention position, and atomic value edits.
+"""Prompt rules of the data layer, the intervention position, and atomic value edits (the
+query encoding's own rules are tested in test_models.py).
 
-- causal prompts: no ``<mask>`` = the target after one space (none after CJK text); text
-  after a mid-sentence mask dropped in cut mode with a warning; unknown-only targets refused;
-- NFC: NFD and NFC spellings give the same query and the same attributions, bit for bit;
+- causal prompts: ``causal_cloze``; text after a mid-sentence mask dropped in cut mode with a
+  warning, once per prompt;
 - suppress/enhance/scale_neurons act where the caller says (the query's target position);
 - ``likn.apply_value_edit`` is all or nothing.
 """
@@ -10,38 +10,21 @@
 from __future__ import annotations
 
 import copy
-import unicodedata
 import warnings
 
 import pytest
 import torch
 
-from amig_plugin import data as D
-from amig_plugin.attribution import neuron_attributions
 from amig_plugin.data import PromptTextDropped, causal_cloze, causal_prompt_and_target
-from amig_plugin.errors import AmigError, UsageError
+from amig_plugin.errors import UsageError
 from amig_plugin.intervene import enhance_neurons, scale_neurons, suppress_neurons, target_position
-from amig_plugin.models import QueryError, get_family
-from conftest import BERT_PROMPT, get_model
-from tiny import bpe_tokenizer, tiny_bert, tiny_gpt2, tiny_llama, word_tokenizer
-
-CAUSAL = {"gpt2": tiny_gpt2, "llama": tiny_llama}
-
-
-@pytest.fixture(autouse=True)
-def fresh_warnings():
-    D._warned.clear()
-    yield
-    D._warned.clear()
+from amig_plugin.models import get_family
+from amig_plugin.testing import BERT_PROMPT, get_model
+from amig_plugin.testing import same_weights as _same
+from amig_plugin.testing import weights_copy as _state
 
 
-def _bpe_model(kind: str):
-    tok = bpe_tokenizer()
-    return CAUSAL[kind](len(tok), seed=1), tok
-
-
-def _ids(tok, text: str) -> list[int]:
-    return list(tok(text, add_special_tokens=False)["input_ids"])
+pytestmark = pytest.mark.usefixtures("fresh_prompt_warnings")
 
 
 # ------------------------------------------------------------------ causal prompt rules
@@ -53,28 +36,6 @@ def test_causal_cloze_rule():
     assert causal_cloze("法国的首都是") == "法国的首都是<mask>"
     assert causal_cloze("東京は日本の首都で、") == "東京は日本の首都で、<mask>"
     assert causal_cloze("It is <mask>.") == "It is <mask>."  # a mask: unchanged
-
-
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_prompt_without_mask_scores_the_word_initial_token(kind):
-    model, tok = _bpe_model(kind)
-    family = get_family(model)
-    assert _ids(tok, " Paris") != _ids(tok, "Paris")  # the test means something: two tokens
-    plain = family.encode(tok, "The capital of France is", "Paris")
-    masked = family.encode(tok, "The capital of France is <mask>", "Paris")
-    assert plain.target_ids.tolist() == _ids(tok, " Paris")
-    assert torch.equal(plain.input_ids, masked.input_ids) and torch.equal(plain.target_ids, masked.target_ids)
-    assert plain.target_position == masked.target_position
-    # trailing whitespace = the same rule; a target given with its space is not doubled
-    assert torch.equal(family.encode(tok, "The capital of France is ", "Paris").input_ids, plain.input_ids)
-    assert family.encode(tok, "The capital of France is", " Paris").target_ids.tolist() == _ids(tok, " Paris")
-    # Chinese: nothing added
-    zh = family.encode(tok, "法国的首都是", "巴黎")
-    assert zh.target_ids.tolist() == _ids(tok, "巴黎") != _ids(tok, " 巴黎")
-    # attributions follow: a prompt without a mask is the same query as with " <mask>"
-    a = neuron_attributions(model, tok, "The capital of France is", "Paris", steps=4)
-    b = neuron_attributions(model, tok, "The capital of France is <mask>", "Paris", steps=4)
-    assert torch.equal(a.attributions, b.attributions)
 
 
 def test_cut_mode_warns_once_naming_the_dropped_words():
@@ -92,50 +53,7 @@ def test_cut_mode_warns_once_naming_the_dropped_words():
     assert [w for w in seen if issubclass(w.category, PromptTextDropped)] == []
 
 
-def test_encode_warns_for_a_mid_sentence_mask():
-    model, tok = _bpe_model("gpt2")
-    with pytest.warns(PromptTextDropped, match=r"drops the 2 word\(s\) after <mask> \(.is Paris\..\)"):
-        q = get_family(model).encode(tok, "The capital of <mask> is Paris.", "France")
-    assert q.target_ids.tolist() == _ids(tok, " France")
-
-
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
-def test_unknown_only_target_is_refused(kind):
-    model, tok = get_model(kind)
-    family = get_family(model)
-    prompt = BERT_PROMPT if kind == "bert" else "the capital of france is <mask>"
-    assert set(_ids(tok, "Molière Zürich")) == {tok.unk_token_id}
-    with pytest.raises(QueryError, match=r"only unknown tokens \(\[UNK\]\).*vocabulary") as info:
-        family.encode(tok, prompt, "Molière Zürich")
-    assert isinstance(info.value, AmigError) and isinstance(info.value, ValueError)
-    q = family.encode(tok, prompt, "paris Molière")  # one known token: a usable, if odd, target
-    assert q.target_ids.tolist()[0] != tok.unk_token_id
-
-
 # ------------------------------------------------------------------ NFC
-
-
-def test_nfd_and_nfc_give_the_same_causal_query_and_attributions():
-    model, tok = _bpe_model("gpt2")
-    nfc_prompt, nfc_target = "Molière was born in <mask>", "café"
-    nfd_prompt, nfd_target = (unicodedata.normalize("NFD", t) for t in (nfc_prompt, nfc_target))
-    assert nfd_target != nfc_target and _ids(tok, nfd_target) != _ids(tok, nfc_target)  # different bytes, tokens
-    family = get_family(model)
-    a, b = family.encode(tok, nfc_prompt, nfc_target), family.encode(tok, nfd_prompt, nfd_target)
-    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.target_ids, b.target_ids)
-    ra = neuron_attributions(model, tok, nfc_prompt, nfc_target, steps=4)
-    rb = neuron_attributions(model, tok, nfd_prompt, nfd_target, steps=4)
-    assert torch.equal(ra.attributions, rb.attributions) and ra.score == rb.score
-
-
-def test_nfd_and_nfc_give_the_same_masked_lm_attributions():
-    tok = word_tokenizer(causal=False, extra=["café", "molière"])
-    model = tiny_bert(len(tok), seed=2)
-    nfd = unicodedata.normalize("NFD", "café")
-    assert tok.unk_token_id in _ids(tok, nfd) and _ids(tok, "café") != _ids(tok, nfd)
-    ra = neuron_attributions(model, tok, "molière likes the <mask> .", "café", steps=4)
-    rb = neuron_attributions(model, tok, unicodedata.normalize("NFD", "molière likes the <mask> ."), nfd, steps=4)
-    assert torch.equal(ra.attributions, rb.attributions)
 
 
 # ------------------------------------------------------------------ intervention position
@@ -177,14 +95,6 @@ def test_position_is_required(ctx):
 
 
 # ------------------------------------------------------------------ atomic value edit
-
-
-def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_apply_value_edit_is_all_or_nothing(monkeypatch):

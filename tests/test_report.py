@@ -9,21 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import tiny_sharp
-
 from amig_plugin.pipeline import parse_config, run
 from amig_plugin.pipeline.studies import STUDIES
 from amig_plugin.report import build_report, layer_counts, markdown_table, overlap_data
+from amig_plugin.testing import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-gpt2-report")
-    model, tok = tiny_sharp("gpt2", seed=5, fact_words=True)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = save_tiny(tmp_path_factory.mktemp("tiny-gpt2-report"), seed=5, fact_words=True)
     # 3 relations x 3 facts: the smallest set fact-checking can split (DKN / dev / test part)
     from amig_plugin.data import group_by_relation, save_facts, shipped_facts
 

@@ -1,6 +1,6 @@
 """`amig run`: config validation, kill -9 and resume, corrupted last lines, sharding, merge.
 
-Tiny GPT-2 (tests/tiny.py) saved to a folder, shipped facts; every run takes seconds.
+Tiny GPT-2 (amig_plugin.testing) saved to a folder, shipped facts; every run takes seconds.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny import tiny_sharp
-
 from amig_plugin.pipeline import ConfigError, RunFolder, RunLocked, merge_run, parse_config, run
 from amig_plugin.pipeline.config import load_config
 from amig_plugin.report import diff_runs
 from amig_plugin.store import StoreError
+from amig_plugin.testing import save_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,11 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 + word tokenizer saved with save_pretrained (loadable by load_model)."""
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    model, tok = tiny_sharp("gpt2", seed=3, fact_words=True)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny(tmp_path_factory.mktemp("tiny-gpt2"), seed=3, fact_words=True)
 
 
 def make_config(model_dir: Path, **over) -> dict:

@@ -9,25 +9,12 @@ import pytest
 
 from amig_plugin.data import load_bmlama, load_facts, sample_facts, shipped_facts
 from amig_plugin.errors import AmigError
+from amig_plugin.testing import write_bmlama_from_shipped
 from amig_plugin.sources import FactSourceError, NotEnoughFacts, load_fact_source, source_kind
 
 
-def _bmlama_from_shipped(folder, langs=("en", "zh"), n=12):
-    """A small BMLAMA folder (row i of every <lang>.tsv is the same fact) made from our shipped facts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    facts = [f for f in shipped_facts(list(langs))][:n]
-    for lang in langs:
-        rows = ["Prompt\tAns\tCandidate Ans\tSubject"]
-        for f in facts:
-            prompt = f.prompts[lang][0]
-            cands = ", ".join(dict.fromkeys([f.target(lang), *f.candidates.get(lang, ())]))
-            rows.append(f"{prompt}\t{f.target(lang)}\t{cands}\t{f.subject[lang]}")
-        (folder / f"{lang}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
-
-
 def test_kinds_are_detected(tmp_path):
-    folder = _bmlama_from_shipped(tmp_path / "bm")
+    folder = write_bmlama_from_shipped(tmp_path / "bm")
     assert source_kind(None, ["en"]) == source_kind("shipped", ["en"]) == "shipped"
     assert source_kind(str(folder), ["en", "zh"]) == "bmlama"
     assert source_kind(str(folder / "en.tsv"), ["en"]) == "bmlama"
@@ -51,7 +38,7 @@ def test_shipped_restricted_or_whole():
 
 
 def test_bmlama_folder_gives_the_loader_facts_and_samples_like_sample_facts(tmp_path):
-    folder = _bmlama_from_shipped(tmp_path / "bm")
+    folder = write_bmlama_from_shipped(tmp_path / "bm")
     source = load_fact_source(str(folder), ["en", "zh"])
     assert source.description == f"BMLAMA {folder}" and source.kind == "bmlama"
     expected = load_bmlama({l: folder / f"{l}.tsv" for l in ("en", "zh")})
@@ -78,7 +65,7 @@ def test_bad_paths_and_too_many_facts_are_one_line_errors(tmp_path):
         load_fact_source("no/such", ["en"])
     with pytest.raises(AmigError, match=r"'data.path' no/such"):
         load_fact_source("no/such", ["en"], option="'data.path'")
-    folder = _bmlama_from_shipped(tmp_path / "bm", langs=("en",))
+    folder = write_bmlama_from_shipped(tmp_path / "bm", langs=("en",))
     with pytest.raises(AmigError, match=r"no zh\.tsv in this folder"):
         load_fact_source(str(folder), ["en", "zh"])
     with pytest.raises(NotEnoughFacts, match=r"--n 13: only 12 facts"):
