@@ -11,7 +11,6 @@ main's BaseEditor loads it by name); WORK_DIR: the working directory (EasyEdit's
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import io
 import json

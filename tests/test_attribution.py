@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from amig_plugin.attribution import QUADRATURES, neuron_attributions, path_alphas, quadrature_rule
+from amig_plugin.attribution import neuron_attributions, path_alphas, quadrature_rule
 from amig_plugin.defaults import DEFAULT_QUADRATURE
-from amig_plugin.models import QueryError, UnsupportedModelError, get_family
+from amig_plugin.models import get_family
 from conftest import amig_hooks, FAMILIES, get_model
-from amig_plugin.testing import bos_word_tokenizer, dropping_word_tokenizer, tiny_sharp
+from amig_plugin.testing import bos_word_tokenizer, tiny_sharp
 
 LONG_CAUSAL = "the language spoken in the capital of france is <mask>"  # 9 tokens > Gemma3's window 4
 BERT_2MASK = "the capital of france is <mask> ."

@@ -4,7 +4,6 @@ exit code 2, no traceback, and argument errors stop before any model is loaded."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -16,7 +16,6 @@ from amig_plugin.dkn import (
     detect_degenerate_loop,
     detect_facts,
     format_layer_summary,
-    grow_degenerate_sets,
     layer_summary,
     pair_indices,
     top_neurons_for,

@@ -12,7 +12,6 @@ import amig_plugin.likn as likn_mod
 import amig_plugin.likn.protocols as likn_protocols
 from amig_plugin.localization.cache import LocalizationCache
 from amig_plugin.data import Fact
-from amig_plugin.intervene import WeightBackup
 from amig_plugin.likn import (
     FactLIKN,
     aggregate,
