@@ -1,11 +1,12 @@
 """``amig demo``: the main job on the embedded default model, end to end.
 
-    amig demo [--model M] [--n 2] [--langs en,zh] [--full]
+    amig demo [--model M] [--n 4] [--langs en,zh] [--full]
 
-Quick by default (about 3 minutes on 2 idle CPU cores): localizes 2 shipped facts in English
-and Chinese with AMIG and KN, then prints the suppression / enhancement effects of those
-neurons on related and unrelated prompts against random neuron sets of the same size.
-``--full`` uses 4 facts and adds the LIKN and DKN sections. The plan (sections, facts,
+Quick by default (about 1.5 minutes on 2 idle CPU cores once the model is converted):
+localizes 4 shipped facts in English and Chinese with AMIG and KN, then prints the
+suppression / enhancement effects of those neurons on related and unrelated prompts against
+random neuron sets of the same size. ``--full`` adds the LIKN and DKN sections (about 3
+minutes). The plan (sections, facts,
 languages) and an estimated time are printed first, and a few lines on how to read each
 table come before it.
 """
@@ -136,13 +137,14 @@ def run_demo(model, tokenizer, *, n_facts: int = 4, steps: int = DEFAULT_STEPS, 
 # ----------------------------------------------------------------------------------------
 # the command
 
-#: rough seconds on 2 idle CPU cores with Gemma-3-270M, for the ETA printed first (from the CPU time of one
-#: fact: AMIG 18 s, KN with its refinement 42 s, over 2 threads; the LIKN and DKN sections from a full run)
-SECONDS_LOAD = 20
-SECONDS_PER_FACT_LANG = 35  # AMIG + KN localization of one prompt at the default m, and its effects
-SECONDS_SECTIONS = {"likn": 100, "dkn": 50}
-#: facts per language: quick (about 3 minutes) and --full (today's full tour)
-QUICK_FACTS, FULL_FACTS = 2, 4
+#: rough seconds on 2 idle CPU cores with Gemma-3-270M (converted and cached), for the ETA printed first,
+#: measured with an empty localization cache: model load 7 s, AMIG + KN of one prompt and its effects
+#: about 10 s per fact and language, the whole --full tour 175 s
+SECONDS_LOAD = 10
+SECONDS_PER_FACT_LANG = 10
+SECONDS_SECTIONS = {"likn": 50, "dkn": 30}
+#: facts per language: quick (about 1.5 minutes) and --full (about 3 minutes)
+QUICK_FACTS, FULL_FACTS = 4, 4
 
 
 def demo_sections(full: bool) -> list[tuple[str, str]]:
@@ -202,7 +204,7 @@ def add_commands(subparsers) -> None:
     add_n_option(p, None, f"facts per language (default {QUICK_FACTS}; {FULL_FACTS} with --full)", old="--facts")
     add_langs_option(p, 1, ["en", "zh"])
     add_data_option(p, help="fact source (default: the shipped facts): a BMLAMA folder, an mLAMA folder or a .jsonl fact file")
-    p.add_argument("--full", action="store_true", help="also run the LIKN and DKN sections (several times longer)")
+    p.add_argument("--full", action="store_true", help="also run the LIKN and DKN sections (about twice as long)")
     p.add_argument("--prompts-per-fact", type=opt.positive_int, default=1,
                    help="paraphrases localized per fact (sharing filter when > 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the unrelated facts and the random neuron sets")
