@@ -288,12 +288,12 @@ def test_demo_prints_its_plan_before_loading(monkeypatch, capsys):
     with pytest.raises(Stop):
         main(["demo"])
     out = capsys.readouterr().out
-    assert "quick" in out and "2 shipped facts x 2 languages (en, zh)" in out and "ETA: about" in out
+    assert "quick" in out and f"{demo.QUICK_FACTS} shipped facts x 2 languages (en, zh)" in out and "ETA: about" in out
     assert "1. localization" in out and "likn" not in out.lower().split("--full")[0]
     with pytest.raises(Stop):
         main(["demo", "--full"])
     out = capsys.readouterr().out
-    assert "4 shipped facts" in out and "2. likn" in out and "3. dkn" in out
+    assert f"{demo.FULL_FACTS} shipped facts" in out and "2. likn" in out and "3. dkn" in out
 
 
 def test_quick_demo_runs_only_the_localization_section(monkeypatch, capsys):
