@@ -305,7 +305,7 @@ def test_quick_demo_runs_only_the_localization_section(monkeypatch, capsys):
     monkeypatch.setattr(likn, "demo_section", lambda *a, **kw: calls.append(("likn",)))
     monkeypatch.setattr(dkn, "demo_section", lambda *a, **kw: calls.append(("dkn",)))
     assert main(["demo"]) == 0
-    assert [c[0] for c in calls] == ["run"] and calls[0][1] == 2
+    assert [c[0] for c in calls] == ["run"] and calls[0][1] == demo.QUICK_FACTS
     calls.clear()
     assert main(["demo", "--full", "--n", "3"]) == 0
     assert [c[0] for c in calls] == ["run", "likn", "dkn"] and calls[0][1] == 3
