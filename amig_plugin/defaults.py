@@ -27,6 +27,15 @@ DEFAULT_QUADRATURE = "gauss"
 #: before torch is imported.
 QUADRATURE_NAMES = ("midpoint", "left", "right", "linspace", "gauss", "steep")
 
+#: The rest of a localization's defaults (:class:`amig_plugin.localization.LocalizationSettings`,
+#: :func:`amig_plugin.neurons.localize`, run configs): a neuron must pass τ in more than this
+#: share of a fact's prompts, the score is P(target) (the paper's), AMIG's baseline is the mean
+#: over masked inputs, and the best 50 neurons are kept in every record (DKN's top-k, plots).
+DEFAULT_SHARE_P = 0.7
+DEFAULT_OBJECTIVE = "prob"
+DEFAULT_AMIG_MODE = "mean"
+DEFAULT_TOP_K = 50
+
 #: A result is converged when every layer's relative completeness residual
 #: |Σ IG − ΔF_l| / max(|ΔF_l|, RESIDUAL_FLOOR · max_l |ΔF_l|) is at most this.
 DEFAULT_RESIDUAL_TOLERANCE = 0.05

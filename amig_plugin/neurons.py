@@ -28,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attribution import AttributionResult, attribute_query, refine_unconverged
-from .defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_STEPS
+from .defaults import (DEFAULT_AMIG_MODE, DEFAULT_IG_BATCH_SIZE, DEFAULT_OBJECTIVE, DEFAULT_QUADRATURE,
+                       DEFAULT_RESIDUAL_TOLERANCE, DEFAULT_SHARE_P, DEFAULT_STEPS, DEFAULT_TOP_K)
 from .defaults import DEFAULT_TAU, FALLBACK_TAU, KN_TAU, default_tau  # noqa: F401  (re-exported)
 from .checks import check_share_p, check_size_range, check_steps, check_tau  # noqa: F401  (re-exported)
 from .errors import AmigError
@@ -264,15 +265,15 @@ def localize(
     lang: str | None = None,
     method: str = "amig",
     tau: float | None = None,
-    share_p: float = 0.7,
+    share_p: float = DEFAULT_SHARE_P,
     steps: int = DEFAULT_STEPS,
-    objective: str = "prob",
+    objective: str = DEFAULT_OBJECTIVE,
     quadrature: str = DEFAULT_QUADRATURE,
-    amig_mode: str = "mean",
+    amig_mode: str = DEFAULT_AMIG_MODE,
     layers: Sequence[int] | None = None,
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE,
     fact_id: str | None = None,
-    top_k: int = 50,
+    top_k: int = DEFAULT_TOP_K,
     adaptive: tuple[int, int] | None = None,
     progress: bool = False,
     return_attributions: bool = False,

@@ -26,9 +26,7 @@ corpus (:mod:`amig_plugin.easyedit.stats`) or ROME's ``mom2_adjustment`` is turn
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
-import json
 import math
 import os
 import random
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..data import Fact, causal_prompt_and_target, group_by_relation, sample_facts, wrong_objects
+from ..store import content_key
 
 __all__ = [
     "METHODS",
@@ -127,7 +126,8 @@ def build_requests(facts: Sequence[Fact], n: int, *, lang: str = "en", other_lan
 
 
 def requests_fingerprint(requests: Sequence[dict]) -> str:
-    return hashlib.sha1(json.dumps(list(requests), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+    """The first 12 hex digits of the requests' :func:`~amig_plugin.store.content_key`."""
+    return content_key(list(requests))[:12]
 
 
 def edit_arguments(requests: Sequence[dict]) -> dict:

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from .. import defaults
 from ..checks import did_you_mean
-from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, default_tau
+from ..defaults import (DEFAULT_AMIG_MODE, DEFAULT_IG_BATCH_SIZE, DEFAULT_OBJECTIVE, DEFAULT_QUADRATURE, DEFAULT_SHARE_P,
+                        DEFAULT_STEPS, DEFAULT_TOP_K, default_tau)
 from ..store import content_key
 
 #: The settings every localization key holds (with ``tau`` resolved for the language).
@@ -35,13 +36,13 @@ class LocalizationSettings:
     """
 
     tau: float | None = None
-    share_p: float = 0.7
+    share_p: float = DEFAULT_SHARE_P
     steps: int = DEFAULT_STEPS
-    objective: str = "prob"
+    objective: str = DEFAULT_OBJECTIVE
     quadrature: str = DEFAULT_QUADRATURE
-    amig_mode: str = "mean"
+    amig_mode: str = DEFAULT_AMIG_MODE
     layers: tuple[int, ...] | None = None
-    top_k: int = 50
+    top_k: int = DEFAULT_TOP_K
     adaptive: tuple[int, int] | None = None
     on_unconverged: str = "warn"
     refine_max_steps: int = 96

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES
+from ..defaults import (DEFAULT_AMIG_MODE, DEFAULT_IG_BATCH_SIZE, DEFAULT_OBJECTIVE, DEFAULT_QUADRATURE, DEFAULT_SHARE_P,
+                        DEFAULT_STEPS, DEFAULT_TOP_K, QUADRATURE_NAMES)
 from .registry import ConfigError, _suggest  # noqa: F401 (ConfigError is re-exported)
 
 
@@ -43,9 +44,10 @@ LOCALIZATION_KEYS = ("steps", "objective", "quadrature", "amig_mode", "ig_batch_
 METHODS = ("amig", "kn")
 DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
-DEFAULT_LOCALIZATION = dict(steps=DEFAULT_STEPS, objective="prob", quadrature=DEFAULT_QUADRATURE, amig_mode="mean",
-                            ig_batch_size=DEFAULT_IG_BATCH_SIZE, share_p=0.7, tau=None, top_k=50, layers=None, cache=True,
-                            heatmap_facts=1, on_unconverged="warn")
+DEFAULT_LOCALIZATION = dict(steps=DEFAULT_STEPS, objective=DEFAULT_OBJECTIVE, quadrature=DEFAULT_QUADRATURE,
+                            amig_mode=DEFAULT_AMIG_MODE, ig_batch_size=DEFAULT_IG_BATCH_SIZE, share_p=DEFAULT_SHARE_P,
+                            tau=None, top_k=DEFAULT_TOP_K, layers=None, cache=True, heatmap_facts=1,
+                            on_unconverged="warn")
 
 # settings that change the numbers of existing records: a resumed run must not change them
 RESULT_KEYS = ("model", "dtype", "seed", "data.kind", "data.path", "data.template_lang",

@@ -63,7 +63,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from ....defaults import DEFAULT_IG_BATCH_SIZE, DEFAULT_QUADRATURE, DEFAULT_STEPS, QUADRATURE_NAMES, default_tau
+from ....defaults import (DEFAULT_AMIG_MODE, DEFAULT_IG_BATCH_SIZE, DEFAULT_OBJECTIVE, DEFAULT_QUADRATURE,
+                         DEFAULT_SHARE_P, DEFAULT_STEPS, QUADRATURE_NAMES, default_tau)
 from ..validation import HParamsError, reject_unknown_keys, require_mapping
 
 __all__ = ["AMIGHyperParams", "HParamsError", "VALID_KEYS", "REQUIRED_KEYS"]
@@ -90,14 +91,14 @@ class AMIGHyperParams:
     method: str = "amig"
     steps: int = DEFAULT_STEPS
     ig_batch_size: int = DEFAULT_IG_BATCH_SIZE
-    objective: str = "prob"
+    objective: str = DEFAULT_OBJECTIVE
     quadrature: str = DEFAULT_QUADRATURE
-    amig_mode: str = "mean"
+    amig_mode: str = DEFAULT_AMIG_MODE
     layers: Optional[List[int]] = None
     lang: str = "auto"
     tau: Optional[float] = None
     tau_by_lang: Optional[Dict[str, float]] = None
-    share_p: float = 0.7
+    share_p: float = DEFAULT_SHARE_P
     localize_on: str = "prompt"
     max_neurons: Optional[int] = 20
     min_neurons: int = 1
