@@ -30,7 +30,7 @@ from torch import nn
 
 from ..models import ModelFamily, get_family
 from ..neurons import KnowledgeNeurons, UnconvergedError, adaptive_from_record, localize, model_id
-from .settings import EXECUTION_FIELDS, LocalizationSettings
+from .settings import LocalizationSettings
 from ..store import RecordStore
 
 #: identity of the fingerprint scheme (part of each fingerprint)
@@ -204,9 +204,6 @@ class LocalizationCache:
     @classmethod
     def for_model(cls, model, root: str | os.PathLike | None = None) -> "LocalizationCache":
         return cls(Path(root or cache_root()) / "localizations" / f"{model_folder_name(model)}.jsonl")
-
-    #: settings that change how the work is batched, not its result (beyond float rounding)
-    EXECUTION_ONLY = EXECUTION_FIELDS
 
     @staticmethod
     def key(model_name: str, prompts: Sequence[str], target: str, lang: str | None, method: str, settings: dict) -> str:
