@@ -58,11 +58,11 @@ def test_killed_compare_resumes_without_repeating_or_losing(setup, tmp_path, mon
     calls = []
 
     def killed_after(k):
-        def run(editor, requests, seed=0):
+        def run(editor, requests, seed=0, **kwargs):
             if len(calls) == k:
                 raise KeyboardInterrupt("killed")  # not an Exception: nothing catches it, like a kill
             calls.append(requests[0]["prompt"])
-            return real(editor, requests, seed=seed)
+            return real(editor, requests, seed=seed, **kwargs)
         return run
 
     monkeypatch.setattr(C, "run_method", killed_after(4))

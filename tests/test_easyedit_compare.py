@@ -90,6 +90,7 @@ def _yamls(folder, stem: str) -> None:
     files["ROME"] = "alg_name: ROME\nlayers: [0]\ncontext_template_length_params: [[5, 5]]\n" + common
     files["MEMIT"] = ("alg_name: MEMIT\nlayers: [0, 1]\nlayer_selection: all\nmom2_update_weight: 100\nbatch_size: 1\n"
                       + common.replace("clamp_norm_factor: 4", "clamp_norm_factor: 0.75"))
+    files["FT-L"] = files["FT"]  # the default label; "FT" (the algorithm's name) works as a label too
     for method, text in files.items():
         (folder / method).mkdir(parents=True, exist_ok=True)
         (folder / method / f"{stem}.yaml").write_text(text)
@@ -114,22 +115,24 @@ def test_compare_command_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
             "--stats-dir", str(stats), "--mom2-tokens", "300", "--set", "AMIG.max_neurons=5"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    for method in ("AMIG", "KN", "ROME", "MEMIT", "FT"):
+    for method in ("AMIG", "KN", "ROME", "MEMIT", "FT-L"):
         assert f"| {method} | 2 |" in text, text
     assert "(unedited)" in text and "covariance (mom2) statistics from local corpus 'facts+pydoc'" in text
     npz = sorted(p.name for p in stats.rglob("*.npz"))
     assert npz == ["transformer.h.0.mlp.c_proj_float32_mom2_%d.npz" % int(npz[0].rsplit("_", 1)[1][:-4]),
                    "transformer.h.1.mlp.c_proj_float32_mom2_%d.npz" % int(npz[0].rsplit("_", 1)[1][:-4])]
     saved = json.loads(out.read_text())
-    assert set(saved["methods"]) == {"AMIG", "KN", "ROME", "MEMIT", "FT"}
+    assert set(saved["methods"]) == {"AMIG", "KN", "ROME", "MEMIT", "FT-L"}
+    # the token cap names the statistics: another --mom2-tokens never reuses these
+    assert saved["methods"]["ROME"]["settings"]["mom2_dataset"] == "amig-local-facts-pydoc-300tok"
     amig = saved["methods"]["AMIG"]
     assert len(amig["amig_edits"]) == 2 and all(1 <= len(e["neurons"]) <= 5 for e in amig["amig_edits"])
     assert os.listdir(tmp_path / "hp")  # and no ./logs: EasyEdit's files were kept out of the cwd
     assert not (tmp_path / "logs").exists()
     # a second run reuses every saved method
-    assert main(argv + ["--methods", "AMIG,FT"]) == 0
+    assert main(argv + ["--methods", "AMIG,FT-L"]) == 0
     err = capsys.readouterr().err
-    assert "AMIG: reusing saved results" in err and "FT: reusing saved results" in err
+    assert "AMIG: reusing saved results" in err and "FT-L: reusing saved results" in err
 
 
 @needs_easyeditor

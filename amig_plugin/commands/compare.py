@@ -58,8 +58,10 @@ def _hparams_path(method: str, args, stem: str) -> str:
     for c in candidates:
         if c.is_file():
             return str(c)
+    known = sorted({d.name for root in (Path(args.hparams_dir), repo_root / "hparams") if root.is_dir()
+                    for d in root.iterdir() if (d / f"{stem}.yaml").is_file()})
     raise ValueError(f"no {method} hparams for model {stem!r}: looked for {[str(c) for c in candidates]}; "
-                     f"pass --hparams {method}=PATH")
+                     f"methods with a YAML for it: {', '.join(known) or 'none'}; or pass --hparams {method}=PATH")
 
 
 def _overrides(args) -> dict:
@@ -78,7 +80,9 @@ def _overrides(args) -> dict:
 def _settings_of(hparams) -> dict:
     import dataclasses
 
-    d = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(vars(hparams))
+    d = dict(vars(hparams))  # dataclass fields and the attributes of our adaptations (post_norm_targets)
+    if dataclasses.is_dataclass(hparams):
+        d.update(dataclasses.asdict(hparams))
     return {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v)) for k, v in d.items()}
 
 
@@ -93,18 +97,18 @@ def cmd_compare(args) -> int:
     from ..compare_records import CompareRecords
     from ..loading import DEFAULT_MODEL, load_model
     from ..models import get_family
+    from ..data.edits import mzsre_files
 
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip().upper() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in C.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(C.METHODS)}")
+    limits = _limits(args, methods)
     model_name = args.model or DEFAULT_MODEL
     stem = _model_stem(model_name)
     overrides = _overrides(args)
     paths = {m: _hparams_path(m, args, stem) for m in methods}
     hparams = {m: C.load_method_hparams(m, paths[m], model_name=model_name) for m in methods}
+    algs = {m: C.yaml_algorithm(paths[m]) for m in methods}
     for method, kv in overrides.items():
         if method not in hparams:
             raise ValueError(f"--set for {method}, which is not among --methods {methods}")
@@ -112,7 +116,7 @@ def cmd_compare(args) -> int:
             if not hasattr(hparams[method], key):
                 raise ValueError(f"--set {method}.{key}: {type(hparams[method]).__name__} has no field {key!r}")
             setattr(hparams[method], key, value)
-        if method == "AMIG":
+        if algs[method] == "AMIG":
             from ..easyedit.methods.amig import AMIGHyperParams
 
             hparams[method] = AMIGHyperParams.from_dict(hparams[method].to_dict(), source="--set AMIG")
@@ -122,7 +126,8 @@ def cmd_compare(args) -> int:
     if args.data and facts_path:
         raise ValueError("give either --data (a benchmark file) or --facts, not both")
     source = facts_path or args.data
-    from_requests = bool(args.data) and args.data != "shipped" and not Path(args.data).expanduser().is_dir()
+    from_requests = bool(args.data) and args.data != "shipped" and (
+        not Path(args.data).expanduser().is_dir() or bool(mzsre_files(Path(args.data).expanduser())))
     if not from_requests:  # a fact source: shipped, a BMLAMA folder, a JSONL fact file (--facts)
         from ..sources import load_fact_source, source_kind
 
@@ -138,18 +143,25 @@ def cmd_compare(args) -> int:
     print(f"model: {model_name} ({type(model).__name__}), loaded in {time.time() - t0:.1f}s; easyeditor {easyedit_flavour()}",
           file=sys.stderr)
     gt_note = ""
+    eval_langs: list = []
     if from_requests:
         from ..data.edits import load_requests, with_model_ground_truth
 
-        loaded = load_requests(args.data, args.format, lang=lang, seed=args.seed, limit=args.n)
+        loaded = load_requests(args.data, args.format, lang=lang, seed=args.seed, limit=args.n,
+                               langs=args.langs)
+        if any(r.other_languages for r in loaded):  # MzsRE: every further --langs language is scored
+            eval_langs = list(args.langs[1:])
+            other = None
         missing = sum(r.ground_truth is None for r in loaded)
         if missing:
-            loaded = with_model_ground_truth(loaded, model, tok)
+            # LIKN localizes the fact in the other languages too: their ground truth is needed there only
+            loaded = with_model_ground_truth(loaded, model, tok,
+                                             languages=eval_langs if "LIKN" in algs.values() else ())
             gt_note = (f"ground truth: the model's own greedy prediction for {missing} of {len(loaded)} requests "
                        f"({args.data} has no original answer for them)")
             print(gt_note, file=sys.stderr)
         loaded = [r for r in loaded if r.ground_truth]
-        requests = [r.to_easyedit(other) for r in loaded]
+        requests = [r.to_easyedit(other, eval_langs) for r in loaded]
     else:
         requests = C.build_requests(facts, args.n, lang=lang, other_lang=other, seed=args.seed, masked=masked)
     fingerprint = C.requests_fingerprint(requests)
@@ -164,8 +176,10 @@ def cmd_compare(args) -> int:
     records = CompareRecords(records_dir, rank=rank)
     mine = set(range(rank, len(requests), world))
     results = {}
+    by_lang: dict = {}  # method -> {language: [EasyEdit metrics]} for the per-language tables
     print(f"{len(requests)} requests from {source or 'the shipped facts'} (lang {lang}, "
-          f"portability in {other}); results: {out_path}; records: {records_dir}"
+          + (f"scored in {','.join([lang] + eval_langs)}" if eval_langs else f"portability in {other}")
+          + f"); results: {out_path}; records: {records_dir}"
           + (f"; rank {rank} of {world}" if world > 1 else ""), file=sys.stderr)
 
     stats_dir = args.stats_dir or str(cache_root() / "easyedit-stats")
@@ -174,7 +188,7 @@ def cmd_compare(args) -> int:
     for method in methods:
         h = hparams[method]
         settings = _settings_of(h)
-        if method in ("ROME", "MEMIT"):
+        if algs[method] in ("ROME", "MEMIT"):
             if masked:
                 rows.append({"method": method, "error": "ROME/MEMIT need a causal LM"})
                 continue
@@ -183,15 +197,30 @@ def cmd_compare(args) -> int:
             print(notes[method], file=sys.stderr)
             settings = _settings_of(h)
         key_settings = {"model": model_name, "seed": args.seed, "hparams": settings}
-        todo = [i for i in sorted(mine) if not records.done(requests[i], method, key_settings)]
+        n_method = min(len(requests), limits.get(method, len(requests)))
+        if algs[method] == "LIKN":  # one edit per (request, language): the neurons shared by en and L
+            if not eval_langs:
+                rows.append({"method": method, "error": "LIKN needs requests in several languages (MzsRE with --langs en,xx,...)"})
+                continue
+            jobs = [C.likn_request(loaded[i], x) for i in range(n_method) for x in eval_langs]
+            job_lang = [x for _ in range(n_method) for x in eval_langs]
+        else:
+            jobs, job_lang = list(requests[:n_method]), [None] * n_method
+        assigned = [j for j in range(len(jobs)) if (j // max(1, len(eval_langs)) if algs[method] == "LIKN" else j) in mine]
+        todo = [j for j in assigned if not records.done(jobs[j], method, key_settings)]
         if not todo:
             print(f"{method}: reusing saved results", file=sys.stderr)
         else:
-            if len(todo) < len(mine):
-                print(f"{method}: resuming, {len(mine) - len(todo)} of {len(mine)} requests already recorded",
+            if len(todo) < len(assigned):
+                print(f"{method}: resuming, {len(assigned) - len(todo)} of {len(assigned)} requests already recorded",
                       file=sys.stderr)
             print(f"{method}: editing {len(todo)} requests with {paths[method]}", file=sys.stderr)
-            editor = load_editor(h, model=model, tokenizer=tok)
+            if algs[method] == "LIKN":
+                from ..easyedit.editor import load_likn_editor
+
+                editor = load_likn_editor(h, model=model, tokenizer=tok)
+            else:
+                editor = load_editor(h, model=model, tokenizer=tok)
             captured = []
             apply_algo = editor.apply_algo
 
@@ -209,14 +238,14 @@ def cmd_compare(args) -> int:
                 try:
                     # EasyEdit prints progress to stdout: keep stdout for the table
                     with contextlib.redirect_stdout(sys.stderr):
-                        metrics = C.run_method(editor, [requests[i]], seed=args.seed)
+                        metrics = C.run_method(editor, [jobs[i]], seed=args.seed, raw=algs[method] == "LIKN")
                 except Exception as exc:  # keep the other methods' rows; this request is retried on restart
                     if os.environ.get("AMIG_DEBUG"):
                         raise
                     error = f"{type(exc).__name__}: {str(exc)[:120]}"
                     print(f"{method} failed on request {i}: {error}", file=sys.stderr)
                     break
-                records.add(requests[i], method, key_settings, C.slim_metrics(metrics)[0],
+                records.add(jobs[i], method, key_settings, C.slim_metrics(metrics)[0],
                             seconds=time.time() - start,
                             extra={"amig_edit": C._clean(captured[0])} if captured else None)
             if error is not None:
@@ -224,13 +253,15 @@ def cmd_compare(args) -> int:
                 continue
             print(f"{method}: done", file=sys.stderr)
         records.refresh()
-        found = records.records(requests, method, key_settings)
+        found = records.records(jobs, method, key_settings)
         if any(r is None for r in found):
             missing_n = sum(r is None for r in found)
             rows.append({"method": method, "error": f"{missing_n} requests not recorded yet (other ranks still running)"})
             continue
         metrics = [r["metrics"] for r in found]
-        edits = [r["amig_edit"] for r in found if r.get("amig_edit")]
+        by_lang[method] = {x: [r["metrics"] for r, jl in zip(found, job_lang) if jl in (None, x)] for x in eval_langs}
+        by_lang[method][lang] = metrics
+        edits = [r["amig_edit"] for r in found if r.get("amig_edit") and algs[method] == "AMIG"]
         summary = summarize(metrics)
         if summary.get("seconds_per_edit") is None:  # no edit time from EasyEdit: edit + evaluation wall time
             summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
@@ -245,10 +276,20 @@ def cmd_compare(args) -> int:
             note = (f"{h.method.upper()} IG steps={h.steps}, {sum(sizes) / len(sizes):.1f} neurons/edit "
                     f"(tau x max, cap {h.max_neurons}), {rule_text}"
                     + (f", max completeness residual {max(res):.2g}" if res else ""))
-        elif method == "KN":
+        elif algs[method] == "LIKN":
+            sizes = [len(r["amig_edit"].get("neurons") or []) for r in found if r.get("amig_edit")]
+            note = (f"LIKN: {h.method.upper()} localization in en and in L, the shared neurons edited with Dai et al.'s "
+                    f"rule (lambda {h.lambda_old}/{h.lambda_new}) in both; one edit per (request, L)"
+                    + (f"; {sum(sizes) / len(sizes):.1f} shared neurons/edit, {sum(x == 0 for x in sizes)} of "
+                       f"{len(sizes)} empty (nothing edited)" if sizes else "") + "; the en row pools every pair's edit")
+        elif algs[method] == "KN":
             note = f"EasyEdit KN, steps={h.steps}, IG batch forced to 1 by EasyEdit"
-        elif method == "FT":
-            note = f"EasyEdit FT-L, layers {h.layers}, {h.num_steps} steps"
+        elif algs[method] == "FT":
+            objective = getattr(h, "objective_optimization", "prompt_last")
+            note = (f"EasyEdit FT ({'FT-M, loss on the teacher-forced target' if objective == 'target_new' else 'FT-L, loss at the prompt end'}), "
+                    f"layers {h.layers}, {h.num_steps} steps")
+        by_lang[method]["_note"] = note
+        by_lang[method]["_seconds"] = summary.get("seconds_per_edit")
         row = {"method": method, "summary": summary, "note": note, "settings": settings,
                "metrics": metrics, "amig_edits": edits}
         rows.append(row)
@@ -268,9 +309,49 @@ def cmd_compare(args) -> int:
     print("\n- metrics: EasyEdit's (teacher-forced token accuracy of target_new; locality = post-edit tokens equal "
           "pre-edit tokens)" + ("; masked LM: cloze versions (amig_plugin.easyedit.masked_lm)" if masked else "")
           + ("; prompts ending in CJK text scored without EasyEdit's ' ' join" if not masked else ""))
+    tables = _language_outputs(by_lang, [lang] + eval_langs, lang, out_path)
+    if eval_langs:
+        print("\n" + tables)
     if args.markdown:
-        Path(args.markdown).write_text(C.format_table(rows, other_lang=other, unedited_note=gt_note) + "\n", encoding="utf-8")
+        Path(args.markdown).write_text(C.format_table(rows, other_lang=other, unedited_note=gt_note) + "\n\n"
+                                       + tables + "\n", encoding="utf-8")
     return 0 if all(r.get("summary") for r in rows) else 1
+
+
+def _language_outputs(by_lang: dict, langs: list, primary: str, out_path: Path) -> str:
+    """Per-language markdown tables (returned), ``<out>.csv`` and ``<out>-<lang>.png``."""
+    from ..easyedit import crosslingual_report as R
+
+    methods = [{"method": m, "metrics": {x: v for x, v in d.items() if not x.startswith("_")},
+                "seconds_per_edit": d.get("_seconds"), "note": d.get("_note", "")} for m, d in by_lang.items()]
+    if not methods:
+        return ""
+    all_rows, parts = [], []
+    for x in langs:
+        rows = R.language_summary(methods, x, primary)
+        all_rows += rows
+        parts.append(R.format_language_table(rows, x, primary))
+        try:
+            R.plot_language(rows, x, out_path.with_name(f"{out_path.stem}-{x}.png"))
+        except Exception as exc:  # a plot never costs the tables
+            print(f"note: no plot for {x}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    csv_path = R.write_csv(all_rows, out_path.with_suffix(".csv"))
+    print(f"tables: {csv_path}; plots: {out_path.with_name(out_path.stem + '-<lang>.png')}", file=sys.stderr)
+    return "\n\n".join(parts)
+
+
+def _limits(args, methods: list) -> dict:
+    """``{method: N}`` from ``--limit METHOD=N``."""
+    out = {}
+    for item in args.limit or []:
+        method, eq, value = item.partition("=")
+        method = method.strip().upper()
+        if not eq or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--limit {item!r}: use METHOD=N with N >= 1, e.g. KN=10")
+        if method not in methods:
+            raise ValueError(f"--limit {item!r}: {method} is not among --methods {','.join(methods)}")
+        out[method] = int(value)
+    return out
 
 
 def _other_lang(text: str) -> str:
@@ -307,11 +388,16 @@ def _description() -> str:
     return "\n\n".join([paragraphs[0]] + [t for t in paragraphs[1:] if not t.startswith("    amig ")])
 
 
+C_METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT-L")  # the default labels (easyedit.compare.METHODS, without importing it)
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare AMIG with EasyEdit's KN, ROME, MEMIT, FT on the same requests",
                               description=_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model name or folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--methods", default="AMIG,KN,ROME,MEMIT,FT", help="comma list of methods (default AMIG,KN,ROME,MEMIT,FT)")
+    p.add_argument("--methods", default=",".join(C_METHODS), help=f"comma list of method labels, each a folder of YAMLs "
+                   f"under --hparams-dir whose alg_name is AMIG, LIKN, KN, ROME, MEMIT or FT (default {','.join(C_METHODS)}; "
+                   f"also shipped: AMIG-OPT, AMIG-KN, FT-M, LIKN)")
     add_n_option(p, 20, "number of requests (facts; default 20)")
     add_data_option(p, help="a fact source (a BMLAMA folder, a .jsonl fact file, 'shipped': default) or a "
                             "benchmark file of requests (ZsRE, CounterFact, KnowEdit, MzsRE; see --format)", type=_data_path)
@@ -323,6 +409,8 @@ def add_commands(subparsers) -> None:
                         "language: no portability)")
     add_alias(p, "--lang", "--langs", "lang", type=opt.language)
     add_alias(p, "--other-lang", "--langs", "other_lang", type=_other_lang)
+    p.add_argument("--limit", action="append", metavar="METHOD=N",
+                   help="run METHOD on the first N requests only (repeatable), e.g. KN=10 for EasyEdit's slow KN")
     p.add_argument("--seed", type=int, default=0, help="seed of the request sample and the editing methods")
     p.add_argument("--hparams-dir", default="hparams", help="folder with <METHOD>/<model>.yaml")
     p.add_argument("--hparams", action="append", help="METHOD=PATH: the YAML of one method (repeatable)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from ..errors import AmigError
 
@@ -67,12 +67,19 @@ class EditRequest:
         text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def to_easyedit(self, other_lang: Optional[str] = None) -> dict:
+    def to_easyedit(self, other_lang: Optional[str] = None, eval_langs: Sequence[str] = ()) -> dict:
         """The request as EasyEdit's ``editor.edit`` takes it (one element of its lists): the
         first rephrase, ``locality["neighborhood"]`` and ``portability["one_hop"]`` from the
         first pair, and with ``other_lang`` (present in ``other_languages``)
         ``portability["other_language"]``: that language's prompt with its new target (the
-        English edit carried over)."""
+        English edit carried over).
+
+        ``eval_langs``: cross-lingual evaluation keys for each listed language ``L`` of
+        ``other_languages`` (EasyEdit scores every key with its own metrics):
+        ``portability[L_reliability]`` (L's prompt -> L's new target),
+        ``portability[L_generality]`` (L's first rephrase), ``portability[L_portability]``
+        (L's first portability pair) and ``locality[L_locality]`` (L's first locality
+        prompt: post-edit tokens equal pre-edit tokens)."""
         out = {"case_id": self.case_id, "prompt": self.prompt, "subject": self.subject,
                "target_new": self.target_new, "ground_truth": self.ground_truth, "locality": {}, "portability": {}}
         if self.rephrase:
@@ -85,6 +92,20 @@ class EditRequest:
         if other_lang and other_lang in self.other_languages:
             other = self.other_languages[other_lang]
             out["portability"]["other_language"] = {"prompt": other.prompt, "ground_truth": other.target_new}
+        for lang in eval_langs:
+            if lang not in self.other_languages:
+                raise KeyError(f"request {self.case_id or self.prompt!r} has no {lang!r} side "
+                               f"(it has {sorted(self.other_languages) or 'none'})")
+            other = self.other_languages[lang]
+            out["portability"][f"{lang}_reliability"] = {"prompt": other.prompt, "ground_truth": other.target_new}
+            if other.rephrase:
+                out["portability"][f"{lang}_generality"] = {"prompt": other.rephrase[0], "ground_truth": other.target_new}
+            if other.portability:
+                out["portability"][f"{lang}_portability"] = {"prompt": other.portability[0].prompt,
+                                                             "ground_truth": other.portability[0].answer}
+            if other.locality:
+                out["locality"][f"{lang}_locality"] = {"prompt": other.locality[0].prompt,
+                                                       "ground_truth": other.locality[0].answer}
         return out
 
 

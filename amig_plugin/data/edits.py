@@ -48,7 +48,7 @@ from .jsonl import load_facts
 from .prompts import PromptTextDropped
 
 __all__ = ["FORMATS", "FILE_LANGUAGE_CODES", "EditDataError", "UnknownFormatError", "PromptAnswer", "EditRequest",
-           "iso_language", "model_prediction", "with_model_ground_truth", "detect_format", "load_requests",
+           "iso_language", "mzsre_files", "model_prediction", "with_model_ground_truth", "detect_format", "load_requests",
            "merge_languages", "sample_requests"]
 
 
@@ -83,12 +83,13 @@ def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> 
 
 
 def with_model_ground_truth(requests: Sequence[EditRequest], model, tokenizer, max_new_tokens: int = 8,
-                            predict: Callable[..., str] = model_prediction) -> list[EditRequest]:
-    """``requests`` with every missing ground truth (also in ``other_languages``) replaced
-    by the model's greedy prediction (``ground_truth_source = "model"``); a request whose
-    prediction is empty keeps ``None``."""
+                            predict: Callable[..., str] = model_prediction,
+                            languages: Optional[Sequence[str]] = None) -> list[EditRequest]:
+    """``requests`` with every missing ground truth (also in ``other_languages``; only those
+    in ``languages`` when given) replaced by the model's greedy prediction
+    (``ground_truth_source = "model"``); a request whose prediction is empty keeps ``None``."""
     def fill(r: EditRequest) -> EditRequest:
-        others = {k: fill(v) for k, v in r.other_languages.items()}
+        others = {k: (fill(v) if languages is None or k in languages else v) for k, v in r.other_languages.items()}
         if r.ground_truth is not None:
             return replace(r, other_languages=others)
         pred = predict(model, tokenizer, r.prompt, max_new_tokens) or None
@@ -139,10 +140,13 @@ def detect_format(path: str | Path) -> str:
     """The format of ``path`` from its content (the first record's fields); an unknown
     file raises :class:`UnknownFormatError` naming it."""
     path = Path(path)
+    if path.is_dir() and mzsre_files(path):
+        return "mzsre"
     if path.is_dir() or path.suffix == ".tsv":
         if path.is_file() or any(path.glob("*.tsv")):
             return "bmlama"
-        raise UnknownFormatError(f"{path}: a directory without BMLAMA <lang>.tsv files; give an edit-data file")
+        raise UnknownFormatError(f"{path}: a directory without BMLAMA <lang>.tsv files or MzsRE en-<xx>.json files; "
+                                 f"give an edit-data file")
     records = _records(path, _read_json(path))
     if not records:
         raise UnknownFormatError(f"{path}: no records; give a non-empty file")
@@ -170,18 +174,43 @@ def _format_of(path: Path, first: Any) -> str:
                              f"give a file in one of the formats {', '.join(FORMATS)}, or name it with format=")
 
 
+def mzsre_files(folder: str | Path) -> dict[str, Path]:
+    """``{iso language: path}`` of the MzsRE pair files ``en-<xx>.json`` in ``folder``."""
+    out = {}
+    for path in sorted(Path(folder).glob("en-*.json")):
+        out[iso_language(path.stem[3:])] = path
+    return out
+
+
+def _load_mzsre_folder(folder: Path, langs: Optional[Sequence[str]], limit: Optional[int]) -> list[EditRequest]:
+    files = mzsre_files(folder)
+    wanted = [x for x in (langs or files) if x != "en"]
+    missing = [x for x in wanted if x not in files]
+    if missing:
+        raise EditDataError(f"{folder}: no MzsRE file for {missing} (it has en-<xx>.json for {sorted(files)}); "
+                            f"choose --langs among en,{','.join(sorted(files))}")
+    if not wanted:
+        wanted = list(files)[:1]
+    return merge_languages(*(load_requests(files[x], "mzsre", limit=limit) for x in wanted))
+
+
 def load_requests(path: str | Path, format: Optional[str] = None, *, lang: str = "en",
-                  seed: int = 0, limit: Optional[int] = None) -> list[EditRequest]:
+                  seed: int = 0, limit: Optional[int] = None,
+                  langs: Optional[Sequence[str]] = None) -> list[EditRequest]:
     """Edit requests from ``path`` in ``format`` (detected from the content when ``None``).
 
     ``lang``/``seed``: for ``facts`` and ``bmlama`` (the edit language; the seed choosing
     the wrong object that becomes ``target_new``). ``limit``: the first ``limit`` requests.
-    Records with an empty ``alt`` are skipped with a warning (EasyEdit skips them too)."""
+    ``langs``: for a folder of MzsRE files (``en-<xx>.json``), the languages to join
+    (:func:`merge_languages`; default: every file). Records with an empty ``alt`` are
+    skipped with a warning (EasyEdit skips them too)."""
     path = Path(path)
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
         raise EditDataError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    if format == "mzsre" and path.is_dir():
+        return _load_mzsre_folder(path, langs, limit)
     if format in ("facts", "bmlama"):
         if format == "facts":
             facts = load_facts(path)

@@ -43,11 +43,13 @@ __all__ = [
     "load_method_hparams",
     "prepare_covariance",
     "run_method",
+    "likn_request",
     "format_table",
     "requests_fingerprint",
 ]
 
-METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT")
+#: The default method labels of ``amig compare`` (each a folder of YAMLs under ``hparams/``).
+METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT-L")
 
 _HPARAM_CLASSES = {
     "KN": ("easyeditor.models.kn", "KNHyperParams"),
@@ -159,6 +161,12 @@ def edit_arguments(requests: Sequence[dict]) -> dict:
 _FLAVOUR_DEFAULTS = {"FT": {"objective_optimization": "prompt_last"}}
 
 
+#: Keys of this package's adaptations that an EasyEdit hparams YAML may carry (kept as
+#: attributes of the hparams object): MEMIT's ``post_norm_targets``
+#: (:func:`amig_plugin.easyedit.shims.memit_post_norm_targets`).
+_OUR_KEYS = {"MEMIT": ("post_norm_targets",)}
+
+
 def _easyedit_hparams(cls, path: str):
     """``cls(**yaml)`` as ``cls.from_hparams(path)`` does, but with keys ``cls`` does not know
     dropped and keys it requires filled from :data:`_FLAVOUR_DEFAULTS`, so one YAML serves
@@ -173,31 +181,60 @@ def _easyedit_hparams(cls, path: str):
         return cls.from_hparams(path)
     config = cls.construct_float_from_scientific_notation(config)
     fields = {f.name for f in dataclasses.fields(cls)}
+    for key, same in _FLAVOUR_DEFAULTS.get(config.get("alg_name"), {}).items():
+        if key not in fields and config.get(key, same) != same:
+            raise ValueError(f"{path}: {key}: {config[key]!r} needs an EasyEdit whose {cls.__name__} has "
+                             f"{key!r} (GitHub main); this one only does {key}: {same!r}")
+    ours = {k: config.pop(k) for k in _OUR_KEYS.get(config.get("alg_name"), ()) if k in config}
     config = {k: v for k, v in config.items() if k in fields}
     for key, value in _FLAVOUR_DEFAULTS.get(config.get("alg_name"), {}).items():
         if key in fields:
             config.setdefault(key, value)
-    return cls(**config)
+    hparams = cls(**config)
+    for key, value in ours.items():
+        setattr(hparams, key, value)
+    return hparams
+
+
+#: The algorithms a method label may run (its YAML's ``alg_name``).
+ALGORITHMS = ("AMIG", "LIKN", "KN", "ROME", "MEMIT", "FT")
+
+
+def yaml_algorithm(path: str) -> str:
+    """The ``alg_name`` of the hparams YAML at ``path`` (one of :data:`ALGORITHMS`)."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no hparams file {path}")
+    with open(path, encoding="utf-8") as stream:
+        config = yaml.safe_load(stream)
+    alg = config.get("alg_name") if isinstance(config, dict) else None
+    if alg not in ALGORITHMS:
+        raise ValueError(f"{path}: alg_name is {alg!r}; an hparams YAML names one of {ALGORITHMS}")
+    return alg
 
 
 def load_method_hparams(method: str, path: str, model_name: Optional[str] = None):
-    """The hparams object of ``method`` from its YAML (AMIG: ours; others: EasyEdit's)."""
-    if method == "AMIG":
+    """The hparams object of the method labelled ``method`` (``AMIG``, ``AMIG-OPT``, ``FT-M``,
+    ...) from its YAML: the YAML's ``alg_name`` chooses the class (AMIG/LIKN: ours; the
+    others: EasyEdit's); a label that is itself an algorithm's name must match it."""
+    alg = yaml_algorithm(path)
+    if method in ALGORITHMS and alg != method:
+        raise ValueError(f"{path}: alg_name is {alg!r}, expected {method!r}")
+    if alg == "AMIG":
         from .methods.amig.hparams import AMIGHyperParams
 
         hparams = AMIGHyperParams.from_hparams(path)
-    elif method in _HPARAM_CLASSES:
+    elif alg == "LIKN":
+        from .methods.likn.hparams import LIKNHyperParams
+
+        hparams = LIKNHyperParams.from_hparams(path)
+    else:
         from .compat import import_easyeditor
 
         import_easyeditor()
-        module, cls = _HPARAM_CLASSES[method]
-        if not os.path.isfile(path):
-            raise ValueError(f"{method}: no hparams file {path}")
+        module, cls = _HPARAM_CLASSES[alg]
         hparams = _easyedit_hparams(getattr(importlib.import_module(module), cls), path)
-        if getattr(hparams, "alg_name", None) != method:
-            raise ValueError(f"{path}: alg_name is {getattr(hparams, 'alg_name', None)!r}, expected {method!r}")
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if model_name is not None:
         hparams.model_name = model_name
     return hparams
@@ -216,7 +253,9 @@ def prepare_covariance(model, tok, hparams, *, mode: str, corpus: str, stats_dir
     from .stats import ensure_mom2_stats, local_corpus
 
     texts = local_corpus(corpus)
-    label = "amig-local-" + (os.path.basename(corpus) if os.path.exists(corpus) else corpus).replace("+", "-")
+    # the token cap is part of the name: statistics of another cap are another file, never a stale reuse
+    label = ("amig-local-" + (os.path.basename(corpus) if os.path.exists(corpus) else corpus).replace("+", "-")
+             + f"-{max_tokens}tok")
     hparams.mom2_dataset = label
     hparams.mom2_n_samples = len(texts)
     hparams.stats_dir = stats_dir
@@ -236,8 +275,22 @@ def prepare_covariance(model, tok, hparams, *, mode: str, corpus: str, stats_dir
 # running
 
 
-def run_method(editor, requests: Sequence[dict], seed: int = 0) -> List[dict]:
-    """``editor.edit`` on ``requests`` with a reset after each request; EasyEdit's metrics."""
+def likn_request(request, lang: str) -> dict:
+    """The LIKN request of an :class:`~amig_plugin.data.edit_records.EditRequest` for the
+    language pair (its language, ``lang``): EasyEdit's dict with ``lang``'s evaluation keys
+    and ``multilingual[lang]`` (that side's prompt, ground truth and new target)."""
+    other = request.other_languages[lang]
+    out = request.to_easyedit(None, [lang])
+    out["lang"] = request.lang
+    out["multilingual"] = {lang: {"prompt": other.prompt, "ground_truth": other.ground_truth or "",
+                                  "target_new": other.target_new}}
+    return out
+
+
+def run_method(editor, requests: Sequence[dict], seed: int = 0, raw: bool = False) -> List[dict]:
+    """``editor.edit`` on ``requests`` with a reset after each request; EasyEdit's metrics.
+    ``raw``: hand the request dicts to ``editor.edit_requests`` unchanged (LIKN's
+    ``multilingual`` key)."""
     import numpy as np
     import torch
 
@@ -246,7 +299,10 @@ def run_method(editor, requests: Sequence[dict], seed: int = 0) -> List[dict]:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    metrics, _, _ = editor.edit(**edit_arguments(requests), verbose=False, **independent_edit_kwargs())
+    if raw:
+        metrics, _, _ = editor.edit_requests(list(requests), verbose=False, **independent_edit_kwargs())
+    else:
+        metrics, _, _ = editor.edit(**edit_arguments(requests), verbose=False, **independent_edit_kwargs())
     return metrics
 
 

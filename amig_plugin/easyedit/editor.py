@@ -189,6 +189,10 @@ def editor_class():
                     from .shims import memit_tuple_block_outputs
 
                     stack.enter_context(memit_tuple_block_outputs())
+                    if getattr(self.hparams, "post_norm_targets", False):
+                        from .shims import memit_post_norm_targets
+
+                        stack.enter_context(memit_post_norm_targets(self.model, self.hparams))
                 if self.alg_name == "KN":
                     kn_type = _kn_model_type(self.model)
                     kn_main = importlib.import_module("easyeditor.models.kn.kn_main")

@@ -17,7 +17,10 @@ Corpora (:func:`local_corpus`):
 * ``facts``: every prompt of the shipped facts (English and Chinese) with its gold object;
 * ``pydoc``: English prose from the Python standard library's ``pydoc_data.topics``
   (the help texts), split into sentences;
-* ``facts+pydoc`` (default): both, interleaved;
+* ``stdlib``: English prose from the docstrings of the Python standard library's source files
+  (parsed with :mod:`ast`, never imported);
+* ``facts+pydoc`` (default): both, interleaved; ``facts+pydoc+stdlib``: the largest, the
+  three (the facts interleaved with pydoc, then the docstrings);
 * a path: a UTF-8 text file, one text per line.
 
 The corpus is cut to ``max_tokens`` tokens; the statistics are a ``mom2_dtype`` matrix over
@@ -37,7 +40,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["local_corpus", "stats_path", "ensure_mom2_stats", "CORPORA"]
 
-CORPORA = ("facts", "pydoc", "facts+pydoc")
+CORPORA = ("facts", "pydoc", "stdlib", "facts+pydoc", "facts+pydoc+stdlib")
 
 
 def _fact_sentences() -> List[str]:
@@ -56,14 +59,36 @@ def _pydoc_sentences() -> List[str]:
         topics = importlib.import_module("pydoc_data.topics").topics
     except ImportError:  # pragma: no cover - stripped Python builds
         return []
-    out = []
-    for key in sorted(topics):
-        text = re.sub(r"\s+", " ", topics[key])
-        for sentence in re.split(r"(?<=[.!?])\s+", text):
-            sentence = sentence.strip()
-            if 40 <= len(sentence) <= 400 and sum(c.isalpha() for c in sentence) > 0.6 * len(sentence):
-                out.append(sentence)
+    return [sentence for key in sorted(topics) for sentence in _prose(topics[key])]
+
+
+def _stdlib_sentences() -> List[str]:
+    """Sentences of the docstrings in the Python standard library's source files, read with
+    :mod:`ast` (nothing is imported or run), in sorted file order."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out: List[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if any(part in ("test", "tests", "idle_test", "site-packages") for part in path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    out.extend(_prose(doc))
     return out
+
+
+def _prose(text: str) -> List[str]:
+    text = re.sub(r"\s+", " ", text)
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)
+            if 40 <= len(s.strip()) <= 400 and sum(c.isalpha() for c in s) > 0.6 * len(s.strip())]
 
 
 def local_corpus(source: str = "facts+pydoc") -> List[str]:
@@ -72,8 +97,12 @@ def local_corpus(source: str = "facts+pydoc") -> List[str]:
         return _fact_sentences()
     if source == "pydoc":
         return _pydoc_sentences()
-    if source == "facts+pydoc":
+    if source == "stdlib":
+        return _stdlib_sentences()
+    if source in ("facts+pydoc", "facts+pydoc+stdlib"):
         facts, prose = _fact_sentences(), _pydoc_sentences()
+        if source.endswith("+stdlib"):
+            prose += _stdlib_sentences()
         out: List[str] = []
         for i in range(max(len(facts), len(prose))):
             if i < len(facts):

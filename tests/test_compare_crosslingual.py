@@ -1,0 +1,221 @@
+"""``amig compare`` on MzsRE: language pairs joined from a folder, cross-lingual evaluation keys,
+per-language tables (markdown, CSV, plots), LIKN per language pair, method labels (AMIG-OPT,
+AMIG-KN, FT-M), and MEMIT's post-norm targets."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+from test_easyedit_compare import _yamls, needs_easyeditor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EN = [("France", "Paris", "Rome"), ("Germany", "Berlin", "Tokyo")]
+ZH = [("法国", "巴黎", "罗马"), ("德国", "柏林", "东京")]
+CS = [("Francie", "Paříž", "Řím"), ("Německo", "Berlín", "Tokio")]
+
+
+def _side(subject, new, lang):
+    q = {"en": f"The capital of {subject} is", "zh": f"{subject}的首都是", "cz": f"Hlavní město {subject} je"}[lang]
+    return {"subject": subject, "src": q, "rephrase": q + " called", "alt": new, "loc": f"loc {lang}",
+            "loc_ans": "x", "portability": {"New Question": f"port {lang} {subject}", "New Answer": f"ans {lang}"}}
+
+
+def mzsre_folder(root):
+    root.mkdir(parents=True, exist_ok=True)
+    for code, rows in (("zh", ZH), ("cz", CS)):
+        recs = [{"en": _side(s, n, "en"), code: _side(s2, n2, code)} for (s, _, n), (s2, _, n2) in zip(EN, rows)]
+        (root / f"en-{code}.json").write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def test_mzsre_folder_joins_the_requested_languages(tmp_path):
+    from amig_plugin.data.edits import EditDataError, detect_format, load_requests
+
+    folder = mzsre_folder(tmp_path / "mzsre")
+    assert detect_format(folder) == "mzsre"
+    reqs = load_requests(folder, langs=["en", "zh", "cs"])
+    assert [r.prompt for r in reqs] == ["The capital of France is", "The capital of Germany is"]
+    assert sorted(reqs[0].other_languages) == ["cs", "zh"]  # the file's cz is ISO cs
+    assert reqs[1].other_languages["zh"].target_new == "东京" and reqs[0].ground_truth is None
+    assert sorted(load_requests(folder, langs=["en", "zh"])[0].other_languages) == ["zh"]
+    with pytest.raises(EditDataError, match=r"no MzsRE file for \['fr'\].*cs"):
+        load_requests(folder, langs=["en", "fr"])
+
+
+def test_evaluation_keys_per_language(tmp_path):
+    from amig_plugin.data.edits import load_requests
+
+    req = load_requests(mzsre_folder(tmp_path / "m"), langs=["en", "zh"])[0]
+    d = req.to_easyedit(None, ["zh"])
+    assert d["portability"]["zh_reliability"] == {"prompt": "法国的首都是", "ground_truth": "罗马"}
+    assert d["portability"]["zh_generality"] == {"prompt": "法国的首都是 called", "ground_truth": "罗马"}
+    assert d["portability"]["zh_portability"] == {"prompt": "port zh 法国", "ground_truth": "ans zh"}
+    assert d["locality"]["zh_locality"] == {"prompt": "loc zh", "ground_truth": "x"}
+    assert d["locality"]["neighborhood"]["prompt"] == "loc en" and "other_language" not in d["portability"]
+    with pytest.raises(KeyError, match="no 'fr' side"):
+        req.to_easyedit(None, ["fr"])
+
+
+def test_likn_request_carries_the_pair(tmp_path):
+    from amig_plugin.data.edits import load_requests
+    from amig_plugin.easyedit.compare import likn_request
+
+    req = load_requests(mzsre_folder(tmp_path / "m"), langs=["en", "zh", "cs"])[0]
+    req = dataclasses.replace(req, ground_truth="Paris", other_languages={
+        k: dataclasses.replace(v, ground_truth="巴黎" if k == "zh" else None) for k, v in req.other_languages.items()})
+    d = likn_request(req, "zh")
+    assert d["multilingual"] == {"zh": {"prompt": "法国的首都是", "ground_truth": "巴黎", "target_new": "罗马"}}
+    assert d["lang"] == "en" and "zh_reliability" in d["portability"] and "cs_reliability" not in d["portability"]
+
+
+def test_model_ground_truth_only_where_asked(tmp_path):
+    from amig_plugin.data.edits import load_requests, with_model_ground_truth
+
+    reqs = load_requests(mzsre_folder(tmp_path / "m"), langs=["en", "zh", "cs"])
+    asked = []
+
+    def predict(model, tok, prompt, n):
+        asked.append(prompt)
+        return "guess"
+
+    out = with_model_ground_truth(reqs, None, None, predict=predict, languages=["zh"])
+    assert out[0].ground_truth == "guess" and out[0].other_languages["zh"].ground_truth == "guess"
+    assert out[0].other_languages["cs"].ground_truth is None and len(asked) == 4
+    assert with_model_ground_truth(reqs, None, None, predict=predict, languages=())[0].other_languages["zh"].ground_truth is None
+
+
+def _metrics(rel, zh_rel, zh_loc):
+    return {"pre": {"rewrite_acc": [0.0], "rephrase_acc": [0.0], "portability": {"zh_reliability_acc": [0.0]}},
+            "post": {"rewrite_acc": [rel], "rephrase_acc": [rel], "locality": {"neighborhood_acc": [1.0],
+                                                                              "zh_locality_acc": [zh_loc]},
+                     "portability": {"zh_reliability_acc": [zh_rel], "one_hop_acc": [0.5]}}}
+
+
+def test_language_tables_csv_and_plot(tmp_path):
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    metrics = [_metrics(1.0, 0.0, 1.0), _metrics(1.0, 1.0, 0.5), _metrics(0.5, 0.0, 1.0), _metrics(1.0, 0.0, 0.5)]
+    methods = [{"method": "ROME", "metrics": {"en": metrics, "zh": metrics}, "seconds_per_edit": 30.0, "note": "n"},
+               {"method": "LIKN", "metrics": {"zh": metrics[:2]}, "seconds_per_edit": 9.0, "note": ""}]
+    en = R.language_summary(methods, "en")
+    assert [r["method"] for r in en] == ["(unedited)", "ROME"]  # LIKN has no en metrics here
+    assert en[1]["cells"]["reliability"]["mean"] == pytest.approx(0.875)
+    assert en[1]["cells"]["portability"]["mean"] == pytest.approx(0.5) and en[0]["cells"]["reliability"]["mean"] == 0
+    zh = R.language_summary(methods, "zh")
+    assert [r["method"] for r in zh] == ["(unedited)", "ROME", "LIKN"]
+    assert zh[1]["cells"]["reliability"]["mean"] == pytest.approx(0.25)
+    assert zh[1]["cells"]["locality"]["mean"] == pytest.approx(0.75) and zh[2]["cells"]["reliability"]["n"] == 2
+    low, high = zh[1]["cells"]["reliability"]["low"], zh[1]["cells"]["reliability"]["high"]
+    assert 0.0 <= low <= 0.25 <= high <= 1.0
+    table = R.format_language_table(zh, "zh")
+    assert "### zh (edit made in en, scored in zh" in table and "| ROME | 4 | 0.250 [" in table
+    rows = list(csv.DictReader(open(R.write_csv(en + zh, tmp_path / "t.csv"), encoding="utf-8")))
+    assert len(rows) == 5 * 4 and {r["lang"] for r in rows} == {"en", "zh"}
+    assert float(next(r for r in rows if r["lang"] == "zh" and r["method"] == "ROME" and r["metric"] == "reliability")["mean"]) == 0.25
+    assert R.plot_language(zh, "zh", tmp_path / "zh.png").stat().st_size > 1000
+
+
+def test_method_labels_choose_the_class_by_alg_name(tmp_path):
+    from amig_plugin.easyedit.compare import load_method_hparams
+
+    opt = load_method_hparams("AMIG-OPT", os.path.join(REPO, "hparams", "AMIG-OPT", "gemma-3-270m.yaml"))
+    kn = load_method_hparams("AMIG-KN", os.path.join(REPO, "hparams", "AMIG-KN", "gemma-3-270m.yaml"))
+    assert opt.rule() == "optimize" and opt.method == "amig" and kn.method == "kn" and kn.rule() == "dai"
+    likn = load_method_hparams("LIKN", os.path.join(REPO, "hparams", "LIKN", "gemma-3-270m.yaml"))
+    assert type(likn).__name__ == "LIKNHyperParams"
+    bad = tmp_path / "x.yaml"
+    bad.write_text("alg_name: AMIG\nmodel_name: x\n")
+    with pytest.raises(ValueError, match="alg_name is 'AMIG', expected 'ROME'"):
+        load_method_hparams("ROME", str(bad))
+    bad.write_text("alg_name: SERAC\nmodel_name: x\n")
+    with pytest.raises(ValueError, match="alg_name is 'SERAC'"):
+        load_method_hparams("MINE", str(bad))
+
+
+def test_ft_m_is_refused_where_easyedit_cannot_run_it(tmp_path):
+    """PyPI 0.0.1.dev0's FT has no objective_optimization: FT-M's YAML must not silently run FT-L."""
+    from amig_plugin.easyedit.compare import _easyedit_hparams
+
+    @dataclasses.dataclass
+    class OldFT:
+        alg_name: str
+        model_name: str
+
+        @classmethod
+        def construct_float_from_scientific_notation(cls, config):
+            return config
+
+    path = os.path.join(REPO, "hparams", "FT-M", "gemma-3-270m.yaml")
+    with pytest.raises(ValueError, match="objective_optimization: 'target_new' needs an EasyEdit.*GitHub main"):
+        _easyedit_hparams(OldFT, path)
+    assert _easyedit_hparams(OldFT, os.path.join(REPO, "hparams", "FT-L", "gemma-3-270m.yaml")).alg_name == "FT"
+
+
+def test_post_norm_targets_invert_the_norm_to_first_order():
+    """Gemma-3's post-FFN RMSNorm: the down_proj change Δm = J⁺ t moves norm(m) by t (t in the
+    range of J), where writing t itself (MEMIT's assumption) moves it by a tiny fraction."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    from amig_plugin.easyedit.shims import down_proj_targets
+
+    torch.manual_seed(0)
+    norm = Gemma3RMSNorm(16, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16) * 20)
+    m = torch.randn(3, 16, dtype=torch.float64) * 0.1
+    jac = [torch.autograd.functional.jacobian(lambda x: norm(x[None])[0], row) for row in m]
+    t = torch.stack([j @ torch.randn(16, dtype=torch.float64) for j in jac]) * 1e-5  # small, reachable changes
+    delta = down_proj_targets(norm, m, t)
+    with torch.no_grad():
+        moved = norm(m + delta) - norm(m)
+        naive = norm(m + t) - norm(m)
+    assert (moved - t).norm() < 1e-3 * t.norm()
+    assert (naive - t).norm() > 0.5 * t.norm()  # written as is, the change lands far off
+    assert norm.weight.dtype == torch.float64  # the norm itself untouched
+
+
+def test_stdlib_corpus_is_read_without_importing():
+    from amig_plugin.easyedit.stats import CORPORA, local_corpus
+
+    texts = local_corpus("stdlib")
+    assert len(texts) > 2000 and all(isinstance(t, str) and 40 <= len(t) <= 400 for t in texts)
+    assert "facts+pydoc+stdlib" in CORPORA and len(local_corpus("facts+pydoc+stdlib")) > len(texts)
+
+
+@needs_easyeditor
+def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
+    """MzsRE folder, --langs en,zh,cs: AMIG edits once per request and is scored in every
+    language; LIKN edits once per (request, language); per-language tables, CSV and plots;
+    --limit restricts one method; the statistics name carries the token cap."""
+    from amig_plugin.cli import main
+    from test_easyedit_amig import train_tiny_gpt2
+
+    model_dir = tmp_path / "tiny-gpt2"
+    train_tiny_gpt2(str(model_dir), steps=40)
+    hdir = tmp_path / "hp"
+    _yamls(hdir, "tiny-gpt2")
+    (hdir / "LIKN").mkdir()
+    (hdir / "LIKN" / "tiny-gpt2.yaml").write_text("alg_name: LIKN\nmodel_name: x\nsteps: 4\nmax_neurons: 3\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res.json"
+    folder = mzsre_folder(tmp_path / "mzsre")
+    argv = ["compare", "--model", str(model_dir), "--data", str(folder), "--langs", "en,zh,cs", "--n", "2",
+            "--methods", "AMIG,LIKN,FT", "--limit", "LIKN=1", "--hparams-dir", str(hdir), "--json", str(out),
+            "--set", "AMIG.max_neurons=3"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for lang in ("en", "zh", "cs"):
+        assert f"### {lang} (" in text and (tmp_path / f"res-{lang}.png").is_file()
+    assert "| AMIG | 2 |" in text and "| LIKN | 1 |" in text and "| FT | 2 |" in text
+    records = [json.loads(l) for f in out.with_suffix(".records").glob("rank*.jsonl") for l in f.read_text().splitlines()]
+    assert sorted(r["method"] for r in records) == ["AMIG"] * 2 + ["FT"] * 2 + ["LIKN"] * 2  # LIKN: 1 request x 2 pairs
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"), encoding="utf-8")))
+    assert {(r["lang"], r["method"]) for r in rows} >= {("zh", "AMIG"), ("cs", "LIKN"), ("en", "(unedited)")}
+    assert main(argv[:-2] + ["--limit", "FT=0"]) == 2 and "--limit 'FT=0'" in capsys.readouterr().err
