@@ -89,6 +89,14 @@ def test_model_ground_truth_only_where_asked(tmp_path):
     assert out[0].ground_truth == "guess" and out[0].other_languages["zh"].ground_truth == "guess"
     assert out[0].other_languages["cs"].ground_truth is None and len(asked) == 4
     assert with_model_ground_truth(reqs, None, None, predict=predict, languages=())[0].other_languages["zh"].ground_truth is None
+    lengths = []
+
+    def words(text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+    with_model_ground_truth(reqs[:1], None, words, languages=(), max_new_tokens=8,
+                            predict=lambda m, t, p, n: lengths.append(n) or "x")
+    assert lengths == [1]  # as long as the new target ("Rome"), not a sentence
 
 
 def _metrics(rel, zh_rel, zh_loc):

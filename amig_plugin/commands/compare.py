@@ -1,15 +1,26 @@
 """``amig compare``: AMIG vs EasyEdit's KN, ROME, MEMIT and FT on the same requests.
 
-    amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT] [--n 20]
-                 [--data FACTS|BMLAMA_DIR|BENCHMARK_FILE [--format F]] [--langs en,zh]
-                 [--hparams-dir hparams]
+    amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT-L] [--n 20]
+                 [--data FACTS|BMLAMA_DIR|BENCHMARK_FILE|MZSRE_DIR [--format F]] [--langs en,zh]
+                 [--limit METHOD=N] [--hparams-dir hparams]
                  [--hparams METHOD=YAML] [--set METHOD.key=value] [--mom2 local|off]
-                 [--mom2-corpus facts+pydoc|facts|pydoc|FILE] [--mom2-tokens 20000]
-                 [--json results.json] [--out RECORDS_DIR] [--fresh] [--threads N]
+                 [--mom2-corpus facts+pydoc|facts|pydoc|stdlib|facts+pydoc+stdlib|FILE]
+                 [--mom2-tokens 20000] [--json results.json] [--out RECORDS_DIR] [--fresh] [--threads N]
 
 Every method runs from its own YAML (``<hparams-dir>/<METHOD>/<model>.yaml``) through
 EasyEdit's editor and metrics on one shared model, with a reset after each request; one
-markdown table is printed (see :mod:`amig_plugin.easyedit.compare`).
+markdown table is printed (see :mod:`amig_plugin.easyedit.compare`). A method is a label:
+the folder of its YAMLs, whose ``alg_name`` (AMIG, LIKN, KN, ROME, MEMIT, FT) picks the
+algorithm; shipped: AMIG, AMIG-OPT (the optimized value-vector edit), AMIG-KN (our fast KN),
+KN (EasyEdit's), ROME, MEMIT, FT-L, FT-M (EasyEdit GitHub main only) and LIKN.
+``--limit KN=10`` runs one method on the first N requests only.
+
+Cross-lingual editing (MzsRE): ``--data`` a folder of ``en-<xx>.json`` pair files (or one
+file) and ``--langs en,zh,fr,es,ru,th``: the edit is made in English and scored in every
+language with EasyEdit's metrics (reliability, generality, locality, portability; see
+:mod:`amig_plugin.easyedit.crosslingual_report`); LIKN edits once per (request, language),
+the neurons shared by the English and that language's localizations. One table per
+language (mean and 95 % bootstrap interval), ``<json>.csv`` and ``<json>-<lang>.png``.
 
 ``--data``: a fact source (shipped facts, a BMLAMA folder, a JSONL fact file; see
 :mod:`amig_plugin.sources`) or requests from a benchmark file (ZsRE, CounterFact, KnowEdit, MzsRE, our
@@ -417,7 +428,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--set", action="append", help="METHOD.key=value: override one hparam (repeatable), e.g. AMIG.steps=10")
     p.add_argument("--mom2", choices=["local", "off"], default="local",
                    help="ROME/MEMIT covariance: from a local corpus (default) or off (ROME without mom2 adjustment)")
-    p.add_argument("--mom2-corpus", default="facts+pydoc", help="facts | pydoc | facts+pydoc | a text file")
+    p.add_argument("--mom2-corpus", default="facts+pydoc",
+                   help="facts | pydoc | stdlib | facts+pydoc | facts+pydoc+stdlib (the largest) | a text file")
     p.add_argument("--mom2-tokens", type=opt.positive_int, default=20000, help="tokens of the corpus used for the statistics")
     p.add_argument("--stats-dir", default=None, help="where statistics are cached (default: <cache>/easyedit-stats)")
     add_json_option(p, "results JSON (default: <cache>/compare/<model>-<lang>-<n>-<requests>.json)")

@@ -82,17 +82,28 @@ def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> 
     return text.strip().split("\n")[0].strip()
 
 
+def _answer_tokens(tokenizer, target_new: str, cap: int) -> int:
+    """As many tokens as ``target_new`` has (1..``cap``): the old answer is compared with the
+    new one at equal length, not a sentence continuation with an answer."""
+    try:
+        n = len(tokenizer(target_new, add_special_tokens=False)["input_ids"])
+    except Exception:  # no usable tokenizer (a stand-in in tests): the cap
+        return cap
+    return max(1, min(cap, n))
+
+
 def with_model_ground_truth(requests: Sequence[EditRequest], model, tokenizer, max_new_tokens: int = 8,
                             predict: Callable[..., str] = model_prediction,
                             languages: Optional[Sequence[str]] = None) -> list[EditRequest]:
     """``requests`` with every missing ground truth (also in ``other_languages``; only those
-    in ``languages`` when given) replaced by the model's greedy prediction
-    (``ground_truth_source = "model"``); a request whose prediction is empty keeps ``None``."""
+    in ``languages`` when given) replaced by the model's greedy prediction of as many tokens
+    as the request's ``target_new`` (at most ``max_new_tokens``; ``ground_truth_source =
+    "model"``); a request whose prediction is empty keeps ``None``."""
     def fill(r: EditRequest) -> EditRequest:
         others = {k: (fill(v) if languages is None or k in languages else v) for k, v in r.other_languages.items()}
         if r.ground_truth is not None:
             return replace(r, other_languages=others)
-        pred = predict(model, tokenizer, r.prompt, max_new_tokens) or None
+        pred = predict(model, tokenizer, r.prompt, _answer_tokens(tokenizer, r.target_new, max_new_tokens)) or None
         return replace(r, ground_truth=pred, ground_truth_source="model" if pred else "none",
                        other_languages=others)
     return [fill(r) for r in requests]
