@@ -103,7 +103,6 @@ def cmd_compare(args) -> int:
     from ..localization import cache_root
     from ..easyedit import compare as C
     from ..easyedit.compat import easyedit_flavour, import_easyeditor
-    from ..easyedit.editor import load_editor
     from ..easyedit.evaluate import summarize
     from ..compare_records import CompareRecords
     from ..loading import DEFAULT_MODEL, load_model
@@ -226,24 +225,14 @@ def cmd_compare(args) -> int:
                 print(f"{method}: resuming, {len(assigned) - len(todo)} of {len(assigned)} requests already recorded",
                       file=sys.stderr)
             print(f"{method}: editing {len(todo)} requests with {paths[method]}", file=sys.stderr)
-            if algs[method] == "LIKN":
-                from ..easyedit.editor import load_likn_editor
-
-                editor = load_likn_editor(h, model=model, tokenizer=tok)
-            else:
-                editor = load_editor(h, model=model, tokenizer=tok)
-            captured = []
-            apply_algo = editor.apply_algo
-
-            def capturing(*a, _apply=apply_algo, _captured=captured, **kw):
-                out = _apply(*a, **kw)
-                if isinstance(out, tuple) and len(out) == 2 and hasattr(out[1], "edits"):
-                    _captured.extend(out[1].edits)
-                return out
-
-            editor.apply_algo = capturing
+            editor, captured = C.capturing_editor(algs[method], h, model, tok)
             error = None
-            for i in todo:
+            began = time.time()
+            for k, i in enumerate(todo):
+                if k:  # EasyEdit's own output runs between these lines: a plain progress line with ETA
+                    spent = time.time() - began
+                    print(f"{method}: {k}/{len(todo)} done, {spent:.0f} s, ETA {spent / k * (len(todo) - k):.0f} s",
+                          file=sys.stderr)
                 captured.clear()
                 start = time.time()
                 try:
@@ -276,29 +265,7 @@ def cmd_compare(args) -> int:
         summary = summarize(metrics)
         if summary.get("seconds_per_edit") is None:  # no edit time from EasyEdit: edit + evaluation wall time
             summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
-        note = notes.get(method, "")
-        if edits:
-            sizes = [len(e["neurons"]) for e in edits]
-            res = [abs(e["completeness_residual"]) for e in edits if e.get("completeness_residual") is not None]
-            rule = h.rule()
-            rule_text = {"dai": f"Dai et al.'s rule, lambda {h.lambda_old}/{h.lambda_new}", "erase": "erase",
-                         "optimize": (f"optimized value vectors (our extension), {h.optimize_steps} steps, "
-                                      f"KL weight {h.kl_weight}, norm bound {h.norm_bound}")}[rule]
-            note = (f"{h.method.upper()} IG steps={h.steps}, {sum(sizes) / len(sizes):.1f} neurons/edit "
-                    f"(tau x max, cap {h.max_neurons}), {rule_text}"
-                    + (f", max completeness residual {max(res):.2g}" if res else ""))
-        elif algs[method] == "LIKN":
-            sizes = [len(r["amig_edit"].get("neurons") or []) for r in found if r.get("amig_edit")]
-            note = (f"LIKN: {h.method.upper()} localization in en and in L, the shared neurons edited with Dai et al.'s "
-                    f"rule (lambda {h.lambda_old}/{h.lambda_new}) in both; one edit per (request, L)"
-                    + (f"; {sum(sizes) / len(sizes):.1f} shared neurons/edit, {sum(x == 0 for x in sizes)} of "
-                       f"{len(sizes)} empty (nothing edited)" if sizes else "") + "; the en row pools every pair's edit")
-        elif algs[method] == "KN":
-            note = f"EasyEdit KN, steps={h.steps}, IG batch forced to 1 by EasyEdit"
-        elif algs[method] == "FT":
-            objective = getattr(h, "objective_optimization", "prompt_last")
-            note = (f"EasyEdit FT ({'FT-M, loss on the teacher-forced target' if objective == 'target_new' else 'FT-L, loss at the prompt end'}), "
-                    f"layers {h.layers}, {h.num_steps} steps")
+        note = C.method_note(algs[method], h, found, notes.get(method, ""))
         by_lang[method]["_note"] = note
         by_lang[method]["_seconds"] = summary.get("seconds_per_edit")
         row = {"method": method, "summary": summary, "note": note, "settings": settings,

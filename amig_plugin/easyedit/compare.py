@@ -44,6 +44,8 @@ __all__ = [
     "prepare_covariance",
     "run_method",
     "likn_request",
+    "capturing_editor",
+    "method_note",
     "format_table",
     "requests_fingerprint",
 ]
@@ -304,6 +306,55 @@ def run_method(editor, requests: Sequence[dict], seed: int = 0, raw: bool = Fals
     else:
         metrics, _, _ = editor.edit(**edit_arguments(requests), verbose=False, **independent_edit_kwargs())
     return metrics
+
+
+def capturing_editor(alg: str, hparams, model, tok) -> tuple:
+    """(an editor running ``alg`` on the shared model, the list that receives each call's
+    AMIG/LIKN edit records: our apply functions return them in ``weights_copy.edits``)."""
+    from .editor import load_editor, load_likn_editor
+
+    editor = (load_likn_editor if alg == "LIKN" else load_editor)(hparams, model=model, tokenizer=tok)
+    captured: list = []
+    apply_algo = editor.apply_algo
+
+    def capturing(*args, **kwargs):
+        out = apply_algo(*args, **kwargs)
+        if isinstance(out, tuple) and len(out) == 2 and hasattr(out[1], "edits"):
+            captured.extend(out[1].edits)
+        return out
+
+    editor.apply_algo = capturing
+    return editor, captured
+
+
+def method_note(alg: str, h, records: Sequence[dict], covariance_note: str = "") -> str:
+    """The table's note on a method: its settings that matter and what its edits were."""
+    edits = [r["amig_edit"] for r in records if r.get("amig_edit")]
+    if alg == "AMIG" and edits:
+        sizes = [len(e["neurons"]) for e in edits]
+        res = [abs(e["completeness_residual"]) for e in edits if e.get("completeness_residual") is not None]
+        rule_text = {"dai": f"Dai et al.'s rule, lambda {h.lambda_old}/{h.lambda_new}", "erase": "erase",
+                     "optimize": (f"optimized value vectors (our extension), {h.optimize_steps} steps, "
+                                  f"KL weight {h.kl_weight}, norm bound {h.norm_bound}")}[h.rule()]
+        return (f"{h.method.upper()} IG steps={h.steps}, {sum(sizes) / len(sizes):.1f} neurons/edit "
+                f"(tau x max, cap {h.max_neurons}), {rule_text}"
+                + (f", max completeness residual {max(res):.2g}" if res else ""))
+    if alg == "LIKN":
+        sizes = [len(e.get("neurons") or []) for e in edits]
+        return (f"LIKN: {h.method.upper()} localization in en and in L, the shared neurons edited with Dai et al.'s "
+                f"rule (lambda {h.lambda_old}/{h.lambda_new}) in both; one edit per (request, L)"
+                + (f"; {sum(sizes) / len(sizes):.1f} shared neurons/edit, {sum(x == 0 for x in sizes)} of "
+                   f"{len(sizes)} empty (nothing edited)" if sizes else "") + "; the en row pools every pair's edit")
+    if alg == "KN":
+        return f"EasyEdit KN, steps={h.steps}, IG batch forced to 1 by EasyEdit"
+    if alg == "FT":
+        objective = getattr(h, "objective_optimization", "prompt_last")
+        kind = "FT-M, loss on the teacher-forced target" if objective == "target_new" else "FT-L, loss at the prompt end"
+        return f"EasyEdit FT ({kind}), layers {h.layers}, {h.num_steps} steps"
+    if alg == "MEMIT" and getattr(h, "post_norm_targets", False):
+        return (f"{covariance_note}; layers {h.layers}, v_lr {h.v_lr}; residual targets mapped through the "
+                f"post-FFN norm (our adaptation for Gemma-3)")
+    return covariance_note
 
 
 def _clean(obj: Any) -> Any:
