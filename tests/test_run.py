@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amig_plugin.pipeline import ConfigError, RunFolder, RunLocked, merge_run, parse_config, run
+from amig_plugin.pipeline import ConfigError, IncompleteRunError, RunFolder, RunLocked, merge_run, parse_config, run
 from amig_plugin.pipeline.config import load_config
 from amig_plugin.report import diff_runs
 from amig_plugin.store import StoreError
@@ -269,6 +269,8 @@ def test_failing_facts_are_recorded_and_counted(tmp_path, tiny_model_dir):
     assert len(bad) == 1 and bad[0]["fact_id"] == facts[1]["id"]
     assert "PromptTooLongError" in bad[0]["error"] and "more than the 64 positions" in bad[0]["error"]
     assert summary["complete"] and summary["failed"] == 2 and not summary["all_ok"]  # recorded, but not all ok
+    with pytest.raises(IncompleteRunError, match=r"'localization': \(0, 0, 1\).*--retry-failed"):
+        merge_run(out, strict=True)  # a strict merge does not pass failed units
     last = format_summary(summary).splitlines()[-1]
     assert last.startswith("FAILED: 2 unit(s) failed") and "--retry-failed" in last and exit_code(summary) == 1
     again = run(cfg, out)  # resuming does not retry (nor drop) failures

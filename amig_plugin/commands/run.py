@@ -3,7 +3,7 @@
     amig run configs/bmlama300_gemma.yaml [--out RUN_DIR] [--threads N] [--retry-failed]
     torchrun --nproc_per_node=2 -m amig_plugin.cli run CONFIG --out RUN_DIR   # sharded
     amig run RUN_DIR                      # resume with the folder's own config.yaml
-    amig merge RUN_DIR [--strict]         # join the shards, check completeness/duplicates
+    amig merge RUN_DIR [--strict]         # join the shards, check completeness/duplicates/failures
     amig report RUN_DIR                   # tables (markdown, CSV), PNG plots, index.md
     amig diff RUN_A RUN_B                 # same neurons? (e.g. a sharded run vs one process)
 """
@@ -49,7 +49,7 @@ def cmd_merge(args) -> int:
         print(f"amig merge: {exc}", file=sys.stderr)
         return 1
     print(format_summary(summary))
-    return 0 if summary["complete"] or not args.strict else 1
+    return 0 if summary["all_ok"] or not args.strict else 1
 
 
 def cmd_report(args) -> int:
@@ -91,7 +91,7 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser("merge", help="join the record files of a run folder; check completeness and duplicates")
     p.add_argument("run_dir", type=opt.run_folder, help="a run folder written by `amig run`")
-    p.add_argument("--strict", action="store_true", help="exit 1 when records are missing or duplicated")
+    p.add_argument("--strict", action="store_true", help="exit 1 when records are missing, duplicated or failed")
     p.set_defaults(func=cmd_merge)
 
     p = subparsers.add_parser("report", help="tables (markdown + CSV) and PNG plots of a run folder")

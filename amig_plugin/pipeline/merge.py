@@ -33,7 +33,7 @@ from ..errors import AmigError
 
 
 class IncompleteRunError(AmigError, RuntimeError):
-    """``merge_run(strict=True)`` found missing or duplicate records."""
+    """``merge_run(strict=True)`` found missing, duplicate or failed records."""
 
 
 def _json_safe(x):
@@ -102,9 +102,11 @@ def merge_run(run_dir: str | os.PathLike, *, config: RunConfig | None = None, fa
     summary["all_ok"] = complete and summary["failed"] == 0
     summary = _json_safe(summary)
     atomic_write_text(folder.summary_path, json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
-    if strict and not complete:
-        bad = {n: (s["missing"], s["duplicates"]) for n, s in summary["studies"].items() if s["missing"] or s["duplicates"]}
-        raise IncompleteRunError(f"{run_dir}: (missing, duplicates) per study: {bad}")
+    if strict and not summary["all_ok"]:
+        bad = {n: (s["missing"], s["duplicates"], s["failed"]) for n, s in summary["studies"].items()
+               if s["missing"] or s["duplicates"] or s["failed"]}
+        raise IncompleteRunError(f"{run_dir}: (missing, duplicates, failed) per study: {bad}; "
+                                 f"resume the run, or rerun failed units with --retry-failed")
     return summary
 
 
