@@ -227,3 +227,15 @@ def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     rows = list(csv.DictReader(open(out.with_suffix(".csv"), encoding="utf-8")))
     assert {(r["lang"], r["method"]) for r in rows} >= {("zh", "AMIG"), ("cs", "LIKN"), ("en", "(unedited)")}
     assert main(argv[:-2] + ["--limit", "FT=0"]) == 2 and "--limit 'FT=0'" in capsys.readouterr().err
+
+
+def test_method_note_flags_unconverged_attributions():
+    from amig_plugin.easyedit.compare import method_note
+    from amig_plugin.easyedit.methods.amig.hparams import AMIGHyperParams
+
+    h = AMIGHyperParams.from_hparams(os.path.join(REPO, "hparams", "AMIG-KN", "gemma-3-270m.yaml"))
+    recs = [{"amig_edit": {"neurons": [(1, 2)] * n, "completeness_residual": r}} for n, r in ((3, 0.01), (5, -0.08))]
+    note = method_note("AMIG", h, recs)
+    assert "4.0 neurons/edit" in note and "max completeness residual 0.08" in note
+    assert "UNCONVERGED: 1 of 2 edits above 0.05" in note
+    assert "UNCONVERGED" not in method_note("AMIG", h, recs[:1])

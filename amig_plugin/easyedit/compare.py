@@ -336,9 +336,13 @@ def method_note(alg: str, h, records: Sequence[dict], covariance_note: str = "")
         rule_text = {"dai": f"Dai et al.'s rule, lambda {h.lambda_old}/{h.lambda_new}", "erase": "erase",
                      "optimize": (f"optimized value vectors (our extension), {h.optimize_steps} steps, "
                                   f"KL weight {h.kl_weight}, norm bound {h.norm_bound}")}[h.rule()]
+        from ..defaults import DEFAULT_RESIDUAL_TOLERANCE as tol
+
+        above = sum(r > tol for r in res)
         return (f"{h.method.upper()} IG steps={h.steps}, {sum(sizes) / len(sizes):.1f} neurons/edit "
                 f"(tau x max, cap {h.max_neurons}), {rule_text}"
-                + (f", max completeness residual {max(res):.2g}" if res else ""))
+                + (f", max completeness residual {max(res):.2g}" if res else "")
+                + (f" (UNCONVERGED: {above} of {len(res)} edits above {tol})" if above else ""))
     if alg == "LIKN":
         sizes = [len(e.get("neurons") or []) for e in edits]
         return (f"LIKN: {h.method.upper()} localization in en and in L, the shared neurons edited with Dai et al.'s "
