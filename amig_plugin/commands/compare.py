@@ -71,8 +71,11 @@ def _hparams_path(method: str, args, stem: str) -> str:
             return str(c)
     known = sorted({d.name for root in (Path(args.hparams_dir), repo_root / "hparams") if root.is_dir()
                     for d in root.iterdir() if (d / f"{stem}.yaml").is_file()})
-    raise ValueError(f"no {method} hparams for model {stem!r}: looked for {[str(c) for c in candidates]}; "
-                     f"methods with a YAML for it: {', '.join(known) or 'none'}; or pass --hparams {method}=PATH")
+    from ..checks import did_you_mean
+
+    raise ValueError(f"unknown method {method!r}{did_you_mean(method, known)}: no {method} hparams for model {stem!r} "
+                     f"in {[str(c.parent.parent) for c in candidates]}; methods with a YAML for it: "
+                     f"{', '.join(known) or 'none'}; or pass --hparams {method}=PATH")
 
 
 def _overrides(args) -> dict:
