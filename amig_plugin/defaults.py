@@ -59,3 +59,6 @@ def default_tau(lang: "str | None", method: str = "amig") -> float:
     if method == "kn":
         return KN_TAU
     return DEFAULT_TAU.get((lang or "").split("-")[0].lower(), FALLBACK_TAU)
+
+#: The method labels ``amig compare`` runs by default (each a folder of YAMLs under ``hparams/``).
+DEFAULT_COMPARE_METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT-L")

@@ -189,7 +189,7 @@ def cmd_compare(args) -> int:
     records = CompareRecords(records_dir, rank=rank)
     mine = set(range(rank, len(requests), world))
     results = {}
-    by_lang: dict = {}  # method -> {language: [EasyEdit metrics]} for the per-language tables
+    lang_rows: list = []  # per method: {"method", "metrics": {language: [EasyEdit metrics]}, "seconds_per_edit", "note"}
     print(f"{len(requests)} requests from {source or 'the shipped facts'} (lang {lang}, "
           + (f"scored in {','.join([lang] + eval_langs)}" if eval_langs else f"portability in {other}")
           + f"); results: {out_path}; records: {records_dir}"
@@ -216,10 +216,11 @@ def cmd_compare(args) -> int:
                 rows.append({"method": method, "error": "LIKN needs requests in several languages (MzsRE with --langs en,xx,...)"})
                 continue
             jobs = [C.likn_request(loaded[i], x) for i in range(n_method) for x in eval_langs]
+            job_request = [i for i in range(n_method) for _ in eval_langs]
             job_lang = [x for _ in range(n_method) for x in eval_langs]
         else:
-            jobs, job_lang = list(requests[:n_method]), [None] * n_method
-        assigned = [j for j in range(len(jobs)) if (j // max(1, len(eval_langs)) if algs[method] == "LIKN" else j) in mine]
+            jobs, job_request, job_lang = list(requests[:n_method]), list(range(n_method)), [None] * n_method
+        assigned = [j for j, i in enumerate(job_request) if i in mine]
         todo = [j for j in assigned if not records.done(jobs[j], method, key_settings)]
         if not todo:
             print(f"{method}: reusing saved results", file=sys.stderr)
@@ -262,15 +263,14 @@ def cmd_compare(args) -> int:
             rows.append({"method": method, "error": f"{missing_n} requests not recorded yet (other ranks still running)"})
             continue
         metrics = [r["metrics"] for r in found]
-        by_lang[method] = {x: [r["metrics"] for r, jl in zip(found, job_lang) if jl in (None, x)] for x in eval_langs}
-        by_lang[method][lang] = metrics
         edits = [r["amig_edit"] for r in found if r.get("amig_edit") and algs[method] == "AMIG"]
         summary = summarize(metrics)
         if summary.get("seconds_per_edit") is None:  # no edit time from EasyEdit: edit + evaluation wall time
             summary["seconds_per_edit"] = sum(r["seconds"] or 0.0 for r in found) / len(found)
         note = C.method_note(algs[method], h, found, notes.get(method, ""))
-        by_lang[method]["_note"] = note
-        by_lang[method]["_seconds"] = summary.get("seconds_per_edit")
+        per_lang = {x: [r["metrics"] for r, jl in zip(found, job_lang) if jl in (None, x)] for x in eval_langs}
+        lang_rows.append({"method": method, "metrics": {**per_lang, lang: metrics},
+                          "seconds_per_edit": summary.get("seconds_per_edit"), "note": note})
         row = {"method": method, "summary": summary, "note": note, "settings": settings,
                "metrics": metrics, "amig_edits": edits}
         rows.append(row)
@@ -290,7 +290,7 @@ def cmd_compare(args) -> int:
     print("\n- metrics: EasyEdit's (teacher-forced token accuracy of target_new; locality = post-edit tokens equal "
           "pre-edit tokens)" + ("; masked LM: cloze versions (amig_plugin.easyedit.masked_lm)" if masked else "")
           + ("; prompts ending in CJK text scored without EasyEdit's ' ' join" if not masked else ""))
-    tables = _language_outputs(by_lang, [lang] + eval_langs, lang, out_path)
+    tables = _language_outputs(lang_rows, [lang] + eval_langs, lang, out_path)
     if eval_langs:
         print("\n" + tables)
     if args.markdown:
@@ -299,12 +299,11 @@ def cmd_compare(args) -> int:
     return 0 if all(r.get("summary") for r in rows) else 1
 
 
-def _language_outputs(by_lang: dict, langs: list, primary: str, out_path: Path) -> str:
-    """Per-language markdown tables (returned), ``<out>.csv`` and ``<out>-<lang>.png``."""
+def _language_outputs(methods: list, langs: list, primary: str, out_path: Path) -> str:
+    """Per-language markdown tables (returned), ``<out>.csv`` and ``<out>-<lang>.png``;
+    ``methods`` as :func:`~amig_plugin.easyedit.crosslingual_report.language_summary` takes them."""
     from ..easyedit import crosslingual_report as R
 
-    methods = [{"method": m, "metrics": {x: v for x, v in d.items() if not x.startswith("_")},
-                "seconds_per_edit": d.get("_seconds"), "note": d.get("_note", "")} for m, d in by_lang.items()]
     if not methods:
         return ""
     all_rows, parts = [], []
@@ -369,15 +368,15 @@ def _description() -> str:
     return "\n\n".join([paragraphs[0]] + [t for t in paragraphs[1:] if not t.startswith("    amig ")])
 
 
-C_METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT-L")  # the default labels (easyedit.compare.METHODS, without importing it)
-
-
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare AMIG with EasyEdit's KN, ROME, MEMIT, FT on the same requests",
                               description=_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model name or folder (default: the embedded Gemma-3-270M)")
-    p.add_argument("--methods", default=",".join(C_METHODS), help=f"comma list of method labels, each a folder of YAMLs "
-                   f"under --hparams-dir whose alg_name is AMIG, LIKN, KN, ROME, MEMIT or FT (default {','.join(C_METHODS)}; "
+    from ..defaults import DEFAULT_COMPARE_METHODS
+
+    p.add_argument("--methods", default=",".join(DEFAULT_COMPARE_METHODS), help=f"comma list of method labels, each a "
+                   f"folder of YAMLs under --hparams-dir whose alg_name is AMIG, LIKN, KN, ROME, MEMIT or FT (default "
+                   f"{','.join(DEFAULT_COMPARE_METHODS)}; "
                    f"also shipped: AMIG-OPT, AMIG-KN, FT-M, LIKN)")
     add_n_option(p, 20, "number of requests (facts; default 20)")
     add_data_option(p, help="a fact source (a BMLAMA folder, a .jsonl fact file, 'shipped': default) or a "

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..data import Fact, causal_prompt_and_target, group_by_relation, sample_facts, wrong_objects
+from ..defaults import DEFAULT_COMPARE_METHODS
 from ..store import content_key
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 #: The default method labels of ``amig compare`` (each a folder of YAMLs under ``hparams/``).
-METHODS = ("AMIG", "KN", "ROME", "MEMIT", "FT-L")
+METHODS = DEFAULT_COMPARE_METHODS
 
 _HPARAM_CLASSES = {
     "KN": ("easyeditor.models.kn", "KNHyperParams"),
