@@ -222,6 +222,43 @@ def test_model_ground_truth_is_the_greedy_prediction():
     assert same.ground_truth == "paris" and same.ground_truth_source == "data"
 
 
+class _ScriptedLM(torch.nn.Module):
+    """Greedy continuation = SCRIPT token by token (ids index VOCAB), whatever the prompt."""
+
+    VOCAB = ["<eos>", "\n", " ", "The", " answer", " is", " Paris", "q"]
+    SCRIPT = [1, 1, 3, 4, 5, 6]
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        step = input_ids.shape[1] - 1  # the prompt is one token
+        logits = torch.zeros(1, input_ids.shape[1], len(self.VOCAB))
+        logits[0, -1, self.SCRIPT[step] if step < len(self.SCRIPT) else 0] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+class _ScriptedTokenizer:
+    eos_token_id = 0
+
+    def __call__(self, text):
+        return {"input_ids": [7]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(_ScriptedLM.VOCAB[i] for i in ids if i)
+
+
+def test_model_ground_truth_skips_leading_blank_tokens():
+    """A base model that answers a question with a line break first: the blanks do not count
+    towards the answer's length (before, a 1-token answer came out empty and the request was lost)."""
+    model, tok = _ScriptedLM(), _ScriptedTokenizer()
+    assert model_prediction(model, tok, "q", max_new_tokens=1) == "The"
+    assert model_prediction(model, tok, "q", max_new_tokens=3) == "The answer is"
+    assert model_prediction(model, tok, "q", max_new_tokens=8) == "The answer is Paris"
+    assert model_prediction(model, tok, "q", max_new_tokens=1, max_blank_tokens=2) == ""  # only blanks came
+
+
 def test_fingerprint_and_easyedit_dict(tmp_path):
     a, b = load_requests(write(tmp_path, "z.json", ZSRE))
     assert a.fingerprint() == load_requests(tmp_path / "z.json")[0].fingerprint() != b.fingerprint()

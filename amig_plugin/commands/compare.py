@@ -173,7 +173,12 @@ def cmd_compare(args) -> int:
             gt_note = (f"ground truth: the model's own greedy prediction for {missing} of {len(loaded)} requests "
                        f"({args.data} has no original answer for them)")
             print(gt_note, file=sys.stderr)
-        loaded = [r for r in loaded if r.ground_truth]
+        blank = [r for r in loaded if not r.ground_truth]
+        if blank:  # AMIG and KN localize the ground truth: a request without one cannot be edited by them
+            print(f"{len(blank)} of {len(loaded)} requests left out: the model's greedy continuation is blank "
+                  f"(e.g. {blank[0].prompt!r}), so there is no ground truth to localize; give the file "
+                  f"'answers' to keep them", file=sys.stderr)
+            loaded = [r for r in loaded if r.ground_truth]
         requests = [r.to_easyedit(other, eval_langs) for r in loaded]
     else:
         requests = C.build_requests(facts, args.n, lang=lang, other_lang=other, seed=args.seed, masked=masked)

@@ -56,27 +56,35 @@ __all__ = ["FORMATS", "FILE_LANGUAGE_CODES", "EditDataError", "UnknownFormatErro
 # ground truth from the model
 
 
-def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> str:
+def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8, max_blank_tokens: int = 4) -> str:
     """The model's own greedy continuation of ``prompt`` (causal LMs), stripped.
 
-    Greedy: argmax token by token, at most ``max_new_tokens``, stopping at EOS or at the
-    first newline after some text (leading blank lines are skipped). Used as the ground truth where a format has none (MzsRE, MEND-style
-    files without ``answers``)."""
+    Greedy: argmax token by token, stopping at EOS or at the first newline after some text.
+    Leading blank tokens (a base model often starts a line break after a question) are
+    skipped and do not count: at most ``max_blank_tokens`` of them, then at most
+    ``max_new_tokens`` tokens of text. Used as the ground truth where a format has none
+    (MzsRE, MEND-style files without ``answers``); "" when only blanks came."""
     import torch
 
     device = next(model.parameters()).device
     ids = list(tokenizer(prompt)["input_ids"])
     start = len(ids)
     eos = tokenizer.eos_token_id
+    text_tokens = 0
     with torch.no_grad():
-        for _ in range(max_new_tokens):
+        for _ in range(max_new_tokens + max_blank_tokens):
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
             nxt = int(logits.argmax())
             if nxt == eos:
                 break
             ids.append(nxt)
             text = tokenizer.decode(ids[start:], skip_special_tokens=True)
-            if "\n" in text.lstrip():
+            if not text.strip():
+                if len(ids) - start >= max_blank_tokens:
+                    break
+                continue
+            text_tokens += 1
+            if "\n" in text.lstrip() or text_tokens >= max_new_tokens:
                 break
     text = tokenizer.decode(ids[start:], skip_special_tokens=True)
     return text.strip().split("\n")[0].strip()
