@@ -239,3 +239,11 @@ def test_method_note_flags_unconverged_attributions():
     assert "4.0 neurons/edit" in note and "max completeness residual 0.08" in note
     assert "UNCONVERGED: 1 of 2 edits above 0.05" in note
     assert "UNCONVERGED" not in method_note("AMIG", h, recs[:1])
+
+
+def test_the_run_line_names_what_portability_is_scored_on():
+    from amig_plugin.commands.compare import _portability_note
+
+    assert _portability_note([{"portability": {}}, {}], "zh") == "no portability pairs"
+    assert _portability_note([{"portability": {"one_hop": {}}}, {"portability": {"other_language": {}}}], "zh") == \
+        "portability: one_hop, zh prompt"

@@ -196,7 +196,7 @@ def cmd_compare(args) -> int:
     results = {}
     lang_rows: list = []  # per method: {"method", "metrics": {language: [EasyEdit metrics]}, "seconds_per_edit", "note"}
     print(f"{len(requests)} requests from {source or 'the shipped facts'} (lang {lang}, "
-          + (f"scored in {','.join([lang] + eval_langs)}" if eval_langs else f"portability in {other}")
+          + (f"scored in {','.join([lang] + eval_langs)}" if eval_langs else _portability_note(requests, other))
           + f"); results: {out_path}; records: {records_dir}"
           + (f"; rank {rank} of {world}" if world > 1 else ""), file=sys.stderr)
 
@@ -356,6 +356,15 @@ def _edit_langs(args) -> tuple[str, str | None]:
     else:
         other = args.langs[1] if len(args.langs) > 1 else None
     return lang, other
+
+
+def _portability_note(requests: list, other: str | None) -> str:
+    """What the requests' portability is scored on: the other language's prompt, the data's own
+    portability pairs, or nothing."""
+    kinds = sorted({kind for r in requests for kind in r.get("portability", {})})
+    if not kinds:
+        return "no portability pairs"
+    return "portability: " + ", ".join(f"{other} prompt" if k == "other_language" else k for k in kinds)
 
 
 def _outputs(args) -> tuple[str | None, str | None]:
