@@ -16,16 +16,26 @@ ATTRIBUTION_VERSION = 2
 #: IG path points m and the quadrature rule (:func:`amig_plugin.attribution.quadrature_rule`)
 #: used wherever none is given: the engine, the CLI, EasyEdit hparams, run configs and studies.
 #: Both are part of every result's key (caches and stores keep results of other rules apart).
-#: 12-point Gauss-Legendre: the cheapest rule whose error against a 256-point reference is at
-#: most the paper's midpoint m = 20's on every converged case of ``benchmarks/ig_accuracy.py``
-#: (GPT-2-, BERT- and Llama-style models and Gemma-3-270M, AMIG and KN): worst 1.5e-4 vs 4.6e-3,
-#: at 0.6x the path points. 8 points fail one case (Gemma-3-270M, zh, AMIG: 1.3e-2).
-DEFAULT_STEPS = 12
-DEFAULT_QUADRATURE = "gauss"
+#: ``gauss-adaptive`` from 6 points: Gauss-Legendre at 6 points on every layer, and twice the
+#: points, again and again, on the layers whose relative completeness residual stays above
+#: ADAPTIVE_TOLERANCE. The cheapest rule of ``benchmarks/ig_accuracy.py`` whose error against a
+#: 256-point reference is at most the paper's midpoint m = 20's on every converged case
+#: (GPT-2-, BERT- and Llama-style models and Gemma-3-270M on four facts in en and zh, AMIG and
+#: KN), see docs/performance.md. Plain Gauss-Legendre needs 12 points for that (8 fail Gemma-3
+#: in Chinese): the steep part of a path sits in one or two layers, which alone get more points.
+DEFAULT_STEPS = 6
+DEFAULT_QUADRATURE = "gauss-adaptive"
 
 #: The engine's quadrature rules (``amig_plugin.attribution.quadrature_rule``), for validation
 #: before torch is imported.
-QUADRATURE_NAMES = ("midpoint", "left", "right", "linspace", "gauss", "steep")
+QUADRATURE_NAMES = ("midpoint", "left", "right", "linspace", "gauss", "steep", "gauss-adaptive")
+
+#: The ``gauss-adaptive`` rule: Gauss-Legendre at m points on every layer, then, on the layers whose
+#: relative completeness residual exceeds ADAPTIVE_TOLERANCE, 2m, 4m, … points up to
+#: ADAPTIVE_MAX_STEPS, while each doubling at least halves (ADAPTIVE_MIN_GAIN) the residual.
+ADAPTIVE_TOLERANCE = 5e-4
+ADAPTIVE_MAX_STEPS = 64
+ADAPTIVE_MIN_GAIN = 0.5
 
 #: The rest of a localization's defaults (:class:`amig_plugin.localization.LocalizationSettings`,
 #: :func:`amig_plugin.neurons.localize`, run configs): a neuron must pass τ in more than this

@@ -499,7 +499,7 @@ def gemma_seconds_per_fact(threads: int, naive: bool, repeats: int = 3) -> None:
     print(f"[gemma-3-270m] fastest of {repeats} calls each, after one untimed warm-up call, {threads} threads")
     for lang in ("en", "zh"):
         query = family.encode(tok, fact.prompts[lang][0], fact.object[lang])
-        rules = [("midpoint", 20), (DEFAULT_QUADRATURE, DEFAULT_STEPS), ("steep", 24), ("steep", 42)]
+        rules = [("midpoint", 20), ("gauss", 12), (DEFAULT_QUADRATURE, DEFAULT_STEPS), ("steep", 24), ("steep", 42)]
         for method in ("amig", "kn"):
             for rule, steps in dict.fromkeys(rules):
                 times = []
@@ -510,6 +510,7 @@ def gemma_seconds_per_fact(threads: int, naive: bool, repeats: int = 3) -> None:
                 dt = min(times)
                 print(f"[gemma-3-270m] {lang} {fact.prompts[lang][0]!r} -> {fact.object[lang]!r} ({len(query.input_ids)} "
                       f"tokens): {method} all {family.num_layers} layers, {rule}/{steps}: {dt:.2f} s/fact; "
+                      f"{r.points_per_layer:.1f} points per layer; "
                       f"F(a)={r.score:.3g}, worst layer's relative completeness residual {r.relative_residual:.2g}"
                       f"{'' if r.converged else ' (UNCONVERGED)'}")
     if naive:

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from amig_plugin.attribution import neuron_attributions, path_alphas, quadrature_rule
-from amig_plugin.defaults import DEFAULT_QUADRATURE
 from amig_plugin.models import get_family
 from conftest import amig_hooks, FAMILIES, get_model
 from amig_plugin.testing import bos_word_tokenizer, tiny_sharp
@@ -23,6 +22,17 @@ BERT_2MASK = "the capital of france is <mask> ."
 TARGET2 = "paris berlin"
 RTOL = 1e-4
 DIFFS: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def plain_gauss_legendre_by_default(monkeypatch):
+    """The engine is compared with the naive per-layer reference rule for rule; the default
+    ``gauss-adaptive`` adds a refinement the reference does not have (it equals direct
+    Gauss-Legendre runs layer by layer: tests/test_quadrature.py), so here the default is plain
+    Gauss-Legendre at the same points."""
+    from amig_plugin.attribution import ig
+
+    monkeypatch.setitem(ig.attribute_query.__kwdefaults__, "quadrature", "gauss")
 
 
 # ----------------------------------------------------------------------------------------
@@ -105,7 +115,7 @@ def ref_masked_baselines(model, family, rq: RefQuery, layer) -> torch.Tensor:
 
 
 def ref_ig(model, tok, kind, prompt, target, *, method, objective, steps, layers=None,
-           amig_mode="mean", quadrature=DEFAULT_QUADRATURE, neuron_site="ffn_hidden"):
+           amig_mode="mean", quadrature="gauss", neuron_site="ffn_hidden"):
     """(attributions [L, W], activations, mean baselines, F(a), F(a') per layer)."""
     family = get_family(model, neuron_site=neuron_site)
     rq = RefQuery(kind, tok, prompt, target)

@@ -10,10 +10,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ig_accuracy import CANDIDATES, select_default  # noqa: E402
 
 
-def _case(errors: dict[str, float]) -> dict:
-    rows = {f"{rule}/{m}": dict(err=1.0, converged=True) for rule, m in CANDIDATES}
+def _case(errors: dict[str, float], costs: dict[str, float] | None = None) -> dict:
+    rows = {f"{rule}/{m}": dict(err=1.0, converged=True, cost=m / 20) for rule, m in CANDIDATES}
     for key, err in errors.items():
         rows[key]["err"] = err
+    for key, cost in (costs or {}).items():
+        rows[key]["cost"] = cost
     return dict(model="m", method="amig", rows=rows)
 
 
@@ -41,3 +43,14 @@ def test_errors_below_float_rounding_count_as_equal():
 
 def test_midpoint_itself_is_the_fallback():
     assert select_default([_case({"midpoint/20": 1e-3})]) == ("midpoint", 20)
+
+
+def test_cost_is_the_points_actually_spent():
+    """The adaptive rule costs what it refined: gauss-adaptive/8 that refines to 0.65x on one case and
+    stays at 0.40x on the other (mean 0.525) beats gauss/12 (0.60), and loses to it when its
+    refinements cost more on average."""
+    errors = {"midpoint/20": 1e-2, "gauss/12": 1e-3, "gauss/16": 1e-3, **{f"gauss-adaptive/{m}": 1e-3 for m in (6, 8)}}
+    cheap = {"gauss-adaptive/6": 0.9, "gauss-adaptive/8": 0.65}
+    assert select_default([_case(errors, cheap), _case(errors, {"gauss-adaptive/6": 0.9})]) == ("gauss-adaptive", 8)
+    dear = {"gauss-adaptive/6": 0.9, "gauss-adaptive/8": 0.9}
+    assert select_default([_case(errors, dear), _case(errors, dear)]) == ("gauss", 12)

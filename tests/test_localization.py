@@ -26,6 +26,8 @@ def _old_key(settings: dict, lang: str, method: str) -> str:
 def test_key_is_the_one_existing_caches_hold(lang, method, tau):
     base = dict(tau=tau, share_p=0.7, steps=defaults.DEFAULT_STEPS, objective="prob",
                 quadrature=defaults.DEFAULT_QUADRATURE, amig_mode="mean", layers=None, top_k=50)
+    if defaults.DEFAULT_QUADRATURE == "gauss-adaptive":  # its refinement constants are part of the result
+        base["gauss_adaptive"] = [defaults.ADAPTIVE_TOLERANCE, defaults.ADAPTIVE_MAX_STEPS, defaults.ADAPTIVE_MIN_GAIN]
     assert LocalizationSettings().key("m#fp", [PROMPT], " Paris", lang, method) == _old_key(base, lang, method)
     refine = LocalizationSettings(on_unconverged="refine", adaptive=(2, 5))
     assert refine.key("m#fp", [PROMPT], " Paris", lang, method) == _old_key(
@@ -40,6 +42,16 @@ def test_execution_fields_and_warn_or_refuse_leave_the_key_alone():
     other = [LocalizationSettings(steps=20), LocalizationSettings(tau=0.25), LocalizationSettings(layers=[1]),
              LocalizationSettings(on_unconverged="refine")]
     assert all(s.key("m#fp", [PROMPT], " Paris", "en", "amig") != key for s in other)
+
+
+def test_adaptive_rule_constants_are_part_of_the_key(monkeypatch):
+    """A cached gauss-adaptive result made under another refinement tolerance is never served."""
+    settings = LocalizationSettings(quadrature="gauss-adaptive", steps=6)
+    key = settings.key("m#fp", [PROMPT], " Paris", "en", "amig")
+    monkeypatch.setattr(defaults, "ADAPTIVE_TOLERANCE", defaults.ADAPTIVE_TOLERANCE / 2)
+    assert settings.key("m#fp", [PROMPT], " Paris", "en", "amig") != key
+    gauss = LocalizationSettings(quadrature="gauss", steps=12)
+    assert "gauss_adaptive" not in gauss.result_settings()
 
 
 def test_unknown_setting_is_named():

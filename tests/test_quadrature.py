@@ -171,16 +171,16 @@ def test_localize_warns_refuses_or_refines_unconverged_results(tmp_path):
     assert "KN IG is unconverged for 1 of 1 facts" in unconverged_warning([flagged], "kn")
     assert unconverged_warning([localize(model, tok, GEMMA_PROMPT, "paris", method="amig")], "amig") is None
     with pytest.raises(UnconvergedError, match="unconverged"):
-        localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refuse")
-    refined = localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refine")
+        localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="gauss", on_unconverged="refuse")
+    refined = localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="gauss", on_unconverged="refine")
     assert refined.converged is True and refined.settings["on_unconverged"] == "refine"
     # the cache: refusal also applies to a cached unconverged record; 'refine' is a different key
     cache = LocalizationCache(tmp_path / "loc.jsonl")
-    cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20)
+    cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="gauss")
     with pytest.raises(UnconvergedError):
-        cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refuse")
+        cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="gauss", on_unconverged="refuse")
     assert cache.hits == 1
-    assert cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, on_unconverged="refine").converged
+    assert cache.localize(model, tok, GEMMA_PROMPT, "paris", method="kn", steps=20, quadrature="gauss", on_unconverged="refine").converged
     assert cache.misses == 2
     rows = [dict(method="kn", lang="en", facts=3, unconverged=2, max_rel_residual=0.9), dict(method="amig", unconverged=0)]
     lines = unconverged_lines(rows)
@@ -204,3 +204,106 @@ def test_captum_layer_integrated_gradients_agrees(kind):
         ours = neuron_attributions(model, tok, prompt, "paris", method="kn", steps=steps, quadrature=quadrature)
         theirs = captum_kn(model, tok, steps, rule, 256)(prompt, "paris")
         assert rel_diff(ours.attributions, theirs) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------
+# the adaptive rule
+
+
+def _check_refinement(family, query, tok, method, first, adaptive, rule_name):
+    """Each refined layer equals a direct run of the rule it kept; the others the first pass."""
+    for i, layer in enumerate(adaptive.layers):
+        rule = adaptive.refined.get(layer)
+        if rule is None:
+            torch.testing.assert_close(adaptive.attributions[i], first.attributions[i], rtol=0, atol=0)
+            continue
+        name, m = rule.split("/")
+        assert name == rule_name
+        direct = attribute_query(family, query, tok, method=method, steps=int(m), quadrature=name, layers=[layer])
+        torch.testing.assert_close(adaptive.attributions[i], direct.attributions[0], rtol=1e-5, atol=1e-8)
+
+
+def test_adaptive_rule_refines_only_layers_above_tolerance_with_gauss(monkeypatch):
+    """AMIG: the layers above the tolerance (here set below every layer's residual but one's
+    floor) get Gauss-Legendre at doubling points, each equal to a direct run of its rule."""
+    import amig_plugin.attribution.ig as ig
+    from amig_plugin.defaults import ADAPTIVE_MAX_STEPS
+
+    model, tok = get_model("gemma3")
+    family = get_family(model)
+    query = family.encode(tok, GEMMA_PROMPT, "paris")
+    first = attribute_query(family, query, tok, method="amig", steps=2, quadrature="gauss")
+    rel = first.layer_relative_residuals
+    tolerance = float(rel.sort().values[len(rel) // 2])  # about half the layers above it
+    monkeypatch.setattr(ig, "ADAPTIVE_TOLERANCE", tolerance)
+    above = [l for l, r in zip(first.layers, rel.tolist()) if r > tolerance]
+    assert above and len(above) < len(first.layers)
+    adaptive = attribute_query(family, query, tok, method="amig", steps=2, quadrature="gauss-adaptive")
+    assert set(adaptive.refined) == set(above)
+    assert all(4 <= int(r.split("/")[1]) <= ADAPTIVE_MAX_STEPS for r in adaptive.refined.values())
+    assert adaptive.relative_residual <= first.relative_residual
+    _check_refinement(family, query, tok, "amig", first, adaptive, "gauss")
+    assert adaptive.points_per_layer > 2
+
+
+def test_adaptive_rule_refines_the_zero_baseline_with_the_steep_rule_to_the_guard():
+    """KN on the tiny Gemma-3 jumps next to α = 0: Gauss-Legendre leaves residuals far above the
+    guard's tolerance; the adaptive rule takes the steep rule there (24 points first) and
+    converges every layer."""
+    model, tok = get_model("gemma3")
+    family = get_family(model)
+    query = family.encode(tok, GEMMA_PROMPT, "paris")
+    first = attribute_query(family, query, tok, method="kn", steps=4, quadrature="gauss")
+    assert not first.converged
+    adaptive = attribute_query(family, query, tok, method="kn", steps=4, quadrature="gauss-adaptive")
+    assert set(adaptive.refined) == set(first.unconverged_layers)
+    assert adaptive.converged
+    _check_refinement(family, query, tok, "kn", first, adaptive, "steep")
+
+
+def test_adaptive_rule_leaves_a_converged_result_alone():
+    model, tok = get_model("gpt2")
+    prompt = prompt_of("gpt2")
+    gauss = neuron_attributions(model, tok, prompt, TARGET2, method="amig", steps=8, quadrature="gauss")
+    adaptive = neuron_attributions(model, tok, prompt, TARGET2, method="amig", steps=8, quadrature="gauss-adaptive")
+    from amig_plugin.defaults import ADAPTIVE_TOLERANCE
+
+    assert gauss.relative_residual <= ADAPTIVE_TOLERANCE
+    assert adaptive.refined == {} and adaptive.points_per_layer == 8
+    torch.testing.assert_close(adaptive.attributions, gauss.attributions, rtol=0, atol=0)
+
+
+def test_adaptive_rule_stops_where_more_points_do_not_help(monkeypatch):
+    """A residual that does not halve under twice the points is not quadrature error: the layer
+    is refined once, not to the cap."""
+    import amig_plugin.attribution.ig as ig
+
+    model, tok = get_model("gemma3")
+    family = get_family(model)
+    query = family.encode(tok, GEMMA_PROMPT, "paris")
+    calls = []
+    real = ig._integrate
+
+    def stubborn(runner, layers, activations, per_baseline, alphas, weights, batch, progress=False, **kw):
+        attributions, scores, clean = real(runner, layers, activations, per_baseline, alphas, weights, batch, progress,
+                                           **kw)
+        if calls is not None and len(alphas) > 4:  # refinements: give back the first pass's error
+            calls.append(len(alphas))
+            attributions = first.attributions[[first.layers.index(l) for l in layers]].clone()
+        return attributions, scores, clean
+
+    first = attribute_query(family, query, tok, method="kn", steps=4, quadrature="gauss")
+    monkeypatch.setattr(ig, "_integrate", stubborn)
+    adaptive = attribute_query(family, query, tok, method="kn", steps=4, quadrature="gauss-adaptive")
+    assert calls == [24] and set(adaptive.refined.values()) == {"steep/24"}
+
+
+def test_points_per_layer_counts_every_refinement():
+    from dataclasses import replace
+
+    model, tok = get_model("gpt2")
+    base = neuron_attributions(model, tok, prompt_of("gpt2"), TARGET2, method="amig", steps=8, quadrature="gauss-adaptive")
+    L = len(base.layers)
+    assert replace(base, refined={0: "gauss/32"}).points_per_layer == pytest.approx(8 + (16 + 32) / L)
+    assert replace(base, steps=20, quadrature="midpoint", refined={0: "steep/80"}).points_per_layer == \
+        pytest.approx(20 + (40 + 80) / L)

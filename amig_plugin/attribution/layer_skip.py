@@ -196,8 +196,8 @@ class _LayerSkipMaskedRunner(_RowRunner):
         blocks = self.family.blocks()
         h = None
         first = int(sorted_layers.min())
-        if clean_deltas is not None:  # the clean row, row 0, enters at the lowest offset layer
-            first = min(first, min(clean_deltas))
+        if clean_deltas is not None:  # the clean row, row 0, enters at the lowest offset (or path) layer
+            first = min(first, min(clean_deltas, default=first))
             h = self.hidden_in[first]
         for layer in range(first, len(blocks)):
             rows = torch.nonzero(sorted_layers == layer).squeeze(-1)

@@ -176,7 +176,8 @@ class _RowRunner:
         """F [R] of the rows, and ∂F/∂z [R, W] when ``need_grad`` (rows outside the boolean
         mask ``grad_rows`` ride along for their score only: their gradient rows are 0).
         ``clean_layers``: one more row, the clean input, rides along and gives F(a) and
-        ∂F/∂a_l for each of these layers (the α = 1 path points of every layer in one row)."""
+        ∂F/∂a_l for each of these layers (the α = 1 path points of every layer in one row);
+        an empty list asks for F(a) alone (a rule without α = 1 then needs no pass of its own)."""
         dtype = next(self.model.parameters()).dtype
         z = values.to(self.device, dtype).detach().clone()
         if not need_grad and clean_layers is None:
@@ -194,14 +195,15 @@ class _RowRunner:
             if need_grad:
                 total = total + (scores.sum() if grad_rows is None else scores[grad_rows.to(scores.device)].sum())
             leaves = ([z] if need_grad else []) + (list(deltas.values()) if deltas else [])
-            if clean is not None:
+            if deltas:
                 total = total + clean
-            grads = torch.autograd.grad(total, leaves)
+            grads = torch.autograd.grad(total, leaves) if leaves else ()
         result = RowResult(scores.detach())
         if need_grad:
             result.grads = grads[0].float()
-        if deltas:
+        if clean_layers is not None:
             result.clean_score = float(clean.detach())
+        if deltas:
             result.clean_grads = torch.cat([g.float() for g in grads[int(need_grad):]])  # [L, W]
         return result
 

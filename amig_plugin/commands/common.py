@@ -35,7 +35,8 @@ def add_ig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=opt.ig_steps, default=DEFAULT_STEPS, help=f"IG path points m, >= 2 (default {DEFAULT_STEPS})")
     p.add_argument("--objective", choices=["prob", "logprob"], default="prob", help="F = P(target) (paper) or log P(target)")
     p.add_argument("--quadrature", choices=QUADRATURE_NAMES, default=DEFAULT_QUADRATURE,
-                   help="IG rule: Riemann sums, gauss (Gauss-Legendre), steep (graded towards the baseline)")
+                   help=f"IG rule (default {DEFAULT_QUADRATURE}): Riemann sums, gauss (Gauss-Legendre), steep (graded "
+                        "towards the baseline), gauss-adaptive (gauss, with more points on the layers that need them)")
     p.add_argument("--ig-batch-size", type=opt.positive_int, default=DEFAULT_IG_BATCH_SIZE,
                    help="path points per forward/backward batch")
     add_runtime_options(p)

@@ -89,6 +89,8 @@ class LocalizationSettings:
         out["layers"] = None if self.layers is None else list(self.layers)
         if self.adaptive is not None:
             out["adaptive"] = list(self.adaptive)
+        if self.quadrature == "gauss-adaptive":  # its refinement constants define the result too
+            out["gauss_adaptive"] = [defaults.ADAPTIVE_TOLERANCE, defaults.ADAPTIVE_MAX_STEPS, defaults.ADAPTIVE_MIN_GAIN]
         if self.on_unconverged == "refine":
             out["on_unconverged"] = "refine"
             if self.refine_max_steps != 96:

@@ -92,6 +92,13 @@ class ModelFamily:
         None where something else happens to the logits (soft-capping, scaling)."""
         return None
 
+    def ffn_output_normalized(self) -> bool:
+        """The FFN output passes a norm of its own before the residual (Gemma-2/3's sandwich
+        norm): it is then scale-invariant in the neuron vector, and a path from the zero
+        baseline jumps at α ≈ 0 (what the ``steep`` rule is for)."""
+        join = self.ffn_join(0)
+        return join is not None and join.tail is not _identity
+
     def ffn_join(self, layer: int) -> FFNJoin | None:
         """Where block ``layer``'s FFN output meets the residual stream (see :class:`FFNJoin`);
         None where the family does not say (the engine then runs whole blocks)."""

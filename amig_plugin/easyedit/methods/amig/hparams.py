@@ -22,7 +22,8 @@ steps               (engine)     IG path points m: the engine's default (``DEFAU
 ig_batch_size       (engine)     path points per forward/backward batch (``DEFAULT_IG_BATCH_SIZE``)
 objective           prob         F = P(target) (paper) or ``logprob``
 quadrature          (engine)     the engine's default rule (``DEFAULT_QUADRATURE``); midpoint | left |
-                                 right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep
+                                 right | linspace (EasyEdit/EleutherAI's rule) | gauss | steep |
+                                 gauss-adaptive
 amig_mode           mean         IG from the mean masked baseline, or ``per_position``
 layers              null         layers to attribute (null = all)
 lang                auto         language of the requests: ``auto`` (CJK characters -> zh,
