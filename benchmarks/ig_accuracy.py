@@ -111,7 +111,7 @@ def select_default(judged: list[dict]) -> tuple[str, int]:
     and whose larger m of the same rule are too: Gauss-Legendre errors are not monotone in m on
     these paths (on Gemma-3 zh, 9 points can pass where 10 fail), so a rule that passes only
     between failing neighbours is luck, not a default. Cost: path points per layer over the
-    judged cases (mean; the ``adaptive`` rule spends more on the layers it refines)."""
+    judged cases (mean; ``gauss-adaptive`` spends more on the layers it refines)."""
     by_rule: dict[str, list[int]] = {}
     for rule, m in CANDIDATES:
         if all(f"{rule}/{m}" in c["rows"] for c in judged):  # a saved run may predate a candidate

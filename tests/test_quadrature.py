@@ -150,6 +150,7 @@ def test_refine_unconverged_reruns_only_the_bad_layers():
     fixed = refine_unconverged(family, query, kn, tok, max_steps=48)
     assert fixed.converged and set(fixed.refined) == set(kn.unconverged_layers)
     assert set(fixed.refined.values()) == {"steep/40"}  # from max(2m, 24) = 40 points
+    assert fixed.points_per_layer == pytest.approx(20 + 40 * len(fixed.refined) / len(fixed.layers))
     direct = attribute_query(family, query, tok, method="kn", steps=40, quadrature="steep")
     torch.testing.assert_close(fixed.attributions, direct.attributions, rtol=1e-4, atol=1e-7)
     amig = attribute_query(family, query, tok, method="amig", steps=20)
@@ -296,6 +297,7 @@ def test_adaptive_rule_stops_where_more_points_do_not_help(monkeypatch):
     monkeypatch.setattr(ig, "_integrate", stubborn)
     adaptive = attribute_query(family, query, tok, method="kn", steps=4, quadrature="gauss-adaptive")
     assert calls == [24] and set(adaptive.refined.values()) == {"steep/24"}
+    assert adaptive.points_per_layer == pytest.approx(4 + 24 * len(adaptive.refined) / len(adaptive.layers))
 
 
 def test_points_per_layer_counts_every_refinement():
@@ -304,6 +306,6 @@ def test_points_per_layer_counts_every_refinement():
     model, tok = get_model("gpt2")
     base = neuron_attributions(model, tok, prompt_of("gpt2"), TARGET2, method="amig", steps=8, quadrature="gauss-adaptive")
     L = len(base.layers)
-    assert replace(base, refined={0: "gauss/32"}).points_per_layer == pytest.approx(8 + (16 + 32) / L)
-    assert replace(base, steps=20, quadrature="midpoint", refined={0: "steep/80"}).points_per_layer == \
+    assert replace(base, refined={0: "gauss/32"}, refined_points=16 + 32).points_per_layer == pytest.approx(8 + (16 + 32) / L)
+    assert replace(base, steps=20, quadrature="midpoint", refined={0: "steep/80"}, refined_points=40 + 80).points_per_layer == \
         pytest.approx(20 + (40 + 80) / L)

@@ -73,14 +73,14 @@ def attribute_query(
             if amig_mode == "mean":
                 per_baseline = per_baseline.mean(0, keepdim=True)
 
-        base_rule = "gauss" if quadrature == "gauss-adaptive" else quadrature
         attributions, baseline_scores, clean = _integrate(runner, layers, activations, per_baseline,
-                                                          *quadrature_rule(steps, base_rule), ig_batch_size, progress)
+                                                          *quadrature_rule(steps, quadrature), ig_batch_size, progress)
         refined: dict = {}
+        refined_points = 0
         if quadrature == "gauss-adaptive":
             jump_at_zero = method == "kn" and family.ffn_output_normalized()
-            _refine_adaptively(runner, layers, activations, per_baseline, steps, ig_batch_size,
-                               attributions, baseline_scores, clean, refined, jump_at_zero)
+            refined_points = _refine_adaptively(runner, layers, activations, per_baseline, steps, ig_batch_size,
+                                                attributions, baseline_scores, clean, refined, jump_at_zero)
     return AttributionResult(
         attributions=attributions.float().cpu(),
         layers=layers,
@@ -94,6 +94,7 @@ def attribute_query(
         quadrature=quadrature,
         amig_mode=amig_mode if method == "amig" else "-",
         refined=refined,
+        refined_points=refined_points,
         prompt=query.prompt,
         target=query.target,
         target_ids=query.target_ids.tolist(),
@@ -168,7 +169,7 @@ def _integrate(runner, layers: list[int], activations: torch.Tensor, per_baselin
 
 def _refine_adaptively(runner, layers: list[int], activations: torch.Tensor, per_baseline: torch.Tensor,
                        steps: int, ig_batch_size: int, attributions: torch.Tensor, baseline_scores: torch.Tensor,
-                       clean: float, refined: dict, jump_at_zero: bool = False) -> None:
+                       clean: float, refined: dict, jump_at_zero: bool = False) -> int:
     """The ``gauss-adaptive`` rule, in place: every layer first took Gauss-Legendre at ``steps``
     points; a layer whose relative completeness residual exceeds the tolerance is integrated
     again at twice the points, and again, up to ADAPTIVE_MAX_STEPS. A layer stops when its
@@ -182,16 +183,17 @@ def _refine_adaptively(runner, layers: list[int], activations: torch.Tensor, per
     refined with the ``steep`` rule from max(2m, 24) points, to the guard's tolerance
     (DEFAULT_RESIDUAL_TOLERANCE): the unresolved part of the jump leaves a residual floor
     (Gemma-3: 3.7e-3 at 24 and at 42 points) that no rule removes. ``refined`` gets
-    layer -> "<rule>/<m>" of the rule kept."""
+    layer -> "<rule>/<m>" of the rule kept. Returns the path points the refinements ran."""
     rule, tolerance = ("steep", DEFAULT_RESIDUAL_TOLERANCE) if jump_at_zero else ("gauss", ADAPTIVE_TOLERANCE)
     todo = list(range(len(layers)))
     previous = None
     m = steps
+    spent = 0
+    delta = clean - baseline_scores
     while todo:
         m = max(2 * m, 24) if rule == "steep" and m == steps else 2 * m
         if m > ADAPTIVE_MAX_STEPS:
             break
-        delta = clean - baseline_scores
         rel = layer_relative_residuals(attributions.sum(-1) - delta, delta, score=clean)
         todo = [i for i in todo if rel[i] > tolerance
                 and (previous is None or rel[i] <= ADAPTIVE_MIN_GAIN * previous[i])]
@@ -200,6 +202,7 @@ def _refine_adaptively(runner, layers: list[int], activations: torch.Tensor, per
         previous = rel
         again, _, _ = _integrate(runner, [layers[i] for i in todo], activations[todo], per_baseline[:, todo],
                                  *quadrature_rule(m, rule), ig_batch_size, scores_known=True)
+        spent += m * len(todo)
         trial = attributions.clone()
         trial[todo] = again
         new_rel = layer_relative_residuals(trial.sum(-1) - delta, delta, score=clean)
@@ -207,6 +210,7 @@ def _refine_adaptively(runner, layers: list[int], activations: torch.Tensor, per
         attributions[[todo[k] for k in better]] = again[better]
         refined.update({layers[todo[k]]: f"{rule}/{m}" for k in better})
         todo = [todo[k] for k in better]
+    return spent
 
 
 def refine_unconverged(
@@ -237,7 +241,7 @@ def refine_unconverged(
         baseline_scores[rows] = again.baseline_scores
         refined = {**result.refined, **{layer: f"steep/{steps}" for layer in todo}}
         result = replace(result, attributions=attributions, baselines=baselines, baseline_scores=baseline_scores,
-                         refined=refined)
+                         refined=refined, refined_points=result.refined_points + steps * len(todo))
         steps *= 2
     return result
 

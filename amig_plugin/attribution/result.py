@@ -51,18 +51,14 @@ class AttributionResult:
     """layer -> "<rule>/<m>" of the rule that replaced the first pass on that layer: "gauss/<m>" of
     the ``gauss-adaptive`` rule, "steep/<m>" where :func:`refine_unconverged` re-ran it."""
 
+    refined_points: int = 0
+    """Path points the refinements ran, summed over layers (discarded refinements included)."""
+
     @property
     def points_per_layer(self) -> float:
-        """Path points spent per layer, refinements included (an adaptive layer kept at gauss/4m
-        also ran 2m): the cost of the result in rows of the batched forward/backward."""
-        extra = 0
-        for rule in self.refined.values():
-            name, m = rule.split("/")
-            m = int(m)
-            while m > self.steps and (name == "gauss" or m >= max(2 * self.steps, 24)):
-                extra += m
-                m //= 2
-        return self.steps + extra / max(1, len(self.layers))
+        """Path points spent per layer, refinements included: the cost of the result in rows of
+        the batched forward/backward."""
+        return self.steps + self.refined_points / max(1, len(self.layers))
 
     @property
     def completeness_residual(self) -> torch.Tensor:
