@@ -67,9 +67,15 @@ class LMHead:
     bias: torch.Tensor | None = None
 
 
+CHUNK_VOCAB = 1024
+"""Vocabulary entries per chunk in :class:`_HeadScore`: a chunk of head rows (2.5-3 MB in float32
+for H = 640-768) stays in the CPU caches between the chunk's two matrix products, so the head is
+read from memory once per call (on a 2-core CPU, 1024 ran Gemma-3's 262k-entry head in 0.69 s
+for 127 rows and 0.13 s for 13 rows, against 1.00 s and 0.30 s with 16 MB logit chunks)."""
+
 CHUNK_ELEMENTS = 1 << 22
-"""Logits per vocabulary chunk in :class:`_HeadScore` (16 MB in float32: the chunk stays in the
-caches between its two matrix products, and no vocabulary-sized tensor is ever allocated)."""
+"""At most this many logits per chunk (16 MB in float32): with many rows the chunk shrinks below
+:data:`CHUNK_VOCAB`; no vocabulary-sized tensor is ever allocated."""
 
 
 class _HeadScore(torch.autograd.Function):
@@ -92,7 +98,7 @@ class _HeadScore(torch.autograd.Function):
         top = flat.new_full((N, 1), float("-inf"))
         total = flat.new_zeros(N, 1)
         weighted = flat.new_zeros(N, H) if backward_follows else None  # S
-        chunk = min(V, max(1024, CHUNK_ELEMENTS // N))
+        chunk = min(V, max(64, min(CHUNK_VOCAB, CHUNK_ELEMENTS // N)))
         logits = flat.new_empty(N, chunk)
         for v0 in range(0, V, chunk):
             w = weight[v0:v0 + chunk]

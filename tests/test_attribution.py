@@ -647,3 +647,29 @@ def test_prefix_cache_strategies_on_edge_inputs():
     model, tok = get_model("bert")
     with pytest.raises(ValueError, match="causal LM's prefix cache"):
         neuron_attributions(model, tok, "paris is <mask> .", "berlin", method="kn", steps=2, strategy="cache")
+
+
+def test_sliding_window_cache_is_cut_only_while_the_window_has_dropped_nothing(monkeypatch):
+    """Gemma-3's local layers keep a sliding window: a prompt shorter than the window has its
+    prefix cache cut from the clean pass (no second pass over the prefix), with the same
+    attributions as the whole-model strategy; a longer one, whose window has dropped
+    positions, recomputes the prefix (a cut would be wrong)."""
+    from amig_plugin.attribution import prefix_cache
+
+    model, tok = get_model("gemma3")  # sliding_window = 4: it keeps the last 3 positions
+    recomputed = []
+    original = prefix_cache._CachedCausalRunner._prefix_cache
+
+    def counting(self):
+        recomputed.append(self.query.target_position)
+        return original(self)
+
+    monkeypatch.setattr(prefix_cache._CachedCausalRunner, "_prefix_cache", counting)
+    for prompt, expect_recompute in (("the capital <mask>", False), (LONG_CAUSAL, True)):
+        recomputed.clear()
+        ref = neuron_attributions(model, tok, prompt, "paris", method="amig", steps=4, strategy="full")
+        for strategy in ("cache", "layer_skip"):
+            got = neuron_attributions(model, tok, prompt, "paris", method="amig", steps=4, strategy=strategy)
+            assert rel_diff(got.attributions, ref.attributions) < RTOL, (prompt, strategy)
+            assert rel_diff(got.baselines, ref.baselines) < RTOL
+        assert bool(recomputed) == expect_recompute, (prompt, recomputed)

@@ -27,19 +27,35 @@ def _broadcast_layer(layer_cache, rows: int) -> None:
         layer_cache.batch_repeat_interleave(rows)
 
 
+def _cuttable(layer) -> bool:
+    """A cache layer that holds every position it has seen as plain tensors: a
+    ``DynamicLayer``, or a ``DynamicSlidingWindowLayer`` whose window has not yet dropped any
+    position (its length counter equals the positions it keeps) and that is not recording."""
+    name = type(layer).__name__
+    keys = getattr(layer, "keys", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(getattr(layer, "values", None), torch.Tensor):
+        return False
+    if name == "DynamicLayer":
+        return True
+    return (name == "DynamicSlidingWindowLayer" and not getattr(layer, "record_past", True)
+            and getattr(layer, "cumulative_length", None) == keys.shape[-2])
+
+
 def _cut_cache(cache, length: int):
     """The key/value cache of the first ``length`` positions, cut in place from a longer
-    one: legacy tuples and plain ``DynamicLayer`` caches; None for anything else (sliding
-    windows keep extra state), which the caller recomputes."""
+    one: legacy tuples, plain ``DynamicLayer`` caches and sliding-window layers that have
+    dropped nothing yet (the prompt is shorter than the window: Gemma-2/3's local layers);
+    None for anything else, which the caller recomputes."""
     if isinstance(cache, tuple):
         return tuple(tuple(t[..., :length, :].contiguous() for t in layer) for layer in cache)
     layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" or not isinstance(getattr(layer, "keys", None), torch.Tensor)
-                         for layer in layers):
+    if not layers or not all(_cuttable(layer) for layer in layers):
         return None
     for layer in layers:
         layer.keys = layer.keys[..., :length, :].contiguous()
         layer.values = layer.values[..., :length, :].contiguous()
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = length
     return cache if cache.get_seq_length() == length else None
 
 
