@@ -653,8 +653,13 @@ def test_sliding_window_cache_is_cut_only_while_the_window_has_dropped_nothing(m
     """Gemma-3's local layers keep a sliding window: a prompt shorter than the window has its
     prefix cache cut from the clean pass (no second pass over the prefix), with the same
     attributions as the whole-model strategy; a longer one, whose window has dropped
-    positions, recomputes the prefix (a cut would be wrong)."""
+    positions, recomputes the prefix (a cut would be wrong). Older transformers (no per-layer
+    cache objects) always recompute it: only the equality is checked there."""
+    import transformers.cache_utils
+
     from amig_plugin.attribution import prefix_cache
+
+    layered = hasattr(transformers.cache_utils, "DynamicSlidingWindowLayer")
 
     model, tok = get_model("gemma3")  # sliding_window = 4: it keeps the last 3 positions
     recomputed = []
@@ -672,4 +677,4 @@ def test_sliding_window_cache_is_cut_only_while_the_window_has_dropped_nothing(m
             got = neuron_attributions(model, tok, prompt, "paris", method="amig", steps=4, strategy=strategy)
             assert rel_diff(got.attributions, ref.attributions) < RTOL, (prompt, strategy)
             assert rel_diff(got.baselines, ref.baselines) < RTOL
-        assert bool(recomputed) == expect_recompute, (prompt, recomputed)
+        assert bool(recomputed) == (expect_recompute or not layered), (prompt, recomputed)
