@@ -30,9 +30,9 @@ of about 6 points), for paths that are flat with a jump near the baseline (Dai e
 baseline on models with a norm after the FFN, e.g. Gemma-2/3).
 
 Convergence: every result carries the per-layer relative completeness residual
-|Σ_i IG_i − ΔF_l| / max(|ΔF_l|, ε · max_l' |ΔF_l'|, 1e-5 · |F(a)|) (ε = ``RESIDUAL_FLOOR``, so
+|Σ_i IG_i − ΔF_l| / max(|ΔF_l|, ε · max_l' |ΔF_l'|, 1e-4 · |F(a)|) (ε = ``RESIDUAL_FLOOR``, so
 a layer whose ΔF is ~0 is judged against a small fraction of the largest layer's instead of 0,
-and nothing against less than float32 rounding of the score) and is
+and nothing against less than the float32 noise of the scores, ``FLOAT_NOISE``) and is
 ``converged`` when every layer is within ``tolerance`` (default 0.05); see
 :func:`refine_unconverged` for re-running the layers that are not with a finer rule.
 
