@@ -28,10 +28,12 @@ def test_key_is_the_one_existing_caches_hold(lang, method, tau):
                 quadrature=defaults.DEFAULT_QUADRATURE, amig_mode="mean", layers=None, top_k=50)
     if defaults.DEFAULT_QUADRATURE == "gauss-adaptive":  # its refinement constants are part of the result
         base["gauss_adaptive"] = [defaults.ADAPTIVE_TOLERANCE, defaults.ADAPTIVE_MAX_STEPS, defaults.ADAPTIVE_MIN_GAIN]
+        base["residual_floors"] = [defaults.RESIDUAL_FLOOR, defaults.FLOAT_NOISE]
     assert LocalizationSettings().key("m#fp", [PROMPT], " Paris", lang, method) == _old_key(base, lang, method)
     refine = LocalizationSettings(on_unconverged="refine", adaptive=(2, 5))
     assert refine.key("m#fp", [PROMPT], " Paris", lang, method) == _old_key(
-        {**base, "on_unconverged": "refine", "adaptive": [2, 5]}, lang, method)
+        {**base, "on_unconverged": "refine", "adaptive": [2, 5],
+         "residual_floors": [defaults.RESIDUAL_FLOOR, defaults.FLOAT_NOISE]}, lang, method)
 
 
 def test_execution_fields_and_warn_or_refuse_leave_the_key_alone():
@@ -45,13 +47,21 @@ def test_execution_fields_and_warn_or_refuse_leave_the_key_alone():
 
 
 def test_adaptive_rule_constants_are_part_of_the_key(monkeypatch):
-    """A cached gauss-adaptive result made under another refinement tolerance is never served."""
+    """A cached gauss-adaptive (or refined) result made under another refinement tolerance, or
+    another way of measuring the residual it refines on, is never served; a plain rule's key
+    holds neither."""
     settings = LocalizationSettings(quadrature="gauss-adaptive", steps=6)
+    refined = LocalizationSettings(quadrature="gauss", steps=12, on_unconverged="refine")
     key = settings.key("m#fp", [PROMPT], " Paris", "en", "amig")
+    refined_key = refined.key("m#fp", [PROMPT], " Paris", "en", "amig")
     monkeypatch.setattr(defaults, "ADAPTIVE_TOLERANCE", defaults.ADAPTIVE_TOLERANCE / 2)
     assert settings.key("m#fp", [PROMPT], " Paris", "en", "amig") != key
+    key = settings.key("m#fp", [PROMPT], " Paris", "en", "amig")
+    monkeypatch.setattr(defaults, "FLOAT_NOISE", defaults.FLOAT_NOISE / 10)
+    assert settings.key("m#fp", [PROMPT], " Paris", "en", "amig") != key
+    assert refined.key("m#fp", [PROMPT], " Paris", "en", "amig") != refined_key
     gauss = LocalizationSettings(quadrature="gauss", steps=12)
-    assert "gauss_adaptive" not in gauss.result_settings()
+    assert "gauss_adaptive" not in gauss.result_settings() and "residual_floors" not in gauss.result_settings()
 
 
 def test_unknown_setting_is_named():

@@ -61,7 +61,7 @@ def test_head_scores_stream_over_vocabulary_chunks(monkeypatch, with_bias):
     import amig_plugin.scoring as scoring
     from amig_plugin.scoring import LMHead, head_scores, target_scores
 
-    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 1)  # 1024-token chunks
+    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 1)  # 64-token chunks (the smallest)
     torch.manual_seed(2)
     V, H = 5000, 8
     weight = torch.randn(V, H, dtype=torch.float64) * torch.linspace(0.1, 4, V, dtype=torch.float64).view(V, 1)

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from ..defaults import DEFAULT_RESIDUAL_TOLERANCE, RESIDUAL_FLOOR
+from ..defaults import DEFAULT_RESIDUAL_TOLERANCE, FLOAT_NOISE, RESIDUAL_FLOOR
 
 Method = Literal["amig", "kn"]
 Objective = Literal["prob", "logprob"]
@@ -93,14 +93,6 @@ class AttributionResult:
 
     def layer_of_row(self, row: int) -> int:
         return self.layers[row]
-
-
-FLOAT_NOISE = 1e-4
-"""ΔF below this fraction of |F(a)| is within float32 noise: residuals are judged against at least
-this. F(a) and F(a'_l) come from different rows and batches, and Σ_i IG_i sums thousands of float32
-terms; on a random-weight BERT-tiny (P(target) 3.6e-4, ΔF ~ 1e-8 per layer) that noise reached
-2e-6 · F, a "residual" of 7 % of ΔF for attributions whose error against a 256-point reference is
-3e-7. A layer whose whole effect is under 1e-4 of F is then judged to 5e-6 · F."""
 
 
 def layer_relative_residuals(residual: torch.Tensor, delta: torch.Tensor, floor: float = RESIDUAL_FLOOR,

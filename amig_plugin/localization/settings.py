@@ -91,6 +91,9 @@ class LocalizationSettings:
             out["adaptive"] = list(self.adaptive)
         if self.quadrature == "gauss-adaptive":  # its refinement constants define the result too
             out["gauss_adaptive"] = [defaults.ADAPTIVE_TOLERANCE, defaults.ADAPTIVE_MAX_STEPS, defaults.ADAPTIVE_MIN_GAIN]
+        if self.quadrature == "gauss-adaptive" or self.on_unconverged == "refine":
+            # both refine the layers whose relative residual is too large: how it is measured counts
+            out["residual_floors"] = [defaults.RESIDUAL_FLOOR, defaults.FLOAT_NOISE]
         if self.on_unconverged == "refine":
             out["on_unconverged"] = "refine"
             if self.refine_max_steps != 96:
