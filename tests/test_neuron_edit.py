@@ -120,3 +120,20 @@ def test_refuses_empty_neuron_set():
     base, tok = trained("gpt2")
     with pytest.raises(AmigError, match="no neurons"):
         optimize_value_vectors(copy.deepcopy(base), tok, [], _prompt("france"), "tokyo")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gemma3", "bert"])
+def test_edit_logits_only_at_the_scored_positions(kind):
+    """The optimization applies the LM head to the scored rows alone where the model allows it
+    (logits_to_keep); the logits equal the full forward's rows either way."""
+    from amig_plugin.intervene.neuron_edit import _keeps_logits, _logits
+
+    model, tok = tiny(kind, seed=0, layers=2, width=32, ffn=64)
+    ids = torch.tensor(tok("the capital of france is paris")["input_ids"])
+    positions = torch.tensor([1, len(ids) - 1])
+    with torch.no_grad():
+        full = model(input_ids=ids[None]).logits[0, positions].float()
+        kept = _logits(model, ids, positions)
+    assert kept.shape == full.shape
+    torch.testing.assert_close(kept, full, rtol=1e-5, atol=1e-5)
+    assert _keeps_logits(type(model)) == (kind != "bert")

@@ -21,6 +21,8 @@ before the final write and an exception leaves the model unchanged.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -75,8 +77,19 @@ def _sites(family: ModelFamily, tokenizer, item: LocalityItem) -> tuple[torch.Te
 
 
 def _logits(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    out = model(input_ids=ids.unsqueeze(0).to(next(model.parameters()).device)).logits[0]
+    """Logits ``[k, V]`` at ``positions`` only: models whose forward takes ``logits_to_keep``
+    apply the LM head to those rows alone (on Gemma-3's 262k-entry head, most of a step's cost
+    otherwise); others compute every row and keep these."""
+    device = next(model.parameters()).device
+    if _keeps_logits(type(model)):
+        return model(input_ids=ids.unsqueeze(0).to(device), logits_to_keep=positions.to(device)).logits[0].float()
+    out = model(input_ids=ids.unsqueeze(0).to(device)).logits[0]
     return out[positions.to(out.device)].float()
+
+
+@functools.lru_cache(maxsize=None)
+def _keeps_logits(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts: str | Sequence[str],
