@@ -189,6 +189,93 @@ def test_post_norm_targets_invert_the_norm_to_first_order():
     assert norm.weight.dtype == torch.float64  # the norm itself untouched
 
 
+def test_rms_norm_preimage_is_exact_where_first_order_is_not():
+    """A large, reachable change of Gemma-3's post-FFN norm output (what z_space: down_proj asks
+    of the z layer): the radial preimage lands on it; the first-order J⁺ t misses by far; a norm
+    that is not an RMSNorm is refused by name."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    from amig_plugin.easyedit.shims import down_proj_targets, rms_norm_preimage
+
+    torch.manual_seed(0)
+    norm = Gemma3RMSNorm(16, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16) * 20)
+    m = torch.randn(3, 16, dtype=torch.float64)
+    m_new = m + m.norm(dim=1, keepdim=True) * torch.randn(3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        t = norm(m_new) - norm(m)
+        exact = norm(m + rms_norm_preimage(norm, m, t)) - norm(m)
+        first_order = norm(m + down_proj_targets(norm, m, t)) - norm(m)
+    assert (exact - t).norm() < 1e-5 * t.norm()
+    assert (first_order - t).norm() > 0.2 * t.norm()
+    with pytest.raises(ValueError, match="LayerNorm is not an RMSNorm"):
+        rms_norm_preimage(torch.nn.LayerNorm(16).double(), m, t)
+
+
+def test_memit_adaptation_keys_are_checked():
+    from types import SimpleNamespace
+
+    from amig_plugin.easyedit.shims import check_memit_adaptation
+
+    assert check_memit_adaptation(SimpleNamespace()) is False  # EasyEdit's MEMIT, unchanged
+    assert check_memit_adaptation(SimpleNamespace(post_norm_targets=True, z_space="down_proj")) is True
+    with pytest.raises(ValueError, match="z_space: 'down' is not one of residual, down_proj"):
+        check_memit_adaptation(SimpleNamespace(post_norm_targets=True, z_space="down"))
+    with pytest.raises(ValueError, match="add post_norm_targets: true"):
+        check_memit_adaptation(SimpleNamespace(z_space="down_proj"))
+
+
+def test_memit_z_in_ffn_output_space():
+    """z_space: down_proj. The z layer's template names the FFN output there and the block
+    elsewhere (where compute_z reads its loss), and z = h + norm(m') - norm(m) is exactly the
+    block output a Gemma-3 block gives when its FFN output at that position is m'."""
+    from amig_plugin.easyedit.shims import _ZLayerTemplate, residual_of_ffn_output
+    from amig_plugin.testing.planted import get_model
+
+    template = _ZLayerTemplate("model.layers.{}", "model.layers.{}.mlp", 1)
+    assert template.format(1) == "model.layers.1.mlp" and template.format(0) == "model.layers.0"
+    assert template == "model.layers.{}"  # what every other comparison sees
+
+    model, tok = get_model("gemma3")
+    block = model.model.layers[1]
+    ids = tok("the capital of france is", return_tensors="pt")["input_ids"]
+    pos = ids.shape[1] - 2
+    seen = {}
+
+    def keep(name):
+        return lambda module, args, output: seen.__setitem__(name, output.detach().clone())
+
+    handles = [block.mlp.register_forward_hook(keep("m")), block.register_forward_hook(
+        lambda module, args, output: seen.__setitem__("h", (output[0] if isinstance(output, tuple) else output).detach()))]
+    with torch.no_grad():
+        model(ids)
+    m, h = seen["m"][0, pos], seen["h"][0, pos]
+    torch.manual_seed(0)
+    m_new = m + 3 * m.norm() * torch.randn_like(m) / m.numel() ** 0.5  # far from linear
+    for handle in handles:
+        handle.remove()
+
+    def replace(module, args, output):
+        output = output.clone()
+        output[0, pos] = m_new
+        return output
+
+    handles = [block.mlp.register_forward_hook(replace), block.register_forward_hook(
+        lambda module, args, output: seen.__setitem__("h", (output[0] if isinstance(output, tuple) else output).detach()))]
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    z = residual_of_ffn_output(block.post_feedforward_layernorm, h, m, m_new)
+    torch.testing.assert_close(z, seen["h"][0, pos], rtol=1e-5, atol=1e-5)
+    moved = seen["h"][0, pos] - h
+    assert moved.norm() > 1e-3 * h.norm()  # the new FFN output did move the residual ...
+    assert (m_new - m - moved).norm() > 0.5 * moved.norm()  # ... and not by m' - m (MEMIT's assumption)
+
+
 def test_stdlib_corpus_is_read_without_importing():
     from amig_plugin.easyedit.stats import CORPORA, local_corpus
 

@@ -165,9 +165,9 @@ _FLAVOUR_DEFAULTS = {"FT": {"objective_optimization": "prompt_last"}}
 
 
 #: Keys of this package's adaptations that an EasyEdit hparams YAML may carry (kept as
-#: attributes of the hparams object): MEMIT's ``post_norm_targets``
+#: attributes of the hparams object): MEMIT's ``post_norm_targets`` and ``z_space``
 #: (:func:`amig_plugin.easyedit.shims.memit_post_norm_targets`).
-_OUR_KEYS = {"MEMIT": ("post_norm_targets",)}
+_OUR_KEYS = {"MEMIT": ("post_norm_targets", "z_space")}
 
 
 def _easyedit_hparams(cls, path: str):
@@ -357,8 +357,10 @@ def method_note(alg: str, h, records: Sequence[dict], covariance_note: str = "")
         kind = "FT-M, loss on the teacher-forced target" if objective == "target_new" else "FT-L, loss at the prompt end"
         return f"EasyEdit FT ({kind}), layers {h.layers}, {h.num_steps} steps"
     if alg == "MEMIT" and getattr(h, "post_norm_targets", False):
+        z_space = getattr(h, "z_space", "residual")
         return (f"{covariance_note}; layers {h.layers}, v_lr {h.v_lr}; residual targets mapped through the "
-                f"post-FFN norm (our adaptation for Gemma-3)")
+                f"post-FFN norm" + (", z optimized in the FFN-output space" if z_space == "down_proj" else "")
+                + " (our adaptation for Gemma-3)")
     return covariance_note
 
 

@@ -189,7 +189,9 @@ def editor_class():
                     from .shims import memit_tuple_block_outputs
 
                     stack.enter_context(memit_tuple_block_outputs())
-                    if getattr(self.hparams, "post_norm_targets", False):
+                    from .shims import check_memit_adaptation
+
+                    if check_memit_adaptation(self.hparams):
                         from .shims import memit_post_norm_targets
 
                         stack.enter_context(memit_post_norm_targets(self.model, self.hparams))
