@@ -87,6 +87,28 @@ def _logits(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> tor
     return out[positions.to(out.device)].float()
 
 
+def _batched_logits(model: nn.Module, seqs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """:func:`_logits` of several ``(input_ids, positions)`` in one forward: the sequences are
+    right-padded under an attention mask (padding follows every real token, so no real position
+    sees it), and the head is applied to the union of the scored positions only."""
+    if len(seqs) == 1:
+        return [_logits(model, *seqs[0])]
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids, _ in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for row, (seq, _) in enumerate(seqs):
+        ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    kwargs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if _keeps_logits(type(model)):
+        keep = torch.unique(torch.cat([pos for _, pos in seqs]))  # sorted
+        logits = model(**kwargs, logits_to_keep=keep.to(device)).logits
+        return [logits[row, torch.searchsorted(keep, pos).to(logits.device)].float() for row, (_, pos) in enumerate(seqs)]
+    logits = model(**kwargs).logits
+    return [logits[row, pos.to(logits.device)].float() for row, (_, pos) in enumerate(seqs)]
+
+
 @functools.lru_cache(maxsize=None)
 def _keeps_logits(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
@@ -122,8 +144,9 @@ def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts:
                               neurons=[(l, i) for l, idx in by_layer.items() for i in idx], steps=0)
     with frozen_eval(family.model):
         sites = [_sites(family, tokenizer, item) for item in locality]
+        seqs = [(q.input_ids, q.score_positions) for q in queries] + list(sites)
         with torch.no_grad():
-            ref = [torch.log_softmax(_logits(family.model, ids, pos), -1) for ids, pos in sites]
+            ref = [torch.log_softmax(lg, -1) for lg in _batched_logits(family.model, sites)] if sites else []
         scale, bound, z = {}, {}, {}
         for layer, idx in by_layer.items():
             values = family.value_vectors(layer).detach().float()
@@ -144,14 +167,14 @@ def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts:
         try:
             for step in range(steps):
                 with torch.enable_grad():
-                    nll = sum(-torch.log_softmax(_logits(family.model, q.input_ids, q.score_positions), -1)
-                              .gather(1, q.target_ids.view(-1, 1).to(z[next(iter(z))].device)).sum()
-                              for q in queries) / n_target
+                    logits = _batched_logits(family.model, seqs)
+                    nll = sum(-torch.log_softmax(lg, -1).gather(1, q.target_ids.view(-1, 1).to(lg.device)).sum()
+                              for q, lg in zip(queries, logits)) / n_target
                     kl = torch.zeros(())
                     if sites:
-                        kl = sum(torch.nn.functional.kl_div(torch.log_softmax(_logits(family.model, ids, pos), -1),
-                                                            r, log_target=True, reduction="sum")
-                                 for (ids, pos), r in zip(sites, ref)) / sum(len(p) for _, p in sites)
+                        kl = sum(torch.nn.functional.kl_div(torch.log_softmax(lg, -1), r, log_target=True,
+                                                            reduction="sum")
+                                 for lg, r in zip(logits[len(queries):], ref)) / sum(len(p) for _, p in sites)
                     result.nll.append(float(nll.detach()))
                     result.kl.append(float(kl.detach()))
                     if result.nll[-1] < stop_nll and (not sites or result.kl[-1] < stop_kl):
