@@ -334,3 +334,67 @@ def test_the_run_line_names_what_portability_is_scored_on():
     assert _portability_note([{"portability": {}}, {}], "zh") == "no portability pairs"
     assert _portability_note([{"portability": {"one_hop": {}}}, {"portability": {"other_language": {}}}], "zh") == \
         "portability: one_hop, zh prompt"
+
+
+@needs_easyeditor
+def test_memit_z_space_down_proj_through_easyedits_compute_z(monkeypatch):
+    """z_space: down_proj through EasyEdit's own compute_z on a tiny Gemma-3: the delta sits on
+    the z layer's FFN output (clamped against that output), the loss is read at the block of
+    v_loss_layer, and the z handed to MEMIT is the block output this FFN output gives."""
+    import importlib
+
+    from amig_plugin.easyedit.compat import cuda_to_cpu, import_easyeditor
+    from amig_plugin.easyedit.shims import memit_post_norm_targets, memit_tuple_block_outputs
+    from amig_plugin.testing import tiny
+
+    import_easyeditor()
+    main = importlib.import_module("easyeditor.models.memit.memit_main")
+    hparams_class = importlib.import_module("easyeditor.models.memit.memit_hparams").MEMITHyperParams
+    seen = {}
+    original = main.compute_z
+
+    def spy(model, tok, request, hparams, layer, *args, **kwargs):
+        seen["modules"] = (hparams.layer_module_tmp.format(layer), hparams.layer_module_tmp.format(hparams.v_loss_layer))
+        seen["m_new"] = original(model, tok, request, hparams, layer, *args, **kwargs)
+        return seen["m_new"]
+
+    monkeypatch.setattr(main, "compute_z", spy)
+    model, tok = tiny("gemma3", seed=0, layers=3, width=32, ffn=64)
+    hp = hparams_class(
+        layers=[1], layer_selection="all", fact_token="subject_last", v_num_grad_steps=5, v_lr=0.5, v_loss_layer=2,
+        v_weight_decay=0.5, clamp_norm_factor=0.5, kl_factor=0.0625, mom2_adjustment=True, mom2_update_weight=200,
+        rewrite_module_tmp="model.layers.{}.mlp.down_proj", layer_module_tmp="model.layers.{}",
+        mlp_module_tmp="model.layers.{}.mlp", attn_module_tmp="model.layers.{}.self_attn", ln_f_module="model.norm",
+        lm_head_module="model.embed_tokens", mom2_dataset="x", mom2_n_samples=10, mom2_dtype="float32",
+        alg_name="MEMIT", device=0, model_name="x", stats_dir=".")
+    hp.post_norm_targets, hp.z_space = True, "down_proj"
+    request = {"prompt": "the capital of {} is", "subject": "france", "target_new": "rome"}
+    with cuda_to_cpu(True), memit_tuple_block_outputs(), memit_post_norm_targets(model, hp):
+        z = main.compute_z(model, tok, request, hp, 1, [["{}"]])
+    assert seen["modules"] == ("model.layers.1.mlp", "model.layers.2")
+
+    ids = tok("the capital of france", return_tensors="pt")["input_ids"]
+    pos, block, out = ids.shape[1] - 1, model.model.layers[1], {}
+    keep_block = block.register_forward_hook(
+        lambda module, args, output: out.__setitem__("h", (output[0] if isinstance(output, tuple) else output).detach()))
+    keep_mlp = block.mlp.register_forward_hook(lambda module, args, output: out.__setitem__("m", output.detach().clone()))
+    with torch.no_grad():
+        model(ids)
+    keep_mlp.remove()
+    m = out["m"][0, pos]
+    assert (seen["m_new"] - m).norm() <= 0.5 * m.norm() * (1 + 1e-5)  # clamped in the FFN-output space
+    assert (seen["m_new"] - m).norm() > 0  # and it moved
+
+    def install(module, args, output):
+        output = output.clone()
+        output[0, pos] = seen["m_new"]
+        return output
+
+    swap = block.mlp.register_forward_hook(install)
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        swap.remove()
+        keep_block.remove()
+    torch.testing.assert_close(z, out["h"][0, pos], rtol=1e-4, atol=1e-4)

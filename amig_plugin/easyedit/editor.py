@@ -186,14 +186,10 @@ def editor_class():
                             stack.enter_context(_patched(mod, "test_prediction_acc",
                                                          cjk_aware_prediction_acc(mod.test_prediction_acc)))
                 if self.alg_name == "MEMIT":
-                    from .shims import memit_tuple_block_outputs
+                    from .shims import check_memit_adaptation, memit_post_norm_targets, memit_tuple_block_outputs
 
                     stack.enter_context(memit_tuple_block_outputs())
-                    from .shims import check_memit_adaptation
-
                     if check_memit_adaptation(self.hparams):
-                        from .shims import memit_post_norm_targets
-
                         stack.enter_context(memit_post_norm_targets(self.model, self.hparams))
                 if self.alg_name == "KN":
                     kn_type = _kn_model_type(self.model)

@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["memit_tuple_block_outputs", "memit_post_norm_targets", "check_memit_adaptation", "down_proj_targets", "rms_norm_preimage",
-           "residual_of_ffn_output"]
+__all__ = ["memit_tuple_block_outputs", "memit_post_norm_targets", "check_memit_adaptation", "down_proj_targets",
+           "rms_norm_preimage", "residual_of_ffn_output"]
 
 
 class _TupleOutput:
@@ -200,8 +200,8 @@ def memit_post_norm_targets(model: Any, hparams: Any) -> Iterator[None]:
     state: dict = {"zs": [], "layer": None}
 
     def at_subject(model_, tok, request, layer, template):
-        out = originals["get_module_input_output_at_words"](model_, tok, layer, [request["prompt"]], [request["subject"]],
-                                                            template, hparams.fact_token)
+        out = originals["get_module_input_output_at_words"](model_, tok, layer, [request["prompt"]],
+                                                            [request["subject"]], template, hparams.fact_token)
         return (out[1] if isinstance(out, tuple) else out)[0]
 
     def compute_z(model_, tok, request, hparams_, layer, *args, **kwargs):

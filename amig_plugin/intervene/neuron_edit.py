@@ -104,7 +104,8 @@ def _batched_logits(model: nn.Module, seqs: Sequence[tuple[torch.Tensor, torch.T
     if _keeps_logits(type(model)):
         keep = torch.unique(torch.cat([pos for _, pos in seqs]))  # sorted
         logits = model(**kwargs, logits_to_keep=keep.to(device)).logits
-        return [logits[row, torch.searchsorted(keep, pos).to(logits.device)].float() for row, (_, pos) in enumerate(seqs)]
+        return [logits[row, torch.searchsorted(keep, pos).to(logits.device)].float()
+                for row, (_, pos) in enumerate(seqs)]
     logits = model(**kwargs).logits
     return [logits[row, pos.to(logits.device)].float() for row, (_, pos) in enumerate(seqs)]
 
