@@ -158,3 +158,16 @@ def test_cache_derives_adaptive_sets_without_new_attributions(tmp_path):
     again = LocalizationCache(tmp_path / "loc.jsonl").localize(model, tok, PROMPT, "paris", lang="en", steps=3,
                                                                adaptive=[2, 5])
     assert again.neurons == ad.neurons
+
+
+def test_shown_path_names_no_machine(tmp_path, monkeypatch):
+    from amig_plugin.localization import shown_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AMIG_CACHE", raising=False)
+    stats = tmp_path / "home" / ".cache" / "amig-plugin" / "easyedit-stats" / "m"
+    assert shown_path(stats) == "~/.cache/amig-plugin/easyedit-stats/m"
+    assert shown_path(tmp_path / "home" / "runs" / "x.json") == "~/runs/x.json"
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))
+    assert shown_path(tmp_path / "cache" / "easyedit-stats" / "m") == "$AMIG_CACHE/easyedit-stats/m"
+    assert shown_path(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")

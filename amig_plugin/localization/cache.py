@@ -59,6 +59,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("AMIG_CACHE") or Path.home() / ".cache" / "amig-plugin")
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as printed in notes and tables that people share: under the cache root it
+    reads ``$AMIG_CACHE/...`` (the variable, or ``~/.cache/amig-plugin`` where it is unset),
+    else under the home folder ``~/...``; other paths unchanged. A table then names no
+    user's machine."""
+    path = Path(path).expanduser()
+    root = cache_root().expanduser()
+    for base, shown in ((root, "$AMIG_CACHE" if os.environ.get("AMIG_CACHE") else "~/.cache/amig-plugin"),
+                        (Path.home(), "~")):
+        try:
+            rest = path.resolve().relative_to(base.resolve())
+        except ValueError:
+            continue
+        return shown if str(rest) == "." else f"{shown}/{rest.as_posix()}"
+    return str(path)
+
+
 # ----------------------------------------------------------------------------------------
 # fingerprint of the weights
 
