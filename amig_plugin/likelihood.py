@@ -8,13 +8,13 @@ protocols' candidate ranking).
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
 
 from .attribution import frozen_eval, target_scores
 from .models import get_family
+from .models.logits import batched_logits_at
 
 
 def likelihood(model, tokenizer, prompt: str, candidate: str) -> dict:
@@ -32,13 +32,6 @@ def likelihood(model, tokenizer, prompt: str, candidate: str) -> dict:
             "n_tokens": int(query.target_ids.numel())}
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[float]:
     """Σ log P(target tokens) (teacher-forced) of each (prompt, target), in padded batches.
 
@@ -51,30 +44,13 @@ def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: 
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = family.baseline_token_id(tokenizer) if family.kind == "causal" else 0
-    device = family.device()
-    keep_ok = family.kind == "causal" and _accepts_logits_to_keep(family.model)
     out = [0.0] * len(queries)
     with frozen_eval(family.model), torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            width = max(len(queries[k].input_ids) for k in chunk)
-            ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, k in enumerate(chunk):
-                n = len(queries[k].input_ids)
-                ids[r, :n] = queries[k].input_ids
-                mask[r, :n] = 1
-            kwargs = {}
-            if keep_ok:
-                keep = sorted({int(p) for k in chunk for p in queries[k].score_positions})
-                col = {p: c for c, p in enumerate(keep)}
-                kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
-            logits = family.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for r, k in enumerate(chunk):
-                q = queries[k]
-                total = 0.0
-                for p, t in zip(q.score_positions.tolist(), q.target_ids.tolist()):
-                    total += float(logp[r, col[p] if keep_ok else p, t])
-                out[k] = total
+            logits = batched_logits_at(family.model, [(queries[k].input_ids, queries[k].score_positions)
+                                                      for k in chunk], pad_id=int(pad))
+            for k, rows in zip(chunk, logits):
+                logp = torch.log_softmax(rows, dim=-1)  # [T, V] at the target's positions
+                out[k] = float(logp.gather(-1, queries[k].target_ids.to(logp.device)[:, None]).sum())
     return out

@@ -126,24 +126,24 @@ def test_refuses_empty_neuron_set():
 def test_edit_logits_only_at_the_scored_positions(kind):
     """The optimization applies the LM head to the scored rows alone where the model allows it
     (logits_to_keep); the logits equal the full forward's rows either way."""
-    from amig_plugin.intervene.neuron_edit import _keeps_logits, _logits
+    from amig_plugin.models.logits import logits_at, takes_logits_to_keep
 
     model, tok = tiny(kind, seed=0, layers=2, width=32, ffn=64)
     ids = torch.tensor(tok("the capital of france is paris")["input_ids"])
     positions = torch.tensor([1, len(ids) - 1])
     with torch.no_grad():
         full = model(input_ids=ids[None]).logits[0, positions].float()
-        kept = _logits(model, ids, positions)
+        kept = logits_at(model, ids, positions)
     assert kept.shape == full.shape
     torch.testing.assert_close(kept, full, rtol=1e-5, atol=1e-5)
-    assert _keeps_logits(type(model)) == (kind != "bert")
+    assert takes_logits_to_keep(model) == (kind != "bert")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "gemma3", "bert"])
 def test_edit_logits_of_several_prompts_in_one_padded_batch(kind):
     """Prompts of different lengths, right-padded in one forward: each one's logits at its own
     positions equal its forward alone."""
-    from amig_plugin.intervene.neuron_edit import _batched_logits, _logits
+    from amig_plugin.models.logits import batched_logits_at, logits_at
 
     model, tok = tiny(kind, seed=0, layers=2, width=32, ffn=64)
     texts = ["the capital of france is paris", "water is", "the first president of the united states was"]
@@ -152,8 +152,8 @@ def test_edit_logits_of_several_prompts_in_one_padded_batch(kind):
         ids = torch.tensor(tok(text)["input_ids"])
         seqs.append((ids, torch.tensor([0, len(ids) - 1]) if len(ids) > 2 else torch.tensor([len(ids) - 1])))
     with torch.no_grad():
-        batched = _batched_logits(model, seqs)
-        alone = [_logits(model, ids, pos) for ids, pos in seqs]
+        batched = batched_logits_at(model, seqs)
+        alone = [logits_at(model, ids, pos) for ids, pos in seqs]
     assert len({len(ids) for ids, _ in seqs}) == 3  # really padded
     for b, a in zip(batched, alone):
         assert b.shape == a.shape

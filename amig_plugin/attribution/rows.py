@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch
+from ..models.logits import takes_logits_to_keep
 from ..scoring import head_scores, target_scores
 from .activations import neuron_vectors
 
@@ -23,11 +24,7 @@ from .activations import neuron_vectors
 def _last_logits_only(model: nn.Module, n: int) -> dict:
     """``logits_to_keep=n`` where the model's forward takes it (the LM head on the last n
     positions only), else nothing."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+    return {"logits_to_keep": n} if takes_logits_to_keep(model) else {}
 
 
 @dataclass

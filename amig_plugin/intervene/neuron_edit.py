@@ -21,8 +21,6 @@ before the final write and an exception leaves the model unchanged.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -35,6 +33,7 @@ from ..neurons import Neuron
 from .activations import _multipliers
 from .value_vectors import WeightBackup, _param_name
 from ..models import ModelFamily, get_family
+from ..models.logits import batched_logits_at
 
 #: A locality item: a prompt alone (causal LMs: the next-token distribution after it) or
 #: (prompt, answer): the distributions at the answer's teacher-forced positions.
@@ -76,45 +75,6 @@ def _sites(family: ModelFamily, tokenizer, item: LocalityItem) -> tuple[torch.Te
     return q.input_ids, q.score_positions
 
 
-def _logits(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Logits ``[k, V]`` at ``positions`` only: models whose forward takes ``logits_to_keep``
-    apply the LM head to those rows alone (on Gemma-3's 262k-entry head, most of a step's cost
-    otherwise); others compute every row and keep these."""
-    device = next(model.parameters()).device
-    if _keeps_logits(type(model)):
-        return model(input_ids=ids.unsqueeze(0).to(device), logits_to_keep=positions.to(device)).logits[0].float()
-    out = model(input_ids=ids.unsqueeze(0).to(device)).logits[0]
-    return out[positions.to(out.device)].float()
-
-
-def _batched_logits(model: nn.Module, seqs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """:func:`_logits` of several ``(input_ids, positions)`` in one forward: the sequences are
-    right-padded under an attention mask (padding follows every real token, so no real position
-    sees it), and the head is applied to the union of the scored positions only."""
-    if len(seqs) == 1:
-        return [_logits(model, *seqs[0])]
-    device = next(model.parameters()).device
-    width = max(len(ids) for ids, _ in seqs)
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    for row, (seq, _) in enumerate(seqs):
-        ids[row, :len(seq)] = seq
-        mask[row, :len(seq)] = 1
-    kwargs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    if _keeps_logits(type(model)):
-        keep = torch.unique(torch.cat([pos for _, pos in seqs]))  # sorted
-        logits = model(**kwargs, logits_to_keep=keep.to(device)).logits
-        return [logits[row, torch.searchsorted(keep, pos).to(logits.device)].float()
-                for row, (_, pos) in enumerate(seqs)]
-    logits = model(**kwargs).logits
-    return [logits[row, pos.to(logits.device)].float() for row, (_, pos) in enumerate(seqs)]
-
-
-@functools.lru_cache(maxsize=None)
-def _keeps_logits(model_class: type) -> bool:
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
 def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts: str | Sequence[str],
                            target_new: str, *, locality: Sequence[LocalityItem] = (), steps: int = 40,
                            lr: float = 0.1, kl_weight: float = 1.0, norm_bound: float = 4.0,
@@ -147,7 +107,7 @@ def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts:
         sites = [_sites(family, tokenizer, item) for item in locality]
         seqs = [(q.input_ids, q.score_positions) for q in queries] + list(sites)
         with torch.no_grad():
-            ref = [torch.log_softmax(lg, -1) for lg in _batched_logits(family.model, sites)] if sites else []
+            ref = [torch.log_softmax(lg, -1) for lg in batched_logits_at(family.model, sites)] if sites else []
         scale, bound, z = {}, {}, {}
         for layer, idx in by_layer.items():
             values = family.value_vectors(layer).detach().float()
@@ -168,7 +128,7 @@ def optimize_value_vectors(model, tokenizer, neurons: Sequence[Neuron], prompts:
         try:
             for step in range(steps):
                 with torch.enable_grad():
-                    logits = _batched_logits(family.model, seqs)
+                    logits = batched_logits_at(family.model, seqs)
                     nll = sum(-torch.log_softmax(lg, -1).gather(1, q.target_ids.view(-1, 1).to(lg.device)).sum()
                               for q, lg in zip(queries, logits)) / n_target
                     kl = torch.zeros(())
