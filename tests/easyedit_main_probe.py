@@ -290,5 +290,46 @@ saved = json.load(open(results))
 OUT["compare"] = {"rc": rc, "table": captured.getvalue(),
                   "methods": {m: {"error": r.get("error"), "summary": r.get("summary")} for m, r in saved["methods"].items()}}
 
+# -- 8. main's compute_edit_quality: one batched forward per request, the same metrics ---------
+import importlib  # noqa: E402
+
+from amig_plugin.easyedit.teacher_forcing import prediction_acc, prefetching_edit_quality  # noqa: E402
+from test_teacher_forcing import RECORD, H  # noqa: E402
+
+evaluate_mod = importlib.import_module("easyeditor.evaluate.evaluate")
+plain_acc, forwards = evaluate_mod.test_prediction_acc, [0]
+handle = model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+evaluate_mod.test_prediction_acc = prediction_acc(plain_acc)
+try:
+    with compat.cuda_to_cpu(True), torch.no_grad():
+        one_by_one = evaluate_mod.compute_edit_quality(model, "tiny-gpt2", H, editor.tok, dict(RECORD), 0)
+        per_prompt, forwards[0] = forwards[0], 0
+        batched = prefetching_edit_quality(evaluate_mod.compute_edit_quality)(model, "tiny-gpt2", H, editor.tok,
+                                                                             dict(RECORD), 0)
+finally:
+    evaluate_mod.test_prediction_acc = plain_acc
+    handle.remove()
+OUT["batched_scoring"] = {"equal": json.dumps(batched, sort_keys=True, default=str)
+                          == json.dumps(one_by_one, sort_keys=True, default=str),
+                          "forwards_per_prompt": per_prompt, "forwards_batched": forwards[0]}
+
+# -- 9. the pre-edit metrics of a request scored once and handed to the next method ------------
+from amig_plugin.easyedit.compare import pre_edit_key, run_method  # noqa: E402
+
+request = dict(RECORD, subject="France")
+counted = [0]
+handle = model.register_forward_pre_hook(lambda *_: counted.__setitem__(0, counted[0] + 1))
+try:
+    fresh = run_method(own, [request], seed=0)
+    with_all_forwards, counted[0] = counted[0], 0
+    reused = run_method(own, [request], seed=0, pre=[{"pre": fresh[0]["pre"]}])
+finally:
+    handle.remove()
+drop = ("time", "requested_rewrite", "case_id")
+OUT["pre_edit"] = {"key": pre_edit_key(request, own.hparams) is not None,
+                   "equal": json.dumps({k: v for k, v in fresh[0].items() if k not in drop}, sort_keys=True, default=str)
+                   == json.dumps({k: v for k, v in reused[0].items() if k not in drop}, sort_keys=True, default=str),
+                   "forwards": [with_all_forwards, counted[0]]}
+
 OUT["logs_in_cwd"] = os.path.exists(os.path.join(WORK_DIR, "logs"))
 print(json.dumps(OUT, default=str))

@@ -140,3 +140,21 @@ def test_unloadable_name_fails_with_one_sentence(report):
 
 def test_no_files_in_the_working_directory(report):
     assert report["logs_in_cwd"] is False
+
+
+def test_one_forward_per_request_on_main(report):
+    """Main's compute_edit_quality from one batched forward per request: the same metrics as
+    one forward per prompt, in two forwards (main never truncates: the long prompt is batched
+    too, in a chunk of its own, as padding the six short ones to its length would cost more)."""
+    scored = report["batched_scoring"]
+    assert scored["equal"], scored
+    assert scored["forwards_per_prompt"] == 7 and scored["forwards_batched"] == 2, scored
+
+
+def test_pre_edit_metrics_reused_on_main(report):
+    """A request's pre-edit metrics handed to the next method through main's pre_edit: the same
+    metrics, pre and post, with the unedited model not scored again."""
+    pre = report["pre_edit"]
+    assert pre["key"] and pre["equal"], pre
+    with_all, reused = pre["forwards"]
+    assert reused < with_all, pre

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import sys
@@ -201,6 +202,7 @@ def cmd_compare(args) -> int:
           + (f"; rank {rank} of {world}" if world > 1 else ""), file=sys.stderr)
 
     stats_dir = args.stats_dir or str(cache_root() / "easyedit-stats")
+    pre_edit: dict = {}  # the unedited model's metrics per request, scored once for every method
     notes: dict = {}
     rows = []
     for method in methods:
@@ -246,8 +248,12 @@ def cmd_compare(args) -> int:
                 start = time.time()
                 try:
                     # EasyEdit prints progress to stdout: keep stdout for the table
+                    pre_key = C.pre_edit_key(jobs[i], h)
+                    pre = [{"pre": pre_edit[pre_key]}] if pre_key in pre_edit else None
                     with contextlib.redirect_stdout(sys.stderr):
-                        metrics = C.run_method(editor, [jobs[i]], seed=args.seed, raw=algs[method] == "LIKN")
+                        metrics = C.run_method(editor, [jobs[i]], seed=args.seed, raw=algs[method] == "LIKN", pre=pre)
+                    if pre_key is not None and pre_key not in pre_edit:
+                        pre_edit[pre_key] = copy.deepcopy(metrics[0]["pre"])
                 except Exception as exc:  # keep the other methods' rows; this request is retried on restart
                     if os.environ.get("AMIG_DEBUG"):
                         raise

@@ -25,6 +25,7 @@ corpus (:mod:`amig_plugin.easyedit.stats`) or ROME's ``mom2_adjustment`` is turn
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import math
@@ -253,6 +254,7 @@ def prepare_covariance(model, tok, hparams, *, mode: str, corpus: str, stats_dir
         return "ROME: mom2_adjustment off (no covariance statistics)"
     if mode == "off":
         raise ValueError("MEMIT always needs covariance statistics; use --mom2 local")
+    from ..localization import shown_path
     from .stats import ensure_mom2_stats, local_corpus
 
     texts = local_corpus(corpus)
@@ -271,7 +273,7 @@ def prepare_covariance(model, tok, hparams, *, mode: str, corpus: str, stats_dir
     with np.load(paths[0]) as data:
         count = int(data["mom2.count"]) if "mom2.count" in data else -1
     return (f"{hparams.alg_name}: covariance (mom2) statistics from local corpus '{corpus}' ({count} token "
-            f"positions; Wikipedia unreachable), cached in {Path(paths[0]).parent}")
+            f"positions; Wikipedia unreachable), cached in {shown_path(Path(paths[0]).parent)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -290,10 +292,13 @@ def likn_request(request, lang: str) -> dict:
     return out
 
 
-def run_method(editor, requests: Sequence[dict], seed: int = 0, raw: bool = False) -> List[dict]:
+def run_method(editor, requests: Sequence[dict], seed: int = 0, raw: bool = False,
+               pre: Optional[List[dict]] = None) -> List[dict]:
     """``editor.edit`` on ``requests`` with a reset after each request; EasyEdit's metrics.
     ``raw``: hand the request dicts to ``editor.edit_requests`` unchanged (LIKN's
-    ``multilingual`` key)."""
+    ``multilingual`` key). ``pre``: the requests' pre-edit metrics already computed on this
+    model (one ``{"pre": ...}`` per request; GitHub main's ``pre_edit``), so that EasyEdit
+    does not score the unedited model again (:func:`pre_edit_key`)."""
     import numpy as np
     import torch
 
@@ -302,11 +307,32 @@ def run_method(editor, requests: Sequence[dict], seed: int = 0, raw: bool = Fals
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    kwargs = dict(independent_edit_kwargs(), verbose=False)
+    if pre is not None:
+        kwargs["pre_edit"] = copy.deepcopy(list(pre))  # EasyEdit adds each request's post metrics to these dicts
     if raw:
-        metrics, _, _ = editor.edit_requests(list(requests), verbose=False, **independent_edit_kwargs())
+        metrics, _, _ = editor.edit_requests(list(requests), **kwargs)
     else:
-        metrics, _, _ = editor.edit(**edit_arguments(requests), verbose=False, **independent_edit_kwargs())
+        metrics, _, _ = editor.edit(**edit_arguments(requests), **kwargs)
     return metrics
+
+
+def pre_edit_key(request: dict, hparams) -> Optional[str]:
+    """The key under which ``request``'s pre-edit metrics can be reused by another method on
+    the same (restored) model, or None where they cannot: EasyEdit's PyPI release (no
+    ``pre_edit``), an active fact checker (its verdicts are part of the metrics). The key holds
+    the request and every setting ``compute_edit_quality`` reads: ``max_length``,
+    ``use_chat_template``, ``evaluation_type`` and whether the method is GRACE."""
+    from .compat import FLAVOUR_MAIN, easyedit_flavour
+    from .factcheck_metric import active_checker
+
+    if easyedit_flavour() != FLAVOUR_MAIN or active_checker() is not None:
+        return None
+    from ..compare_records import canonical, request_fingerprint
+
+    scoring = [getattr(hparams, "max_length", None), bool(getattr(hparams, "use_chat_template", False)),
+               getattr(hparams, "evaluation_type", None), getattr(hparams, "alg_name", None) == "GRACE"]
+    return request_fingerprint(request) + canonical(scoring)
 
 
 def capturing_editor(alg: str, hparams, model, tok) -> tuple:

@@ -19,10 +19,10 @@ and Gemma raise ``NotImplementedError``), and accepts an already loaded
   causal-only ``compute_edit_quality`` when the model is a masked LM, and maps the
   architecture to EasyEdit-KN's adapter (``gpt2``/``bert``/``llama``) when running
   EasyEdit's own ``KN`` on a model whose name it does not know (e.g. Gemma: gated MLP
-  like Llama), and (``cjk_no_space=True``, default) scores causal prompts that end in a CJK
-  character as ``prompt + target`` instead of EasyEdit's ``prompt + " " + target``
-  (:func:`~amig_plugin.easyedit.evaluate.cjk_aware_prediction_acc`; other prompts are
-  scored by EasyEdit's own function), and, for MEMIT, presents transformers-5 decoder-block
+  like Llama), and, for causal LMs, scores each request's prompts in one batched forward
+  with EasyEdit's own tokenization and metrics, and (``cjk_no_space=True``, default) scores
+  prompts that end in a CJK character as ``prompt + target`` instead of EasyEdit's
+  ``prompt + " " + target`` (:mod:`amig_plugin.easyedit.teacher_forcing`), and, for MEMIT, presents transformers-5 decoder-block
   outputs to its ``compute_z`` as the tuples it expects (:mod:`amig_plugin.easyedit.shims`).
 
 Nothing is patched outside those calls. ``AMIG`` is registered on construction.
@@ -173,18 +173,21 @@ def editor_class():
                     from .masked_lm import compute_masked_lm_edit_quality
 
                     stack.enter_context(_patched(editor_mod, "compute_edit_quality", compute_masked_lm_edit_quality))
-                elif self.kind == "causal" and self._cjk_no_space:
-                    from .evaluate import cjk_aware_prediction_acc
+                elif self.kind == "causal":
+                    from .teacher_forcing import prediction_acc, prefetching_edit_quality
 
-                    # PyPI 0.0.1.dev0 also binds it in portability_evaluate (GitHub main deleted it)
+                    # one batched forward per request; PyPI 0.0.1.dev0 also binds test_prediction_acc
+                    # in portability_evaluate (GitHub main deleted it)
+                    stack.enter_context(_patched(editor_mod, "compute_edit_quality", prefetching_edit_quality(
+                        editor_mod.compute_edit_quality, cjk_no_space=self._cjk_no_space)))
                     for mod_name in ("easyeditor.evaluate.evaluate", "easyeditor.evaluate.portability_evaluate"):
                         try:
                             mod = importlib.import_module(mod_name)
                         except ImportError:
                             continue
                         if hasattr(mod, "test_prediction_acc"):
-                            stack.enter_context(_patched(mod, "test_prediction_acc",
-                                                         cjk_aware_prediction_acc(mod.test_prediction_acc)))
+                            stack.enter_context(_patched(mod, "test_prediction_acc", prediction_acc(
+                                mod.test_prediction_acc, cjk_no_space=self._cjk_no_space)))
                 if self.alg_name == "MEMIT":
                     from .shims import check_memit_adaptation, memit_post_norm_targets, memit_tuple_block_outputs
 

@@ -59,49 +59,5 @@ def summarize(all_metrics: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# EasyEdit's causal token accuracy without its ' ' join after CJK text
-
-
-def teacher_forced_predictions(model, tok, prompt: str, target: str) -> tuple:
-    """(argmax ids at the target's positions, gold ids) for ``prompt`` directly followed by
-    ``target`` (tokenized separately, target without special tokens, no space inserted)."""
-    import torch
-
-    prompt_ids = list(tok(prompt)["input_ids"])
-    target_ids = list(tok(target, add_special_tokens=False)["input_ids"])
-    ids = torch.tensor([prompt_ids + target_ids], device=next(model.parameters()).device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0]
-    n = len(prompt_ids)
-    preds = logits[n - 1: n - 1 + len(target_ids)].argmax(-1).tolist()
-    return preds, target_ids
-
-
-def cjk_aware_prediction_acc(original):
-    """Wrap EasyEdit's ``test_prediction_acc(model, tok, hparams, prompts, targets, device,
-    locality=False, **kwargs)``: prompts ending in a CJK character are scored as
-    ``prompt + target`` (Chinese has no space between words; EasyEdit joins with ``' '``),
-    the others by EasyEdit's own function. Same return shapes (accuracies, or predicted ids
-    for locality). Further keywords (GitHub main's ``vanilla_generation``) go to EasyEdit's
-    function; a call with ``vanilla_generation=True`` (generation, not teacher forcing) is
-    EasyEdit's own."""
-    from .prompts import has_cjk
-
-    def test_prediction_acc(model, tok, hparams, prompts, targets, device, locality=False, **kwargs):
-        single = isinstance(prompts, str)
-        ps, ts = ([prompts], [targets]) if single else (list(prompts), list(targets))
-        if kwargs.get("vanilla_generation") or not any(p and has_cjk(p.rstrip()[-1]) for p in ps):
-            return original(model, tok, hparams, prompts, targets, device, locality=locality, **kwargs)
-        out = []
-        for p, t in zip(ps, ts):
-            if p and has_cjk(p.rstrip()[-1]):
-                preds, gold = teacher_forced_predictions(model, tok, p, t)
-                out.append(preds if locality else float(sum(int(a == b) for a, b in zip(preds, gold)) / len(gold)))
-            else:
-                res = original(model, tok, hparams, p, t, device, locality=locality, **kwargs)
-                out.append(res[0])
-        return out
-
-    test_prediction_acc.__wrapped__ = original
-    return test_prediction_acc
+# where earlier releases had them
+from .teacher_forcing import cjk_aware_prediction_acc, teacher_forced_predictions  # noqa: E402,F401
