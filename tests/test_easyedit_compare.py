@@ -125,6 +125,10 @@ def test_compare_command_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     assert set(saved["methods"]) == {"AMIG", "KN", "ROME", "MEMIT", "FT-L"}
     # the token cap names the statistics: another --mom2-tokens never reuses these
     assert saved["methods"]["ROME"]["settings"]["mom2_dataset"] == "amig-local-facts-pydoc-300tok"
+    # where the statistics lie is no setting: records name no folder of this machine
+    assert "stats_dir" not in saved["methods"]["ROME"]["settings"]
+    records = "".join(p.read_text() for p in out.with_suffix(".records").glob("rank*.jsonl"))
+    assert '"ROME"' in records and str(stats) not in records
     amig = saved["methods"]["AMIG"]
     assert len(amig["amig_edits"]) == 2 and all(1 <= len(e["neurons"]) <= 5 for e in amig["amig_edits"])
     assert os.listdir(tmp_path / "hp")  # and no ./logs: EasyEdit's files were kept out of the cwd

@@ -92,13 +92,19 @@ def _overrides(args) -> dict:
     return out
 
 
+#: hparams that say where files are, not what is computed: left out of the records' settings
+#: (the statistics are identified by ``mom2_dataset``, which names the corpus and the token cap)
+_LOCATION_KEYS = ("stats_dir",)
+
+
 def _settings_of(hparams) -> dict:
     import dataclasses
 
     d = dict(vars(hparams))  # dataclass fields and the attributes of our adaptations (post_norm_targets)
     if dataclasses.is_dataclass(hparams):
         d.update(dataclasses.asdict(hparams))
-    return {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v)) for k, v in d.items()}
+    return {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v))
+            for k, v in d.items() if k not in _LOCATION_KEYS}
 
 
 def cmd_compare(args) -> int:
