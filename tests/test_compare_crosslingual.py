@@ -285,6 +285,39 @@ def test_stdlib_corpus_is_read_without_importing():
 
 
 @needs_easyeditor
+def _two_lang_metrics(zh_rel, fr_rel, fr_has_key=True):
+    post = {"rewrite_acc": [1.0], "portability": {"zh_reliability_acc": [zh_rel]}, "locality": {}}
+    if fr_has_key:
+        post["portability"]["fr_reliability_acc"] = [fr_rel]
+    return {"pre": {"rewrite_acc": [0.0], "portability": {"zh_reliability_acc": [0.0], "fr_reliability_acc": [0.5]}},
+            "post": post}
+
+
+def test_pooled_languages_average_within_a_request_first():
+    """Per request the mean over the other languages, then over requests; a language without
+    the key is left out of that request's mean; the interval resamples requests."""
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    metrics = [_two_lang_metrics(1.0, 0.0), _two_lang_metrics(1.0, 1.0), _two_lang_metrics(0.0, 0.0, fr_has_key=False)]
+    likn_zh = [_two_lang_metrics(1.0, 0.0)] * 3
+    likn_fr = [_two_lang_metrics(0.0, 1.0)] * 3
+    methods = [{"method": "ROME", "metrics": {"en": metrics, "zh": metrics, "fr": metrics}, "seconds_per_edit": 3.0},
+               {"method": "LIKN", "metrics": {"en": likn_zh + likn_fr, "zh": likn_zh, "fr": likn_fr}},
+               {"method": "KN", "metrics": {"en": metrics[:1], "zh": metrics[:1]}}]  # no fr: left out
+    pooled = R.pooled_summary(methods, ["en", "zh", "fr"])
+    assert [r["method"] for r in pooled] == ["(unedited)", "ROME", "LIKN"]
+    rome = pooled[1]["cells"]["reliability"]
+    assert rome["mean"] == pytest.approx((0.5 + 1.0 + 0.0) / 3) and rome["n"] == 3  # not (1+1+0+0+1)/5
+    assert 0.0 <= rome["low"] <= rome["mean"] <= rome["high"] <= 1.0
+    assert pooled[2]["cells"]["reliability"]["mean"] == pytest.approx(1.0)  # each pair's own language
+    assert pooled[0]["cells"]["reliability"]["mean"] == pytest.approx(0.25)  # unedited: (0 + 0.5) / 2
+    assert pooled[0]["cells"]["locality"]["mean"] == 1.0
+    en = R.language_summary(methods, "en")
+    table = R.format_overview_table(en, pooled, ["en", "zh", "fr"])
+    assert "| en reliability |" in table and "other 2: reliability" in table and "other 2 = zh, fr" in table
+    assert "| ROME | 3 | 1.000" in table and "| KN | 1 |" in table and table.rstrip().count("\n| KN") == 1
+
+
 def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     """MzsRE folder, --langs en,zh,cs: AMIG edits once per request and is scored in every
     language; LIKN edits once per (request, language); per-language tables, CSV and plots;
@@ -308,11 +341,13 @@ def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     for lang in ("en", "zh", "cs"):
         assert f"### {lang} (" in text and (tmp_path / f"res-{lang}.png").is_file()
+    assert "### en and the other 2 languages pooled" in text and (tmp_path / "res-other.png").is_file()
     assert "| AMIG | 2 |" in text and "| LIKN | 1 |" in text and "| FT | 2 |" in text
     records = [json.loads(l) for f in out.with_suffix(".records").glob("rank*.jsonl") for l in f.read_text().splitlines()]
     assert sorted(r["method"] for r in records) == ["AMIG"] * 2 + ["FT"] * 2 + ["LIKN"] * 2  # LIKN: 1 request x 2 pairs
     rows = list(csv.DictReader(open(out.with_suffix(".csv"), encoding="utf-8")))
-    assert {(r["lang"], r["method"]) for r in rows} >= {("zh", "AMIG"), ("cs", "LIKN"), ("en", "(unedited)")}
+    assert {(r["lang"], r["method"]) for r in rows} >= {("zh", "AMIG"), ("cs", "LIKN"), ("en", "(unedited)"),
+                                                         ("other", "AMIG"), ("other", "LIKN")}
     assert main(argv[:-2] + ["--limit", "FT=0"]) == 2 and "--limit 'FT=0'" in capsys.readouterr().err
 
 

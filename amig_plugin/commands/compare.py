@@ -323,13 +323,22 @@ def _language_outputs(methods: list, langs: list, primary: str, out_path: Path) 
 
     if not methods:
         return ""
-    all_rows, parts = [], []
+    all_rows, parts, plots = [], [], []
     for x in langs:
         rows = R.language_summary(methods, x, primary)
         all_rows += rows
         parts.append(R.format_language_table(rows, x, primary))
+        plots.append((rows, x, None))
+    pooled = R.pooled_summary(methods, langs, primary) if len(langs) > 1 else []
+    if pooled:
+        others = [x for x in langs if x != primary]
+        all_rows += pooled
+        parts.insert(0, f"### {primary} and the other {len(others)} languages pooled (mean [95% bootstrap CI])\n\n"
+                     + R.format_overview_table([r for r in all_rows if r["lang"] == primary], pooled, langs, primary))
+        plots.append((pooled, "other", f"{', '.join(others)} pooled: after an edit in {primary}"))
+    for rows, x, title in plots:
         try:
-            R.plot_language(rows, x, out_path.with_name(f"{out_path.stem}-{x}.png"))
+            R.plot_language(rows, x, out_path.with_name(f"{out_path.stem}-{x}.png"), title=title)
         except Exception as exc:  # a plot never costs the tables
             print(f"note: no plot for {x}: {type(exc).__name__}: {exc}", file=sys.stderr)
     csv_path = R.write_csv(all_rows, out_path.with_suffix(".csv"))

@@ -15,6 +15,11 @@ portability   ``portability.one_hop_acc``                ``portability.L_portabi
 
 Each cell is the mean over requests with a 95 % percentile-bootstrap interval (2,000 resamples,
 seeded); the first row is the unedited model (pre-edit scores; locality is 1 by definition).
+
+:func:`pooled_summary` pools the languages other than the primary one: per request, the mean
+over those languages (scores of the same edit, so not independent samples), then the mean over
+requests, with an interval that resamples requests. :func:`format_overview_table` puts the
+primary language's four columns and the pooled ones in one table.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from typing import Any, Mapping, Optional, Sequence
 from ..stats import bootstrap_ci
 from .evaluate import _value
 
-__all__ = ["COLUMNS", "column_values", "language_summary", "format_language_table", "write_csv", "plot_language"]
+__all__ = ["COLUMNS", "column_values", "language_summary", "format_language_table", "pooled_summary",
+           "format_overview_table", "write_csv", "plot_language"]
 
 COLUMNS = ("reliability", "generality", "locality", "portability")
 
@@ -79,6 +85,70 @@ def language_summary(methods: Sequence[Mapping[str, Any]], lang: str, primary: s
         rows.append({"method": m["method"], "lang": lang, "cells": {c: _cell(v) for c, v in post.items()},
                      "seconds_per_edit": m.get("seconds_per_edit"), "note": m.get("note", "")})
     return rows
+
+
+def _request_value(metric: Mapping, lang: str, column: str, primary: str, phase: str) -> Optional[float]:
+    group, key = _keys(lang, primary)[column]
+    section = metric.get(phase) or {}
+    return _value((section.get(group) or {}).get(key) if group else section.get(key))
+
+
+def pooled_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], primary: str = "en") -> list[dict]:
+    """Rows (as :func:`language_summary`'s, ``lang`` = ``"other"``) pooling ``langs`` other
+    than ``primary``. ``methods[i]["metrics"][L][r]`` must be request r's metrics in L for
+    every L (one list per language, in request order: LIKN's per-language edits included).
+    A request's value is its mean over the languages that have the key; the cell is the mean
+    of those over requests, with a bootstrap interval over requests."""
+    others = [x for x in langs if x != primary]
+
+    def cells(per_lang: Mapping[str, Sequence[Mapping]], phase: str) -> dict:
+        n = min((len(per_lang.get(x) or ()) for x in others), default=0)
+        out = {}
+        for column in COLUMNS:
+            per_request = []
+            for r in range(n):
+                found = [v for x in others
+                         if (v := _request_value(per_lang[x][r], x, column, primary, phase)) is not None]
+                if found:
+                    per_request.append(sum(found) / len(found))
+            out[column] = _cell(per_request)
+        return out
+
+    rows = []
+    first = next((m for m in methods if all(m["metrics"].get(x) for x in others)), None)
+    if not others or first is None:
+        return rows
+    pre = cells(first["metrics"], "pre")
+    pre["locality"] = {"mean": 1.0, "low": None, "high": None, "n": pre["reliability"]["n"]}
+    rows.append({"method": "(unedited)", "lang": "other", "cells": pre, "seconds_per_edit": None,
+                 "note": "pre-edit scores; locality 1 by definition"})
+    for m in methods:
+        if all(m["metrics"].get(x) for x in others):
+            rows.append({"method": m["method"], "lang": "other", "cells": cells(m["metrics"], "post"),
+                         "seconds_per_edit": m.get("seconds_per_edit"), "note": m.get("note", "")})
+    return rows
+
+
+def format_overview_table(primary_rows: Sequence[Mapping], pooled_rows: Sequence[Mapping], langs: Sequence[str],
+                          primary: str = "en") -> str:
+    """One markdown table: each method's four columns in ``primary`` and the pooled other
+    languages' (mean [95 % CI]), and seconds per edit."""
+    others = [x for x in langs if x != primary]
+    pooled = {r["method"]: r for r in pooled_rows}
+    head = ("| method | requests | " + " | ".join(f"{primary} {c}" for c in COLUMNS) + " | "
+            + " | ".join(f"other {len(others)}: {c}" for c in COLUMNS) + " | s / edit |\n|"
+            + "---|" * (2 * len(COLUMNS) + 3) + "\n")
+    lines = []
+    for r in primary_rows:
+        other = pooled.get(r["method"])
+        n = max((c["n"] for c in r["cells"].values()), default=0)
+        s = r.get("seconds_per_edit")
+        lines.append("| " + " | ".join([r["method"], str(n)] + [_fmt(r["cells"][c]) for c in COLUMNS]
+                                       + [_fmt(other["cells"][c]) if other else "-" for c in COLUMNS]
+                                       + ["-" if s is None else f"{s:.1f}"]) + " |")
+    note = (f"\n\nother {len(others)} = {', '.join(others)}: per request the mean over these languages, "
+            "then the mean over requests; intervals resample requests.")
+    return head + "\n".join(lines) + note
 
 
 def _fmt(cell: Mapping) -> str:
