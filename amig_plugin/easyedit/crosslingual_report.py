@@ -51,10 +51,9 @@ def column_values(metrics: Sequence[Mapping], lang: str, primary: str = "en", ph
     """``{column: [value per request]}`` of EasyEdit metrics (requests without the key are
     left out)."""
     out: dict = {c: [] for c in COLUMNS}
-    for column, (group, key) in _keys(lang, primary).items():
+    for column in COLUMNS:
         for m in metrics:
-            section = m.get(phase) or {}
-            value = _value((section.get(group) or {}).get(key) if group else section.get(key))
+            value = _request_value(m, lang, column, primary, phase)
             if value is not None:
                 out[column].append(value)
     return out

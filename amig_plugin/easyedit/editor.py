@@ -22,8 +22,9 @@ and Gemma raise ``NotImplementedError``), and accepts an already loaded
   like Llama), and, for causal LMs, scores each request's prompts in one batched forward
   with EasyEdit's own tokenization and metrics, and (``cjk_no_space=True``, default) scores
   prompts that end in a CJK character as ``prompt + target`` instead of EasyEdit's
-  ``prompt + " " + target`` (:mod:`amig_plugin.easyedit.teacher_forcing`), and, for MEMIT, presents transformers-5 decoder-block
-  outputs to its ``compute_z`` as the tuples it expects (:mod:`amig_plugin.easyedit.shims`).
+  ``prompt + " " + target`` (:mod:`amig_plugin.easyedit.teacher_forcing`), and, for MEMIT,
+  presents transformers-5 decoder-block outputs to its ``compute_z`` as the tuples it expects
+  (:mod:`amig_plugin.easyedit.shims`).
 
 Nothing is patched outside those calls. ``AMIG`` is registered on construction.
 """

@@ -15,8 +15,8 @@ later compared with the pre-edit ones). Two changes, neither of which changes a 
   only (:func:`~amig_plugin.models.logits.batched_logits_at`); each single-prompt call is then
   answered from that batch with EasyEdit's own tokenization and slicing. Anything else (a list
   of several prompts, which EasyEdit left-pads in one batch; a chat template; generation; a
-  sequence EasyEdit would truncate (PyPI 0.0.1.dev0, at ``max_length``); a model other than the one prefetched) goes to EasyEdit's
-  function. Right padding leaves each real position's logits those of the sequence alone, up
+  sequence EasyEdit would truncate (PyPI 0.0.1.dev0, at ``max_length``); a model other than
+  the one prefetched) goes to EasyEdit's function. Right padding leaves each real position's logits those of the sequence alone, up
   to float rounding, so an argmax can differ only where two logits tie to rounding.
 
 A scored sequence is ``ids`` with its labels from index ``first`` on: the predictions are the
@@ -118,7 +118,7 @@ def _pad_id(tok) -> int:
 # ----------------------------------------------------------------------------------------
 # the prefetched batch of one request
 
-_ACTIVE: list = []  # a stack of {"model", "tok", "max_length", "entries": {(rule, prompt, target): (preds, labels)}}
+_ACTIVE: list = []  # a stack of {"model", "tok", "entries": {(rule, prompt, target): (preds, labels)}}
 
 
 def _rule(prompt: str, cjk_no_space: bool) -> str:
