@@ -10,17 +10,23 @@ Key of a record: ``sha256(request fingerprint, method, canonical JSON of the set
 done once, whatever the order or the sharding; changing a setting makes new keys (the old
 records stay, unused). A record: ``{"key", "case_id", "method", "request": fingerprint,
 "settings", "metrics", "seconds", "status": "ok" | "failed", "error"?}``.
+
+:class:`CachedPredictions`: the model's own answers (the ground truth where a format has
+none) are computed once per (model weights, tokenizer, predictor, prompt, length) and kept in
+``<cache>/ground-truth/<model>.jsonl``, so that a run that raises ``--n`` predicts the new
+requests only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .data.edits import EditRequest
-from .store import RecordStore
+from .store import RecordStore, content_key
 
 
 def canonical(obj: Any) -> str:
@@ -121,3 +127,47 @@ def shard(items: Sequence, rank: int, world: int) -> list:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} outside 0..{world - 1}")
     return list(items[rank::world])
+
+
+class CachedPredictions:
+    """``predict(model, tokenizer, prompt, n) -> str`` (e.g.
+    :func:`~amig_plugin.models.generation.greedy_continuation`), cached on disk.
+
+    Key: the model's weight fingerprint
+    (:func:`~amig_plugin.localization.cache.model_fingerprint`), the tokenizer's name and
+    size, the predictor's qualified name and ``version``, the prompt and n: a model edited or
+    fine-tuned under the same name, another tokenizer or a changed predictor never gets an
+    old answer. A record read back must hold a string, else it is recomputed and replaced
+    with a :class:`~amig_plugin.localization.cache.CacheWarning`. ``fresh=True`` recomputes
+    every answer (and replaces the cached one). ``hits``/``computed`` count the calls."""
+
+    def __init__(self, predict: Callable[..., str], model, tokenizer, path: str | Path, *, version: str = "1",
+                 fresh: bool = False):
+        from .localization.cache import model_fingerprint
+
+        self.predict, self.fresh = predict, fresh
+        self.store = RecordStore(path, allow_duplicates=True)
+        self._identity = {"model": model_fingerprint(model), "predictor": f"{predict.__module__}.{predict.__qualname__}",
+                          "version": version, "tokenizer": [str(getattr(tokenizer, "name_or_path", "")),
+                                                            len(tokenizer) if hasattr(tokenizer, "__len__") else None]}
+        self.hits = self.computed = 0
+
+    def __call__(self, model, tokenizer, prompt: str, n: int) -> str:
+        from .localization.cache import CacheWarning
+
+        key = content_key({**self._identity, "prompt": prompt, "n": int(n)})
+        record = None if self.fresh else self.store.get(key)
+        if record is not None:
+            if isinstance(record.get("prediction"), str):
+                self.hits += 1
+                return record["prediction"]
+            warnings.warn(f"{self.store.path}: the cached answer to {prompt!r} is not a string; recomputing it",
+                          CacheWarning, stacklevel=2)
+        answer = self.predict(model, tokenizer, prompt, n)
+        self.computed += 1
+        entry = {"prompt": prompt, "n": int(n), "prediction": answer}
+        if key in self.store:
+            self.store.replace(key, entry)
+        else:
+            self.store.add(key, entry)
+        return answer

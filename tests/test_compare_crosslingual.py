@@ -284,7 +284,6 @@ def test_stdlib_corpus_is_read_without_importing():
     assert "facts+pydoc+stdlib" in CORPORA and len(local_corpus("facts+pydoc+stdlib")) > len(texts)
 
 
-@needs_easyeditor
 def _two_lang_metrics(zh_rel, fr_rel, fr_has_key=True):
     post = {"rewrite_acc": [1.0], "portability": {"zh_reliability_acc": [zh_rel]}, "locality": {}}
     if fr_has_key:
@@ -318,6 +317,79 @@ def test_pooled_languages_average_within_a_request_first():
     assert "| ROME | 3 | 1.000" in table and "| KN | 1 |" in table and table.rstrip().count("\n| KN") == 1
 
 
+def _en_zh(rel, zh_rel, loc=1.0):
+    return {"pre": {"rewrite_acc": [0.0]},
+            "post": {"rewrite_acc": [rel], "locality": {"neighborhood_acc": [loc]},
+                     "portability": {"zh_reliability_acc": [zh_rel]}}}
+
+
+def test_paired_differences_against_the_reference():
+    """Each method minus the reference per request: a constant shift has a zero-width paired
+    interval even where the unpaired intervals overlap; LIKN enters with its mean over a
+    request's per-language edits; a method on fewer requests pairs on those; a method not
+    scored in every other language has no pooled cell; no reference, no rows."""
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    ref_rel = [0.0, 0.5, 1.0, 0.25, 0.75, 0.5]
+    rome = [_en_zh(v, v / 2) for v in ref_rel]
+    shifted = [_en_zh(min(1.0, v + 0.1) if v < 1.0 else 1.0, v / 2, loc=0.5) for v in ref_rel]
+    likn_zh = [_en_zh(1.0, 1.0)] * 6  # request r's edit for zh ...
+    likn_fr = [_en_zh(0.0, 0.0)] * 6  # ... and for fr: en reliability 0.5 per request
+    methods = [{"method": "ROME", "metrics": {"en": rome, "zh": rome, "fr": rome}},
+               {"method": "OPT", "metrics": {"en": shifted, "zh": shifted, "fr": shifted}},
+               {"method": "LIKN", "metrics": {"en": likn_zh + likn_fr, "zh": likn_zh, "fr": likn_fr}},
+               {"method": "KN", "metrics": {"en": rome[:1], "zh": rome[:1]}}]
+    rows = {r["method"]: r for r in R.paired_summary(methods, ["en", "zh", "fr"])}
+    assert set(rows) == {"OPT", "LIKN", "KN"}
+    opt = rows["OPT"]["cells"]
+    expected = sum(min(1.0, v + 0.1) - v for v in ref_rel) / 6
+    assert opt[("en", "reliability")]["mean"] == pytest.approx(expected) and opt[("en", "reliability")]["n"] == 6
+    assert opt[("en", "locality")]["mean"] == pytest.approx(-0.5)
+    assert opt[("en", "locality")]["low"] == pytest.approx(-0.5) and opt[("en", "locality")]["high"] == pytest.approx(-0.5)
+    unpaired = R.language_summary(methods[:2], "en")  # the unpaired intervals overlap
+    assert unpaired[2]["cells"]["reliability"]["low"] < unpaired[1]["cells"]["reliability"]["high"]
+    assert opt[("en", "reliability")]["low"] > 0  # the paired one excludes 0
+    # pooled zh (the only other language with the key): the same values, difference 0
+    assert opt[("other", "reliability")]["mean"] == pytest.approx(0.0)
+    likn = rows["LIKN"]["cells"]
+    assert likn[("en", "reliability")]["mean"] == pytest.approx(0.5 - sum(ref_rel) / 6)
+    kn = rows["KN"]["cells"]
+    assert kn[("en", "reliability")]["n"] == 1 and kn[("en", "reliability")]["low"] != kn[("en", "reliability")]["low"]
+    assert kn[("other", "reliability")]["mean"] is None  # not scored in fr
+    table = R.format_paired_table(list(rows.values()), ["en", "zh", "fr"])
+    assert "### Paired against ROME" in table and "| en: reliability |" in table and "other 2: locality" in table
+    assert "| OPT | 6 | +0.083 [+0.05, +0.10]" in table
+    assert "| KN | 1 | +0.000 |" in table
+    assert R.paired_summary(methods[1:], ["en", "zh", "fr"]) == []
+
+
+def test_paired_outputs_of_a_compare(tmp_path):
+    """The paired table goes into the markdown after the pooled one, with its CSV and plot;
+    an English-only run gets a paired table without language prefixes."""
+    from amig_plugin.commands.compare import _language_outputs, _paired_reference
+
+    methods = [{"method": "ROME", "metrics": {"en": [_en_zh(v, v) for v in (0.0, 1.0, 0.5)]}},
+               {"method": "FT", "metrics": {"en": [_en_zh(1.0, 1.0)] * 3}}]
+    tables, paired = _language_outputs(methods, ["en"], "en", tmp_path / "res.json", "ROME")
+    assert paired in tables and tables.index(paired) < tables.index("### en (")
+    assert "| method | pairs | reliability | generality | locality | portability |" in paired
+    assert "| FT | 3 | +0.500 [" in paired
+    rows = list(csv.DictReader(open(tmp_path / "res-paired.csv", encoding="utf-8")))
+    assert {(r["scope"], r["method"], r["metric"]) for r in rows} >= {("en", "FT", "reliability")}
+    assert float(next(r for r in rows if r["metric"] == "reliability")["mean_difference"]) == pytest.approx(0.5)
+    assert (tmp_path / "res-paired.png").stat().st_size > 1000
+    assert _language_outputs(methods, ["en"], "en", tmp_path / "b.json", None)[1] == ""
+
+    class Args:
+        paired_against = None
+    assert _paired_reference(Args, ["AMIG", "ROME"]) == "ROME" and _paired_reference(Args, ["AMIG"]) is None
+    Args.paired_against = "none"
+    assert _paired_reference(Args, ["AMIG", "ROME"]) is None
+    Args.paired_against = "memit"
+    with pytest.raises(ValueError, match="--paired-against MEMIT: MEMIT is not among --methods AMIG,ROME"):
+        _paired_reference(Args, ["AMIG", "ROME"])
+
+
 def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     """MzsRE folder, --langs en,zh,cs: AMIG edits once per request and is scored in every
     language; LIKN edits once per (request, language); per-language tables, CSV and plots;
@@ -332,6 +404,7 @@ def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     (hdir / "LIKN").mkdir()
     (hdir / "LIKN" / "tiny-gpt2.yaml").write_text("alg_name: LIKN\nmodel_name: x\nsteps: 4\nmax_neurons: 3\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))  # the ground truths' cache
     out = tmp_path / "res.json"
     folder = mzsre_folder(tmp_path / "mzsre")
     argv = ["compare", "--model", str(model_dir), "--data", str(folder), "--langs", "en,zh,cs", "--n", "2",
@@ -348,6 +421,8 @@ def test_crosslingual_compare_on_tiny_gpt2(tmp_path, monkeypatch, capsys):
     rows = list(csv.DictReader(open(out.with_suffix(".csv"), encoding="utf-8")))
     assert {(r["lang"], r["method"]) for r in rows} >= {("zh", "AMIG"), ("cs", "LIKN"), ("en", "(unedited)"),
                                                          ("other", "AMIG"), ("other", "LIKN")}
+    assert list((tmp_path / "cache" / "ground-truth").glob("*.jsonl"))
+    assert main(argv) == 0 and "answers from the cache" in capsys.readouterr().err  # a rerun predicts nothing
     assert main(argv[:-2] + ["--limit", "FT=0"]) == 2 and "--limit 'FT=0'" in capsys.readouterr().err
 
 

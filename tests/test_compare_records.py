@@ -54,3 +54,43 @@ def test_ranks_write_their_own_files_and_see_each_other(tmp_path):
     recs = CompareRecords(tmp_path, rank=0)
     assert len(recs) == 10 and recs.pending(REQS, SETTINGS, SETTINGS) == []
     assert [r["case_id"] for r in recs.records(REQS, "ROME", SETTINGS["ROME"])] == [str(i) for i in range(5)]
+
+
+def test_cached_predictions_are_keyed_by_the_weights_and_checked(tmp_path):
+    """The model's answers are predicted once per (weights, tokenizer, predictor, prompt, n),
+    served from disk to a later process, recomputed after an edit of any weight, with another
+    n, with another predictor version, under fresh=True, and where a record is unusable."""
+    import torch
+
+    from amig_plugin.compare_records import CachedPredictions
+    from amig_plugin.localization import CacheWarning
+    from amig_plugin.testing import tiny
+
+    model, tok = tiny("gpt2", seed=0)
+    calls = []
+
+    def predict(m, t, prompt, n):
+        calls.append((prompt, n))
+        return f"{prompt}:{n}:{float(next(m.parameters()).detach().sum()):.4f}"
+
+    path = tmp_path / "gt" / "tiny.jsonl"
+    cached = CachedPredictions(predict, model, tok, path)
+    first = cached(model, tok, "a", 2)
+    assert cached(model, tok, "a", 2) == first and len(calls) == 1 and (cached.hits, cached.computed) == (1, 1)
+    cached(model, tok, "a", 3)
+    assert len(calls) == 2  # another length
+    again = CachedPredictions(predict, model, tok, path)  # a later process
+    assert again(model, tok, "a", 2) == first and len(calls) == 2
+    assert CachedPredictions(predict, model, tok, path, version="2")(model, tok, "a", 2) == first and len(calls) == 3
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # an edited model under the same name
+    edited = CachedPredictions(predict, model, tok, path)
+    assert edited(model, tok, "a", 2) != first and len(calls) == 4
+    assert CachedPredictions(predict, model, tok, path, fresh=True)(model, tok, "a", 2) and len(calls) == 5
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    broken = {**lines[-1], "prediction": 7, "replaces": True}
+    with path.open("a") as stream:
+        stream.write(json.dumps(broken) + "\n")
+    with pytest.warns(CacheWarning, match="not a string"):
+        assert isinstance(CachedPredictions(predict, model, tok, path)(model, tok, "a", 2), str)
+    assert len(calls) == 6

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from amig_plugin.data.edits import (EditDataError, EditRequest, PromptAnswer, UnknownFormatError, detect_format,
-                                   load_requests, merge_languages, model_prediction, with_model_ground_truth)
+                                   load_requests, merge_languages, with_model_ground_truth)
 from amig_plugin.errors import AmigError
 
 # the shared data sets live next to the repository (or next to a folder of worktrees)
@@ -199,6 +199,7 @@ def test_empty_alt_skipped_with_warning(tmp_path):
 
 
 def test_model_ground_truth_is_the_greedy_prediction():
+    from amig_plugin.models.generation import greedy_continuation
     from amig_plugin.testing import tiny
 
     model, tok = tiny("gpt2", seed=0)
@@ -212,7 +213,7 @@ def test_model_ground_truth_is_the_greedy_prediction():
                 break
             ids.append(nxt)
             expected.append(nxt)
-    assert model_prediction(model, tok, prompt, max_new_tokens=3) == tok.decode(expected, skip_special_tokens=True).strip()
+    assert greedy_continuation(model, tok, prompt, max_new_tokens=3) == tok.decode(expected, skip_special_tokens=True).strip()
     req = EditRequest(prompt=prompt, subject="france", target_new="rome", ground_truth=None,
                       other_languages={"xx": EditRequest(prompt=prompt, subject="f", target_new="r", ground_truth=None)})
     kept = EditRequest(prompt=prompt, subject="france", target_new="rome", ground_truth="paris")
@@ -252,11 +253,13 @@ class _ScriptedTokenizer:
 def test_model_ground_truth_skips_leading_blank_tokens():
     """A base model that answers a question with a line break first: the blanks do not count
     towards the answer's length (before, a 1-token answer came out empty and the request was lost)."""
+    from amig_plugin.models.generation import greedy_continuation
+
     model, tok = _ScriptedLM(), _ScriptedTokenizer()
-    assert model_prediction(model, tok, "q", max_new_tokens=1) == "The"
-    assert model_prediction(model, tok, "q", max_new_tokens=3) == "The answer is"
-    assert model_prediction(model, tok, "q", max_new_tokens=8) == "The answer is Paris"
-    assert model_prediction(model, tok, "q", max_new_tokens=1, max_blank_tokens=2) == ""  # only blanks came
+    assert greedy_continuation(model, tok, "q", max_new_tokens=1) == "The"
+    assert greedy_continuation(model, tok, "q", max_new_tokens=3) == "The answer is"
+    assert greedy_continuation(model, tok, "q", max_new_tokens=8) == "The answer is Paris"
+    assert greedy_continuation(model, tok, "q", max_new_tokens=1, max_blank_tokens=2) == ""  # only blanks came
 
 
 def test_fingerprint_and_easyedit_dict(tmp_path):

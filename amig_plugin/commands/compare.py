@@ -2,7 +2,7 @@
 
     amig compare [--model gemma-3-270m] [--methods AMIG,KN,ROME,MEMIT,FT-L] [--n 20]
                  [--data FACTS|BMLAMA_DIR|BENCHMARK_FILE|MZSRE_DIR [--format F]] [--langs en,zh]
-                 [--limit METHOD=N] [--hparams-dir hparams]
+                 [--limit METHOD=N] [--paired-against ROME|METHOD|none] [--hparams-dir hparams]
                  [--hparams METHOD=YAML] [--set METHOD.key=value] [--mom2 local|off]
                  [--mom2-corpus facts+pydoc|facts|pydoc|stdlib|facts+pydoc+stdlib|FILE]
                  [--mom2-tokens 20000] [--json results.json] [--out RECORDS_DIR] [--fresh] [--threads N]
@@ -21,6 +21,11 @@ language with EasyEdit's metrics (reliability, generality, locality, portability
 :mod:`amig_plugin.easyedit.crosslingual_report`); LIKN edits once per (request, language),
 the neurons shared by the English and that language's localizations. One table per
 language (mean and 95 % bootstrap interval), ``<json>.csv`` and ``<json>-<lang>.png``.
+
+Paired against ROME (``--paired-against METHOD``; default ROME when it runs): every other
+method minus that one on the same requests, per column, with an interval that resamples
+requests (``<json>-paired.csv``, ``<json>-paired.png``); it answers "where does a method land
+against ROME?" where two methods' own intervals overlap.
 
 ``--data``: a fact source (shipped facts, a BMLAMA folder, a JSONL fact file; see
 :mod:`amig_plugin.sources`) or requests from a benchmark file (ZsRE, CounterFact, KnowEdit, MzsRE, our
@@ -123,6 +128,7 @@ def cmd_compare(args) -> int:
         torch.set_num_threads(args.threads)
     methods = [m.strip().upper() for m in args.methods.split(",") if m.strip()]
     limits = _limits(args, methods)
+    reference = _paired_reference(args, methods)
     model_name = args.model or DEFAULT_MODEL
     stem = _model_stem(model_name)
     overrides = _overrides(args)
@@ -166,6 +172,10 @@ def cmd_compare(args) -> int:
     eval_langs: list = []
     if from_requests:
         from ..data.edits import load_requests, with_model_ground_truth
+        from ..compare_records import CachedPredictions
+        from ..localization import shown_path
+        from ..localization.cache import model_folder_name
+        from ..models.generation import GREEDY_VERSION, greedy_continuation
 
         loaded = load_requests(args.data, args.format, lang=lang, seed=args.seed, limit=args.n,
                                langs=args.langs)
@@ -175,8 +185,14 @@ def cmd_compare(args) -> int:
         missing = sum(r.ground_truth is None for r in loaded)
         if missing:
             # LIKN localizes the fact in the other languages too: their ground truth is needed there only
-            loaded = with_model_ground_truth(loaded, model, tok,
+            predict = CachedPredictions(greedy_continuation, model, tok,
+                                        cache_root() / "ground-truth" / f"{model_folder_name(model)}.jsonl",
+                                        version=GREEDY_VERSION, fresh=args.fresh)
+            loaded = with_model_ground_truth(loaded, model, tok, predict=predict,
                                              languages=eval_langs if "LIKN" in algs.values() else ())
+            if predict.hits:
+                print(f"ground truth: {predict.hits} answers from the cache ({shown_path(predict.store.path)}), "
+                      f"{predict.computed} predicted now", file=sys.stderr)
             gt_note = (f"ground truth: the model's own greedy prediction for {missing} of {len(loaded)} requests "
                        f"({args.data} has no original answer for them)")
             print(gt_note, file=sys.stderr)
@@ -307,22 +323,27 @@ def cmd_compare(args) -> int:
     print("\n- metrics: EasyEdit's (teacher-forced token accuracy of target_new; locality = post-edit tokens equal "
           "pre-edit tokens)" + ("; masked LM: cloze versions (amig_plugin.easyedit.masked_lm)" if masked else "")
           + ("; prompts ending in CJK text scored without EasyEdit's ' ' join" if not masked else ""))
-    tables = _language_outputs(lang_rows, [lang] + eval_langs, lang, out_path)
+    tables, paired = _language_outputs(lang_rows, [lang] + eval_langs, lang, out_path, reference)
     if eval_langs:
         print("\n" + tables)
+    elif paired:
+        print("\n" + paired)
     if args.markdown:
         Path(args.markdown).write_text(C.format_table(rows, other_lang=other, unedited_note=gt_note) + "\n\n"
                                        + tables + "\n", encoding="utf-8")
     return 0 if all(r.get("summary") for r in rows) else 1
 
 
-def _language_outputs(methods: list, langs: list, primary: str, out_path: Path) -> str:
-    """Per-language markdown tables (returned), ``<out>.csv`` and ``<out>-<lang>.png``;
-    ``methods`` as :func:`~amig_plugin.easyedit.crosslingual_report.language_summary` takes them."""
+def _language_outputs(methods: list, langs: list, primary: str, out_path: Path,
+                      reference: str | None = None) -> tuple[str, str]:
+    """(per-language markdown tables, the paired table alone); writes ``<out>.csv`` and
+    ``<out>-<lang>.png``, and with a ``reference`` method the paired differences against it
+    (``<out>-paired.csv``, ``<out>-paired.png``). ``methods`` as
+    :func:`~amig_plugin.easyedit.crosslingual_report.language_summary` takes them."""
     from ..easyedit import crosslingual_report as R
 
     if not methods:
-        return ""
+        return "", ""
     all_rows, parts, plots = [], [], []
     for x in langs:
         rows = R.language_summary(methods, x, primary)
@@ -336,14 +357,40 @@ def _language_outputs(methods: list, langs: list, primary: str, out_path: Path) 
         parts.insert(0, f"### {primary} and the other {len(others)} languages pooled (mean [95% bootstrap CI])\n\n"
                      + R.format_overview_table([r for r in all_rows if r["lang"] == primary], pooled, langs, primary))
         plots.append((pooled, "other", f"{', '.join(others)} pooled: after an edit in {primary}"))
-    for rows, x, title in plots:
+    paired_rows = R.paired_summary(methods, langs, primary, reference) if reference else []
+    paired = R.format_paired_table(paired_rows, langs, primary)
+    if paired:
+        parts.insert(1 if pooled else 0, paired)
+        R.write_paired_csv(paired_rows, out_path.with_name(f"{out_path.stem}-paired.csv"))
+    def draw(what: str, plot, *args, **kwargs) -> None:
         try:
-            R.plot_language(rows, x, out_path.with_name(f"{out_path.stem}-{x}.png"), title=title)
+            plot(*args, **kwargs)
         except Exception as exc:  # a plot never costs the tables
-            print(f"note: no plot for {x}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"note: no plot for {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    for rows, x, title in plots:
+        draw(x, R.plot_language, rows, x, out_path.with_name(f"{out_path.stem}-{x}.png"), title=title)
+    if paired_rows:
+        draw("the paired differences", R.plot_paired, paired_rows, langs,
+             out_path.with_name(f"{out_path.stem}-paired.png"), primary)
     csv_path = R.write_csv(all_rows, out_path.with_suffix(".csv"))
     print(f"tables: {csv_path}; plots: {out_path.with_name(out_path.stem + '-<lang>.png')}", file=sys.stderr)
-    return "\n\n".join(parts)
+    return "\n\n".join(parts), paired
+
+
+def _paired_reference(args, methods: list) -> str | None:
+    """The method every other is paired against: ``--paired-against`` (checked against
+    ``methods``; ``none``: no paired table), else ROME when it runs."""
+    chosen = getattr(args, "paired_against", None)
+    if chosen is None:
+        return "ROME" if "ROME" in methods else None
+    chosen = chosen.strip().upper()
+    if chosen == "NONE":
+        return None
+    if chosen not in methods:
+        raise ValueError(f"--paired-against {chosen}: {chosen} is not among --methods {','.join(methods)}; "
+                         "name one of them, or 'none'")
+    return chosen
 
 
 def _limits(args, methods: list) -> dict:
@@ -427,6 +474,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--limit", action="append", metavar="METHOD=N",
                    help="run METHOD on the first N requests only (repeatable), e.g. KN=10 for EasyEdit's slow KN")
     p.add_argument("--seed", type=int, default=0, help="seed of the request sample and the editing methods")
+    p.add_argument("--paired-against", default=None, metavar="METHOD",
+                   help="also tabulate every method minus METHOD on the same requests, with paired bootstrap "
+                        "intervals (default: ROME when it runs; 'none': no such table)")
     p.add_argument("--hparams-dir", default="hparams", help="folder with <METHOD>/<model>.yaml")
     p.add_argument("--hparams", action="append", help="METHOD=PATH: the YAML of one method (repeatable)")
     p.add_argument("--set", action="append", help="METHOD.key=value: override one hparam (repeatable), e.g. AMIG.steps=10")
@@ -441,6 +491,6 @@ def add_commands(subparsers) -> None:
                    help="folder of the kill-safe per-request records (default: next to --json, <json>.records)")
     add_alias(p, "--records", "--out", "out")
     p.add_argument("--markdown", default=None, metavar="FILE", help="also write the table to this file")
-    p.add_argument("--fresh", action="store_true", help="start a new records folder (recompute everything)")
+    p.add_argument("--fresh", action="store_true", help="start a new records folder and predict missing ground truths again (recompute everything)")
     add_runtime_options(p)
     p.set_defaults(func=cmd_compare)

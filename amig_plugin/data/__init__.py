@@ -6,8 +6,8 @@ one or more cloze prompts (the subject filled in, exactly one ``<mask>`` where t
 object goes) and, optionally, candidate objects of the same relation (gold included),
 which are the natural source of wrong facts for fact-checking.
 
-This package only uses the standard library (torch only inside
-:func:`amig_plugin.data.edits.model_prediction`); it never imports ``easyeditor``.
+This package only uses the standard library (a model's own answer, where an edit format has
+none, comes from a predictor the caller passes); it never imports ``easyeditor``.
 
 Modules (imports run downwards only: ``records`` <- ``prompts``, ``files`` <- the formats):
 

@@ -27,7 +27,8 @@ unknown file is refused by name and a bad record names file, record index and fi
 
 Ground truth: ZsRE/CounterFact MEND-style files without ``answers`` and MzsRE carry no
 original answer: ``ground_truth`` is ``None`` there and the caller must take the model's
-own prediction (:func:`model_prediction`, :func:`with_model_ground_truth`), which sets
+own prediction (:func:`with_model_ground_truth` with a predictor such as
+:func:`amig_plugin.models.generation.greedy_continuation`), which sets
 ``ground_truth_source = "model"``.
 """
 
@@ -48,46 +49,12 @@ from .jsonl import load_facts
 from .prompts import PromptTextDropped
 
 __all__ = ["FORMATS", "FILE_LANGUAGE_CODES", "EditDataError", "UnknownFormatError", "PromptAnswer", "EditRequest",
-           "iso_language", "mzsre_files", "model_prediction", "with_model_ground_truth", "detect_format", "load_requests",
+           "iso_language", "mzsre_files", "with_model_ground_truth", "detect_format", "load_requests",
            "merge_languages", "sample_requests"]
 
 
 # ----------------------------------------------------------------------------------------
 # ground truth from the model
-
-
-def model_prediction(model, tokenizer, prompt: str, max_new_tokens: int = 8, max_blank_tokens: int = 4) -> str:
-    """The model's own greedy continuation of ``prompt`` (causal LMs), stripped.
-
-    Greedy: argmax token by token, stopping at EOS or at the first newline after some text.
-    Leading blank tokens (a base model often starts a line break after a question) are
-    skipped and do not count: at most ``max_blank_tokens`` of them, then at most
-    ``max_new_tokens`` tokens of text. Used as the ground truth where a format has none
-    (MzsRE, MEND-style files without ``answers``); "" when only blanks came."""
-    import torch
-
-    device = next(model.parameters()).device
-    ids = list(tokenizer(prompt)["input_ids"])
-    start = len(ids)
-    eos = tokenizer.eos_token_id
-    text_tokens = 0
-    with torch.no_grad():
-        for _ in range(max_new_tokens + max_blank_tokens):
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
-            nxt = int(logits.argmax())
-            if nxt == eos:
-                break
-            ids.append(nxt)
-            text = tokenizer.decode(ids[start:], skip_special_tokens=True)
-            if not text.strip():
-                if len(ids) - start >= max_blank_tokens:
-                    break
-                continue
-            text_tokens += 1
-            if "\n" in text.lstrip() or text_tokens >= max_new_tokens:
-                break
-    text = tokenizer.decode(ids[start:], skip_special_tokens=True)
-    return text.strip().split("\n")[0].strip()
 
 
 def _answer_tokens(tokenizer, target_new: str, cap: int) -> int:
@@ -98,13 +65,15 @@ def _answer_tokens(tokenizer, target_new: str, cap: int) -> int:
     return max(1, min(cap, len(tokenizer(target_new, add_special_tokens=False)["input_ids"])))
 
 
-def with_model_ground_truth(requests: Sequence[EditRequest], model, tokenizer, max_new_tokens: int = 8,
-                            predict: Callable[..., str] = model_prediction,
+def with_model_ground_truth(requests: Sequence[EditRequest], model, tokenizer, max_new_tokens: int = 8, *,
+                            predict: Callable[..., str],
                             languages: Optional[Sequence[str]] = None) -> list[EditRequest]:
     """``requests`` with every missing ground truth (also in ``other_languages``; only those
-    in ``languages`` when given) replaced by the model's greedy prediction of as many tokens
-    as the request's ``target_new`` (at most ``max_new_tokens``; ``ground_truth_source =
-    "model"``); a request whose prediction is empty keeps ``None``."""
+    in ``languages`` when given) replaced by ``predict(model, tokenizer, prompt, n)``, the
+    model's prediction of n tokens, n as many as the request's ``target_new`` has (at most
+    ``max_new_tokens``; ``ground_truth_source = "model"``; for causal LMs
+    :func:`amig_plugin.models.generation.greedy_continuation`); a request whose prediction
+    is empty keeps ``None``."""
     def fill(r: EditRequest) -> EditRequest:
         others = {k: (fill(v) if languages is None or k in languages else v) for k, v in r.other_languages.items()}
         if r.ground_truth is not None:

@@ -20,6 +20,12 @@ seeded); the first row is the unedited model (pre-edit scores; locality is 1 by 
 over those languages (scores of the same edit, so not independent samples), then the mean over
 requests, with an interval that resamples requests. :func:`format_overview_table` puts the
 primary language's four columns and the pooled ones in one table.
+
+:func:`paired_summary` answers "where does method X land against ROME?" on the requests both
+edited: per request the difference X − reference (a method with several edits of one request,
+LIKN, contributes the mean over them), then the mean difference with a bootstrap interval that
+resamples requests. Paired intervals are what decide such a comparison: two methods' unpaired
+intervals can overlap while every request moves the same way.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import csv
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, paired_difference
 from .evaluate import _value
 
 __all__ = ["COLUMNS", "column_values", "language_summary", "format_language_table", "pooled_summary",
-           "format_overview_table", "write_csv", "plot_language"]
+           "format_overview_table", "write_csv", "plot_language", "request_values", "paired_summary",
+           "format_paired_table", "write_paired_csv", "plot_paired"]
 
 COLUMNS = ("reliability", "generality", "locality", "portability")
 
@@ -92,26 +99,35 @@ def _request_value(metric: Mapping, lang: str, column: str, primary: str, phase:
     return _value((section.get(group) or {}).get(key) if group else section.get(key))
 
 
+def request_values(per_lang: Mapping[str, Sequence[Mapping]], scope: str, column: str, primary: str,
+                   others: Sequence[str], phase: str = "post") -> list[Optional[float]]:
+    """One value per request r of ``column``: ``scope`` = ``primary`` scores the primary
+    language, ``"other"`` pools ``others``. Request r's records are ``per_lang[L][r]`` for L in
+    ``others`` (``per_lang[primary][r]`` when there are none); its value is the mean over those
+    records that have the key (a method that edits once per request has the same record in
+    every list; LIKN has one edit per language), None when none has it."""
+    langs = list(others) or [primary]
+    n = max((len(per_lang.get(x) or ()) for x in langs), default=0)
+    out: list[Optional[float]] = []
+    for r in range(n):
+        found = [v for x in langs if r < len(per_lang.get(x) or ())
+                 and (v := _request_value(per_lang[x][r], primary if scope == primary else x, column, primary,
+                                          phase)) is not None]
+        out.append(sum(found) / len(found) if found else None)
+    return out
+
+
 def pooled_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], primary: str = "en") -> list[dict]:
     """Rows (as :func:`language_summary`'s, ``lang`` = ``"other"``) pooling ``langs`` other
     than ``primary``. ``methods[i]["metrics"][L][r]`` must be request r's metrics in L for
     every L (one list per language, in request order: LIKN's per-language edits included).
-    A request's value is its mean over the languages that have the key; the cell is the mean
-    of those over requests, with a bootstrap interval over requests."""
+    A request's value is its mean over the languages that have the key (:func:`request_values`);
+    the cell is the mean of those over requests, with a bootstrap interval over requests."""
     others = [x for x in langs if x != primary]
 
     def cells(per_lang: Mapping[str, Sequence[Mapping]], phase: str) -> dict:
-        n = min((len(per_lang.get(x) or ()) for x in others), default=0)
-        out = {}
-        for column in COLUMNS:
-            per_request = []
-            for r in range(n):
-                found = [v for x in others
-                         if (v := _request_value(per_lang[x][r], x, column, primary, phase)) is not None]
-                if found:
-                    per_request.append(sum(found) / len(found))
-            out[column] = _cell(per_request)
-        return out
+        return {column: _cell([v for v in request_values(per_lang, "other", column, primary, others, phase)
+                               if v is not None]) for column in COLUMNS}
 
     rows = []
     first = next((m for m in methods if all(m["metrics"].get(x) for x in others)), None)
@@ -126,6 +142,129 @@ def pooled_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], p
             rows.append({"method": m["method"], "lang": "other", "cells": cells(m["metrics"], "post"),
                          "seconds_per_edit": m.get("seconds_per_edit"), "note": m.get("note", "")})
     return rows
+
+
+def _scopes(langs: Sequence[str], primary: str) -> list[str]:
+    return [primary] + (["other"] if any(x != primary for x in langs) else [])
+
+
+def paired_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], primary: str = "en",
+                   reference: str = "ROME") -> list[dict]:
+    """Rows ``{"method", "reference", "cells": {(scope, column): cell}}``, one per method other
+    than ``reference`` (empty if ``reference`` is not among ``methods``). Scopes: ``primary``
+    and, with other languages, ``"other"`` (pooled as in :func:`pooled_summary`; None cells for
+    a method scored in only some of them). A cell: mean of d_r = x_r − ref_r over the requests
+    both have (requests are in the same order for every method: ``--limit`` takes the first N),
+    with a 95 % percentile-bootstrap interval over requests (``low``/``high`` NaN for one pair)."""
+    others = [x for x in langs if x != primary]
+    ref = next((m for m in methods if m["method"] == reference), None)
+    if ref is None:
+        return []
+    scopes = _scopes(langs, primary)
+    ref_values = {(s, c): request_values(ref["metrics"], s, c, primary, others) for s in scopes for c in COLUMNS}
+    rows = []
+    for m in methods:
+        if m is ref:
+            continue
+        cells = {}
+        for s in scopes:
+            scored = s == primary or all(m["metrics"].get(x) for x in others)
+            for c in COLUMNS:
+                d = paired_difference(request_values(m["metrics"], s, c, primary, others), ref_values[(s, c)]) \
+                    if scored else {"n": 0}
+                cells[(s, c)] = ({"mean": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"]} if d["n"]
+                                 else {"mean": None, "low": None, "high": None, "n": 0})
+        rows.append({"method": m["method"], "reference": reference, "cells": cells})
+    return rows
+
+
+def _scope_label(scope: str, langs: Sequence[str], primary: str) -> str:
+    return f"other {len([x for x in langs if x != primary])}" if scope == "other" else scope
+
+
+def _signed(cell: Mapping) -> str:
+    if cell.get("mean") is None:
+        return "-"
+    low, high = cell.get("low"), cell.get("high")
+    if low is None or low != low:
+        return f"{cell['mean']:+.3f}"
+    return f"{cell['mean']:+.3f} [{low:+.2f}, {high:+.2f}]"
+
+
+def format_paired_table(rows: Sequence[Mapping], langs: Sequence[str], primary: str = "en") -> str:
+    """Markdown table of :func:`paired_summary` rows with a heading and how to read it."""
+    if not rows:
+        return ""
+    reference = rows[0]["reference"]
+    scopes = _scopes(langs, primary)
+    labels = [f"{_scope_label(s, langs, primary)}: {c}" if len(scopes) > 1 else c for s in scopes for c in COLUMNS]
+    head = (f"### Paired against {reference}: each method minus {reference} on the same requests "
+            "(mean difference [95% bootstrap CI over requests])\n\n| method | pairs | " + " | ".join(labels)
+            + " |\n|" + "---|" * (len(labels) + 2) + "\n")
+    lines = []
+    for r in rows:
+        n = max((c["n"] for c in r["cells"].values()), default=0)
+        lines.append("| " + " | ".join([r["method"], str(n)] + [_signed(r["cells"][(s, c)]) for s in scopes
+                                                                for c in COLUMNS]) + " |")
+    note = (f"\n\nAn interval that excludes 0 is a difference these requests resolve; pairs: requests that both "
+            f"the method and {reference} edited. A method with one edit per (request, language) (LIKN) enters "
+            "with its mean over a request's edits.")
+    return head + "\n".join(lines) + note
+
+
+def write_paired_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
+    """One line per (scope, method, column): mean difference, CI bounds, pairs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["scope", "method", "reference", "metric", "mean_difference", "ci_low", "ci_high", "pairs"])
+        for r in rows:
+            for (scope, column), cell in r["cells"].items():
+                writer.writerow([scope, r["method"], r["reference"], column]
+                                + [("" if v is None or v != v else v) for v in (cell["mean"], cell["low"], cell["high"])]
+                                + [cell["n"]])
+    return path
+
+
+def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path, primary: str = "en") -> Path:
+    """Forest plot: one panel per (scope, column), one line per method: the mean difference
+    against the reference with its 95 % interval; the dashed line is no difference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scopes = _scopes(langs, primary)
+    fig, axes = plt.subplots(len(scopes), len(COLUMNS), figsize=(3.0 * len(COLUMNS), 0.5 + 0.32 * len(rows) * len(scopes)
+                                                                     + 0.6 * len(scopes)), squeeze=False, sharey=True)
+    names = [r["method"] for r in rows]
+    for i, s in enumerate(scopes):
+        for j, c in enumerate(COLUMNS):
+            ax = axes[i][j]
+            for y, r in enumerate(rows):
+                cell = r["cells"][(s, c)]
+                if cell["mean"] is None:
+                    continue
+                if cell["low"] is None or cell["low"] != cell["low"]:  # one pair: no interval
+                    ax.plot(cell["mean"], y, "D", ms=4, mfc="none", color="0.45")
+                    continue
+                ax.errorbar(cell["mean"], y, xerr=[[cell["mean"] - cell["low"]], [cell["high"] - cell["mean"]]],
+                            fmt="o", ms=4, capsize=2, color="C0" if cell["low"] > 0 or cell["high"] < 0 else "0.45")
+            ax.axvline(0.0, color="0.3", ls="--", lw=0.8)
+            ax.set_xlim(-1.05, 1.05)
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels(names, fontsize=8)
+            ax.set_title(f"{_scope_label(s, langs, primary)}: {c}", fontsize=9)
+    axes[0][0].invert_yaxis()  # shared: the first method on top in every panel
+    fig.suptitle(f"minus {rows[0]['reference']} on the same requests (95% CI; blue: excludes 0; "
+                 "open diamond: one pair, no interval)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def format_overview_table(primary_rows: Sequence[Mapping], pooled_rows: Sequence[Mapping], langs: Sequence[str],
