@@ -53,6 +53,7 @@ def test_killed_compare_resumes_without_repeating_or_losing(setup, tmp_path, mon
 
     root, model_dir = setup
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))  # the model's answers are cached there
     data, out = zsre_file(tmp_path / "zsre.json", answers=True), tmp_path / "res.json"
     real = C.run_method
     calls = []
@@ -92,6 +93,7 @@ def test_ground_truth_from_the_model_is_said_in_the_table(setup, tmp_path, monke
 
     root, model_dir = setup
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMIG_CACHE", str(tmp_path / "cache"))  # the model's answers are cached there
     data, out = zsre_file(tmp_path / "zsre.json", answers=False), tmp_path / "res.json"
     assert main(argv(root, model_dir, data, out, ["--set", "AMIG.edit_rule=optimize", "--methods", "AMIG"])) == 0
     text = capsys.readouterr().out

@@ -174,7 +174,6 @@ def cmd_compare(args) -> int:
         from ..data.edits import load_requests, with_model_ground_truth
         from ..compare_records import CachedPredictions
         from ..localization import shown_path
-        from ..localization.cache import model_folder_name
         from ..models.generation import GREEDY_VERSION, greedy_continuation
 
         loaded = load_requests(args.data, args.format, lang=lang, seed=args.seed, limit=args.n,
@@ -186,7 +185,7 @@ def cmd_compare(args) -> int:
         if missing:
             # LIKN localizes the fact in the other languages too: their ground truth is needed there only
             predict = CachedPredictions(greedy_continuation, model, tok,
-                                        cache_root() / "ground-truth" / f"{model_folder_name(model)}.jsonl",
+                                        cache_root() / "ground-truth" / f"{stem}.jsonl",
                                         version=GREEDY_VERSION, fresh=args.fresh)
             loaded = with_model_ground_truth(loaded, model, tok, predict=predict,
                                              languages=eval_langs if "LIKN" in algs.values() else ())
