@@ -214,17 +214,11 @@ def format_paired_table(rows: Sequence[Mapping], langs: Sequence[str], primary: 
 
 def write_paired_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
     """One line per (scope, method, column): mean difference, CI bounds, pairs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["scope", "method", "reference", "metric", "mean_difference", "ci_low", "ci_high", "pairs"])
-        for r in rows:
-            for (scope, column), cell in r["cells"].items():
-                writer.writerow([scope, r["method"], r["reference"], column]
-                                + [("" if v is None or v != v else v) for v in (cell["mean"], cell["low"], cell["high"])]
-                                + [cell["n"]])
-    return path
+    return _write_csv_lines(path, ["scope", "method", "reference", "metric", "mean_difference", "ci_low", "ci_high",
+                                   "pairs"],
+                            ([scope, r["method"], r["reference"], column]
+                             + [("" if v is None or v != v else v) for v in (cell["mean"], cell["low"], cell["high"])]
+                             + [cell["n"]] for r in rows for (scope, column), cell in r["cells"].items()))
 
 
 def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path, primary: str = "en") -> Path:
@@ -313,16 +307,20 @@ def format_language_table(rows: Sequence[Mapping], lang: str, primary: str = "en
 
 def write_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
     """One line per (language, method, column): mean, CI bounds, requests, seconds per edit."""
+    return _write_csv_lines(path, ["lang", "method", "metric", "mean", "ci_low", "ci_high", "requests",
+                                   "seconds_per_edit"],
+                            ([r["lang"], r["method"], c] + [("" if v is None else v) for v in
+                             (r["cells"][c]["mean"], r["cells"][c]["low"], r["cells"][c]["high"], r["cells"][c]["n"],
+                              r.get("seconds_per_edit"))] for r in rows for c in COLUMNS))
+
+
+def _write_csv_lines(path: str | Path, header: Sequence[str], lines) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["lang", "method", "metric", "mean", "ci_low", "ci_high", "requests", "seconds_per_edit"])
-        for r in rows:
-            for c in COLUMNS:
-                cell = r["cells"][c]
-                writer.writerow([r["lang"], r["method"], c] + [("" if v is None else v) for v in
-                                (cell["mean"], cell["low"], cell["high"], cell["n"], r.get("seconds_per_edit"))])
+        writer.writerow(header)
+        writer.writerows(lines)
     return path
 
 
