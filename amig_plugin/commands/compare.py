@@ -361,6 +361,7 @@ def _language_outputs(methods: list, langs: list, primary: str, out_path: Path,
     if paired:
         parts.insert(1 if pooled else 0, paired)
         R.write_paired_csv(paired_rows, out_path.with_name(f"{out_path.stem}-paired.csv"))
+
     def draw(what: str, plot, *args, **kwargs) -> None:
         try:
             plot(*args, **kwargs)

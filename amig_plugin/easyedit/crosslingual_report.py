@@ -182,15 +182,6 @@ def _scope_label(scope: str, langs: Sequence[str], primary: str) -> str:
     return f"other {len([x for x in langs if x != primary])}" if scope == "other" else scope
 
 
-def _signed(cell: Mapping) -> str:
-    if cell.get("mean") is None:
-        return "-"
-    low, high = cell.get("low"), cell.get("high")
-    if low is None or low != low:
-        return f"{cell['mean']:+.3f}"
-    return f"{cell['mean']:+.3f} [{low:+.2f}, {high:+.2f}]"
-
-
 def format_paired_table(rows: Sequence[Mapping], langs: Sequence[str], primary: str = "en") -> str:
     """Markdown table of :func:`paired_summary` rows with a heading and how to read it."""
     if not rows:
@@ -204,7 +195,7 @@ def format_paired_table(rows: Sequence[Mapping], langs: Sequence[str], primary: 
     lines = []
     for r in rows:
         n = max((c["n"] for c in r["cells"].values()), default=0)
-        lines.append("| " + " | ".join([r["method"], str(n)] + [_signed(r["cells"][(s, c)]) for s in scopes
+        lines.append("| " + " | ".join([r["method"], str(n)] + [_fmt(r["cells"][(s, c)], signed=True) for s in scopes
                                                                 for c in COLUMNS]) + " |")
     note = (f"\n\nAn interval that excludes 0 is a difference these requests resolve; pairs: requests that both "
             f"the method and {reference} edited. A method with one edit per (request, language) (LIKN) enters "
@@ -283,12 +274,15 @@ def format_overview_table(primary_rows: Sequence[Mapping], pooled_rows: Sequence
     return head + "\n".join(lines) + note
 
 
-def _fmt(cell: Mapping) -> str:
+def _fmt(cell: Mapping, signed: bool = False) -> str:
+    """``mean [low, high]`` (the mean alone without an interval; ``-`` without a mean);
+    ``signed``: with an explicit + (differences)."""
     if cell.get("mean") is None:
         return "-"
+    sign = "+" if signed else ""
     if cell.get("low") is None or cell["low"] != cell["low"]:
-        return f"{cell['mean']:.3f}"
-    return f"{cell['mean']:.3f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+        return f"{cell['mean']:{sign}.3f}"
+    return f"{cell['mean']:{sign}.3f} [{cell['low']:{sign}.2f}, {cell['high']:{sign}.2f}]"
 
 
 def format_language_table(rows: Sequence[Mapping], lang: str, primary: str = "en") -> str:
