@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from attribution import (easyedit_convention, final_line, reference_attributions, rel_l2,  # noqa: E402
-                         select_equal_accuracy)
+from attribution import (easyedit_convention, fastest_per_prompt, final_line, reference_attributions,  # noqa: E402
+                         rel_l2, select_equal_accuracy)
 
 from amig_plugin.attribution import neuron_attributions  # noqa: E402
 from amig_plugin.testing import get_model, prompt_for  # noqa: E402
@@ -75,3 +75,27 @@ def test_final_line_keeps_the_old_fields_first_and_adds_equal_accuracy_and_runs(
     assert "runs=3 min_causal=9.2 min_equal_accuracy_causal=28.0 min_masked=2.3 min_equal_accuracy_masked=7.0" in line
     captum = final_line([{"causal": dict(speedup=12.0, max_rel_diff=2e-7)}], ["causal"], "captum")
     assert captum == "speedup_vs_captum: causal=12.0 max_rel_diff=2.0e-07"
+
+
+def _pass(times, rss=100.0, queries=(("a", "b"), ("c", "d"), ("e", "f"))):
+    return dict(times=list(times), queries=[list(q) for q in queries], scores=[[0.0]] * len(times),
+                peak_rss_mb=rss, extra_rss_mb=rss / 10)
+
+
+def test_fastest_per_prompt_drops_a_burst_that_the_fastest_whole_pass_would_keep():
+    # pass 1 has a burst on prompt 0, pass 2 on prompt 2: the fastest whole pass (pass 2, 3.4 s)
+    # keeps its burst; each prompt's fastest time sums to 3.0 s
+    passes = [_pass([2.0, 1.0, 1.0], rss=120.0), _pass([1.0, 1.0, 1.4])]
+    best = fastest_per_prompt(passes)
+    assert best["times"] == [1.0, 1.0, 1.0]
+    assert best["peak_rss_mb"] == 120.0 and best["extra_rss_mb"] == 12.0
+    assert best["scores"] == passes[0]["scores"] and best["queries"] == passes[0]["queries"]
+    assert passes[0]["times"] == [2.0, 1.0, 1.0]  # the passes themselves are untouched
+    assert fastest_per_prompt([passes[1]])["times"] == [1.0, 1.0, 1.4]
+
+
+def test_fastest_per_prompt_refuses_passes_over_different_prompts():
+    with pytest.raises(RuntimeError, match="different prompts"):
+        fastest_per_prompt([_pass([1.0, 1.0, 1.0]), _pass([1.0, 1.0, 1.0], queries=(("a", "b"), ("c", "d"), ("x", "y")))])
+    with pytest.raises(ValueError, match="no timed pass"):
+        fastest_per_prompt([])
