@@ -10,8 +10,8 @@ like with like, our engine runs with EasyEdit's conventions: its hook point for 
 
 Each engine runs in its own subprocess (fresh peak-RSS accounting), sequentially, with the
 same thread count, makes one untimed warm-up call on the first prompt (``--no-warmup`` to
-time it too), and the two alternate ``--repeats`` times (each side's fastest pass counts, so
-a burst of load on a shared machine hurts neither). Ends with one line:
+time it too), and the two alternate ``--repeats`` times (each prompt counts with its fastest
+time per engine, so a burst of load on a shared machine hurts neither). Ends with one line:
 
     speedup_vs_easyedit_kn: causal=<x> masked=<y> max_rel_diff=<d> equal_accuracy_causal=<x> (gauss/<m> err <e> vs easyedit err <e>) equal_accuracy_masked=<y> (...)
 
@@ -30,7 +30,7 @@ over all layers, ``||a − ref||_2 / ||ref||_2``; EasyEdit's error is that of it
 attributions. Our rule at equal accuracy is the cheapest (fewest path points) Gauss-Legendre
 rule of ``--eq-steps`` whose error is at most EasyEdit's on every prompt
 (:func:`select_equal_accuracy`); it is then timed like the rest (its own subprocesses,
-alternating with EasyEdit's, fastest pass) and ``equal_accuracy_<kind>`` is EasyEdit's time /
+alternating with EasyEdit's, fastest per prompt) and ``equal_accuracy_<kind>`` is EasyEdit's time /
 its time. The errors printed after the rule are the worst prompt's.
 
 ``--runs K`` repeats the timed comparison K times in one invocation (the reference is computed
