@@ -109,7 +109,7 @@ def _metrics(rel, zh_rel, zh_loc):
 def test_language_tables_csv_and_plot(tmp_path):
     from amig_plugin.easyedit import crosslingual_report as R
 
-    metrics = [_metrics(1.0, 0.0, 1.0), _metrics(1.0, 1.0, 0.5), _metrics(0.5, 0.0, 1.0), _metrics(1.0, 0.0, 0.5)]
+    metrics = [_metrics(1.0, 0.0, 1.0), _metrics(1.0, 1.0, 0.5), _metrics(0.5, 0.0, 1.0), _metrics(1.0, 0.0, 0.5)] * 3
     methods = [{"method": "ROME", "metrics": {"en": metrics, "zh": metrics}, "seconds_per_edit": 30.0, "note": "n"},
                {"method": "LIKN", "metrics": {"zh": metrics[:2]}, "seconds_per_edit": 9.0, "note": ""}]
     en = R.language_summary(methods, "en")
@@ -123,7 +123,8 @@ def test_language_tables_csv_and_plot(tmp_path):
     low, high = zh[1]["cells"]["reliability"]["low"], zh[1]["cells"]["reliability"]["high"]
     assert 0.0 <= low <= 0.25 <= high <= 1.0
     table = R.format_language_table(zh, "zh")
-    assert "### zh (edit made in en, scored in zh" in table and "| ROME | 4 | 0.250 [" in table
+    assert "### zh (edit made in en, scored in zh" in table and "| ROME | 12 | 0.250 [" in table
+    assert "| LIKN | 2 | 0.500 | " in table  # 2 requests: the mean alone, no interval
     rows = list(csv.DictReader(open(R.write_csv(en + zh, tmp_path / "t.csv"), encoding="utf-8")))
     assert len(rows) == 5 * 4 and {r["lang"] for r in rows} == {"en", "zh"}
     assert float(next(r for r in rows if r["lang"] == "zh" and r["method"] == "ROME" and r["metric"] == "reliability")["mean"]) == 0.25
@@ -297,16 +298,16 @@ def test_pooled_languages_average_within_a_request_first():
     the key is left out of that request's mean; the interval resamples requests."""
     from amig_plugin.easyedit import crosslingual_report as R
 
-    metrics = [_two_lang_metrics(1.0, 0.0), _two_lang_metrics(1.0, 1.0), _two_lang_metrics(0.0, 0.0, fr_has_key=False)]
-    likn_zh = [_two_lang_metrics(1.0, 0.0)] * 3
-    likn_fr = [_two_lang_metrics(0.0, 1.0)] * 3
+    metrics = [_two_lang_metrics(1.0, 0.0), _two_lang_metrics(1.0, 1.0), _two_lang_metrics(0.0, 0.0, fr_has_key=False)] * 4
+    likn_zh = [_two_lang_metrics(1.0, 0.0)] * 12
+    likn_fr = [_two_lang_metrics(0.0, 1.0)] * 12
     methods = [{"method": "ROME", "metrics": {"en": metrics, "zh": metrics, "fr": metrics}, "seconds_per_edit": 3.0},
                {"method": "LIKN", "metrics": {"en": likn_zh + likn_fr, "zh": likn_zh, "fr": likn_fr}},
                {"method": "KN", "metrics": {"en": metrics[:1], "zh": metrics[:1]}}]  # no fr: left out
     pooled = R.pooled_summary(methods, ["en", "zh", "fr"])
     assert [r["method"] for r in pooled] == ["(unedited)", "ROME", "LIKN"]
     rome = pooled[1]["cells"]["reliability"]
-    assert rome["mean"] == pytest.approx((0.5 + 1.0 + 0.0) / 3) and rome["n"] == 3  # not (1+1+0+0+1)/5
+    assert rome["mean"] == pytest.approx((0.5 + 1.0 + 0.0) / 3) and rome["n"] == 12  # not (1+1+0+0+1)/5
     assert 0.0 <= rome["low"] <= rome["mean"] <= rome["high"] <= 1.0
     assert pooled[2]["cells"]["reliability"]["mean"] == pytest.approx(1.0)  # each pair's own language
     assert pooled[0]["cells"]["reliability"]["mean"] == pytest.approx(0.25)  # unedited: (0 + 0.5) / 2
@@ -314,7 +315,7 @@ def test_pooled_languages_average_within_a_request_first():
     en = R.language_summary(methods, "en")
     table = R.format_overview_table(en, pooled, ["en", "zh", "fr"])
     assert "| en reliability |" in table and "other 2: reliability" in table and "other 2 = zh, fr" in table
-    assert "| ROME | 3 | 1.000" in table and "| KN | 1 |" in table and table.rstrip().count("\n| KN") == 1
+    assert "| ROME | 12 | 1.000" in table and "| KN | 1 |" in table and table.rstrip().count("\n| KN") == 1
 
 
 def _en_zh(rel, zh_rel, loc=1.0):
@@ -330,11 +331,11 @@ def test_paired_differences_against_the_reference():
     scored in every other language has no pooled cell; no reference, no rows."""
     from amig_plugin.easyedit import crosslingual_report as R
 
-    ref_rel = [0.0, 0.5, 1.0, 0.25, 0.75, 0.5]
+    ref_rel = [0.0, 0.5, 1.0, 0.25, 0.75, 0.5] * 2
     rome = [_en_zh(v, v / 2) for v in ref_rel]
     shifted = [_en_zh(min(1.0, v + 0.1) if v < 1.0 else 1.0, v / 2, loc=0.5) for v in ref_rel]
-    likn_zh = [_en_zh(1.0, 1.0)] * 6  # request r's edit for zh ...
-    likn_fr = [_en_zh(0.0, 0.0)] * 6  # ... and for fr: en reliability 0.5 per request
+    likn_zh = [_en_zh(1.0, 1.0)] * 12  # request r's edit for zh ...
+    likn_fr = [_en_zh(0.0, 0.0)] * 12  # ... and for fr: en reliability 0.5 per request
     methods = [{"method": "ROME", "metrics": {"en": rome, "zh": rome, "fr": rome}},
                {"method": "OPT", "metrics": {"en": shifted, "zh": shifted, "fr": shifted}},
                {"method": "LIKN", "metrics": {"en": likn_zh + likn_fr, "zh": likn_zh, "fr": likn_fr}},
@@ -342,8 +343,8 @@ def test_paired_differences_against_the_reference():
     rows = {r["method"]: r for r in R.paired_summary(methods, ["en", "zh", "fr"])}
     assert set(rows) == {"OPT", "LIKN", "KN"}
     opt = rows["OPT"]["cells"]
-    expected = sum(min(1.0, v + 0.1) - v for v in ref_rel) / 6
-    assert opt[("en", "reliability")]["mean"] == pytest.approx(expected) and opt[("en", "reliability")]["n"] == 6
+    expected = sum(min(1.0, v + 0.1) - v for v in ref_rel) / 12
+    assert opt[("en", "reliability")]["mean"] == pytest.approx(expected) and opt[("en", "reliability")]["n"] == 12
     assert opt[("en", "locality")]["mean"] == pytest.approx(-0.5)
     assert opt[("en", "locality")]["low"] == pytest.approx(-0.5) and opt[("en", "locality")]["high"] == pytest.approx(-0.5)
     unpaired = R.language_summary(methods[:2], "en")  # the unpaired intervals overlap
@@ -352,13 +353,13 @@ def test_paired_differences_against_the_reference():
     # pooled zh (the only other language with the key): the same values, difference 0
     assert opt[("other", "reliability")]["mean"] == pytest.approx(0.0)
     likn = rows["LIKN"]["cells"]
-    assert likn[("en", "reliability")]["mean"] == pytest.approx(0.5 - sum(ref_rel) / 6)
+    assert likn[("en", "reliability")]["mean"] == pytest.approx(0.5 - sum(ref_rel) / 12)
     kn = rows["KN"]["cells"]
     assert kn[("en", "reliability")]["n"] == 1 and kn[("en", "reliability")]["low"] != kn[("en", "reliability")]["low"]
     assert kn[("other", "reliability")]["mean"] is None  # not scored in fr
     table = R.format_paired_table(list(rows.values()), ["en", "zh", "fr"])
     assert "### Paired against ROME" in table and "| en: reliability |" in table and "other 2: locality" in table
-    assert "| OPT | 6 | +0.083 [+0.05, +0.10]" in table
+    assert "| OPT | 12 | +0.083 [+0.06, +0.10]" in table
     assert "| KN | 1 | +0.000 |" in table
     assert R.paired_summary(methods[1:], ["en", "zh", "fr"]) == []
 
@@ -368,12 +369,12 @@ def test_paired_outputs_of_a_compare(tmp_path):
     an English-only run gets a paired table without language prefixes."""
     from amig_plugin.commands.compare import _language_outputs, _paired_reference
 
-    methods = [{"method": "ROME", "metrics": {"en": [_en_zh(v, v) for v in (0.0, 1.0, 0.5)]}},
-               {"method": "FT", "metrics": {"en": [_en_zh(1.0, 1.0)] * 3}}]
+    methods = [{"method": "ROME", "metrics": {"en": [_en_zh(v, v) for v in (0.0, 1.0, 0.5) * 4]}},
+               {"method": "FT", "metrics": {"en": [_en_zh(1.0, 1.0)] * 12}}]
     tables, paired = _language_outputs(methods, ["en"], "en", tmp_path / "res.json", "ROME")
     assert paired in tables and tables.index(paired) < tables.index("### en (")
     assert "| method | pairs | reliability | generality | locality | portability |" in paired
-    assert "| FT | 3 | +0.500 [" in paired
+    assert "| FT | 12 | +0.500 [" in paired
     rows = list(csv.DictReader(open(tmp_path / "res-paired.csv", encoding="utf-8")))
     assert {(r["scope"], r["method"], r["metric"]) for r in rows} >= {("en", "FT", "reliability")}
     assert float(next(r for r in rows if r["metric"] == "reliability")["mean_difference"]) == pytest.approx(0.5)
@@ -508,3 +509,26 @@ def test_memit_z_space_down_proj_through_easyedits_compute_z(monkeypatch):
         swap.remove()
         keep_block.remove()
     torch.testing.assert_close(z, out["h"][0, pos], rtol=1e-4, atol=1e-4)
+
+
+def test_no_interval_below_the_minimum_number_of_requests():
+    """A percentile bootstrap of a handful of requests covers far less than 95 %: below
+    MIN_REQUESTS_FOR_INTERVAL the cells (language, pooled and paired) carry the mean alone."""
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    k = R.MIN_REQUESTS_FOR_INTERVAL
+    assert k == 10
+    values = [0.0, 1.0, 0.5, 1.0, 0.0, 0.25, 0.75, 1.0, 0.5, 0.0]
+    rome = [_en_zh(v, v) for v in values]
+    few = [_en_zh(min(1.0, v + 0.5), v) for v in values[:k - 1]]
+    methods = [{"method": "ROME", "metrics": {"en": rome, "zh": rome}},
+               {"method": "KN", "metrics": {"en": few, "zh": few}}]
+    en = {r["method"]: r["cells"]["reliability"] for r in R.language_summary(methods, "en")}
+    assert en["ROME"]["n"] == k and en["ROME"]["low"] < en["ROME"]["mean"] < en["ROME"]["high"]
+    assert en["KN"]["n"] == k - 1 and en["KN"]["low"] != en["KN"]["low"] and en["KN"]["high"] != en["KN"]["high"]
+    pooled = {r["method"]: r["cells"]["reliability"] for r in R.pooled_summary(methods, ["en", "zh"])}
+    assert pooled["ROME"]["low"] == pooled["ROME"]["low"] and pooled["KN"]["low"] != pooled["KN"]["low"]
+    kn = R.paired_summary(methods, ["en", "zh"])[0]["cells"][("en", "reliability")]
+    assert kn["n"] == k - 1 and kn["mean"] > 0 and kn["low"] != kn["low"]
+    table = R.format_language_table(R.language_summary(methods, "en"), "en")
+    assert f"| KN | {k - 1} | {en['KN']['mean']:.3f} | " in table and "none below 10 requests" in table

@@ -14,7 +14,9 @@ portability   ``portability.one_hop_acc``                ``portability.L_portabi
 ============  =========================================  =====================================
 
 Each cell is the mean over requests with a 95 % percentile-bootstrap interval (2,000 resamples,
-seeded); the first row is the unedited model (pre-edit scores; locality is 1 by definition).
+seeded), from :data:`MIN_REQUESTS_FOR_INTERVAL` requests on (fewer: the mean alone, since a
+percentile bootstrap of a handful of values covers far less than 95 %); the first row is the
+unedited model (pre-edit scores; locality is 1 by definition).
 
 :func:`pooled_summary` pools the languages other than the primary one: per request, the mean
 over those languages (scores of the same edit, so not independent samples), then the mean over
@@ -37,11 +39,21 @@ from typing import Any, Mapping, Optional, Sequence
 from ..stats import bootstrap_ci, paired_difference
 from .evaluate import _value
 
-__all__ = ["COLUMNS", "column_values", "language_summary", "format_language_table", "pooled_summary",
+__all__ = ["COLUMNS", "MIN_REQUESTS_FOR_INTERVAL", "column_values", "language_summary", "format_language_table", "pooled_summary",
            "format_overview_table", "write_csv", "plot_language", "request_values", "paired_summary",
            "format_paired_table", "write_paired_csv", "plot_paired"]
 
 COLUMNS = ("reliability", "generality", "locality", "portability")
+
+
+MIN_REQUESTS_FOR_INTERVAL = 10
+"""Fewest requests (or pairs) a cell's bootstrap interval is drawn from; below it the cell has
+its mean and no interval (with 4 values the percentile bootstrap has 35 distinct resamples and
+its "95 %" interval is far too narrow)."""
+
+
+def _no_interval_below_minimum(mean, low, high, n: int) -> tuple:
+    return (mean, low, high) if n >= MIN_REQUESTS_FOR_INTERVAL else (mean, float("nan"), float("nan"))
 
 
 def _keys(lang: str, primary: str) -> dict:
@@ -67,7 +79,9 @@ def column_values(metrics: Sequence[Mapping], lang: str, primary: str = "en", ph
 
 
 def _cell(values: Sequence[float], seed: int = 0) -> dict:
-    mean, low, high = bootstrap_ci(values, seed=seed) if values else (None, None, None)
+    if not values:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean, low, high = _no_interval_below_minimum(*bootstrap_ci(values, seed=seed), len(values))
     return {"mean": mean, "low": low, "high": high, "n": len(values)}
 
 
@@ -155,7 +169,8 @@ def paired_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], p
     and, with other languages, ``"other"`` (pooled as in :func:`pooled_summary`; None cells for
     a method scored in only some of them). A cell: mean of d_r = x_r − ref_r over the requests
     both have (requests are in the same order for every method: ``--limit`` takes the first N),
-    with a 95 % percentile-bootstrap interval over requests (``low``/``high`` NaN for one pair)."""
+    with a 95 % percentile-bootstrap interval over requests (``low``/``high`` NaN below
+    :data:`MIN_REQUESTS_FOR_INTERVAL` pairs)."""
     others = [x for x in langs if x != primary]
     ref = next((m for m in methods if m["method"] == reference), None)
     if ref is None:
@@ -172,8 +187,11 @@ def paired_summary(methods: Sequence[Mapping[str, Any]], langs: Sequence[str], p
             for c in COLUMNS:
                 d = paired_difference(request_values(m["metrics"], s, c, primary, others), ref_values[(s, c)]) \
                     if scored else {"n": 0}
-                cells[(s, c)] = ({"mean": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"]} if d["n"]
-                                 else {"mean": None, "low": None, "high": None, "n": 0})
+                if d["n"]:
+                    mean, low, high = _no_interval_below_minimum(d["mean"], d["low"], d["high"], d["n"])
+                    cells[(s, c)] = {"mean": mean, "low": low, "high": high, "n": d["n"]}
+                else:
+                    cells[(s, c)] = {"mean": None, "low": None, "high": None, "n": 0}
         rows.append({"method": m["method"], "reference": reference, "cells": cells})
     return rows
 
@@ -199,7 +217,8 @@ def format_paired_table(rows: Sequence[Mapping], langs: Sequence[str], primary: 
                                                                 for c in COLUMNS]) + " |")
     note = (f"\n\nAn interval that excludes 0 is a difference these requests resolve; pairs: requests that both "
             f"the method and {reference} edited. A method with one edit per (request, language) (LIKN) enters "
-            "with its mean over a request's edits.")
+            f"with its mean over a request's edits. Fewer than {MIN_REQUESTS_FOR_INTERVAL} pairs: the mean alone, "
+            "no interval.")
     return head + "\n".join(lines) + note
 
 
@@ -233,7 +252,7 @@ def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path,
                 cell = r["cells"][(s, c)]
                 if cell["mean"] is None:
                     continue
-                if cell["low"] is None or cell["low"] != cell["low"]:  # one pair: no interval
+                if cell["low"] is None or cell["low"] != cell["low"]:  # too few pairs: no interval
                     ax.plot(cell["mean"], y, "D", ms=4, mfc="none", color="0.45")
                     continue
                 ax.errorbar(cell["mean"], y, xerr=[[cell["mean"] - cell["low"]], [cell["high"] - cell["mean"]]],
@@ -245,7 +264,7 @@ def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path,
             ax.set_title(f"{_scope_label(s, langs, primary)}: {c}", fontsize=9)
     axes[0][0].invert_yaxis()  # shared: the first method on top in every panel
     fig.suptitle(f"minus {rows[0]['reference']} on the same requests (95% CI; blue: excludes 0; "
-                 "open diamond: one pair, no interval)", fontsize=10)
+                 f"open diamond: under {MIN_REQUESTS_FOR_INTERVAL} pairs, no interval)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -270,7 +289,7 @@ def format_overview_table(primary_rows: Sequence[Mapping], pooled_rows: Sequence
                                        + [_fmt(other["cells"][c]) if other else "-" for c in COLUMNS]
                                        + ["-" if s is None else f"{s:.1f}"]) + " |")
     note = (f"\n\nother {len(others)} = {', '.join(others)}: per request the mean over these languages, "
-            "then the mean over requests; intervals resample requests.")
+            f"then the mean over requests; intervals resample requests (none below {MIN_REQUESTS_FOR_INTERVAL}).")
     return head + "\n".join(lines) + note
 
 
@@ -288,7 +307,8 @@ def _fmt(cell: Mapping, signed: bool = False) -> str:
 def format_language_table(rows: Sequence[Mapping], lang: str, primary: str = "en") -> str:
     """Markdown table of :func:`language_summary` rows."""
     what = "the edited language" if lang == primary else f"edit made in {primary}, scored in {lang}"
-    head = (f"### {lang} ({what}; mean [95% bootstrap CI])\n\n| method | requests | "
+    head = (f"### {lang} ({what}; mean [95% bootstrap CI; none below {MIN_REQUESTS_FOR_INTERVAL} requests])\n\n"
+            "| method | requests | "
             + " | ".join(COLUMNS) + " | s / edit | notes |\n|" + "---|" * (len(COLUMNS) + 4) + "\n")
     lines = []
     for r in rows:
