@@ -607,3 +607,90 @@ def test_quiet_logging_with_log_dir(tiny_gpt2_dir, tmp_path, monkeypatch):
     for handler in added:
         editor_log.removeHandler(handler)
         handler.close()
+
+
+# --------------------------------------------------------------------------------------
+# EasyEdit's generate_fast on a forward that takes the cache as ``cache``
+# --------------------------------------------------------------------------------------
+
+
+class _CacheOnlyOutput:
+    """An output with the newer field name only: ``cache``, no ``past_key_values``."""
+
+    __dataclass_fields__ = {"logits": None, "cache": None}
+
+    def __init__(self, logits, cache):
+        self.logits = logits
+        self.cache = cache
+
+
+class _CacheOnlyLM(torch.nn.Module):
+    """A causal LM whose forward takes the key/value cache as ``cache`` and has no
+    ``past_key_values`` keyword (transformers >= 5.40): a tiny GPT-2 underneath."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.name_or_path = "tiny-cache-only"
+
+    def forward(self, input_ids=None, attention_mask=None, cache=None, use_cache=False):
+        from amig_plugin.models.kv_cache import cache_keyword, returned_cache
+
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                         **{cache_keyword(self.inner): cache})
+        return _CacheOnlyOutput(out.logits, returned_cache(out))
+
+
+@needs_easyeditor
+def test_generate_fast_runs_on_a_model_whose_forward_takes_only_cache(tiny_gpt2):
+    model, tok = tiny_gpt2
+    compat.import_easyeditor()
+    generate = importlib.import_module("easyeditor.util.generate")
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    cache_only = _CacheOnlyLM(model).eval()
+    prompts = ["The capital of France is", "Rome is a city in"]
+    with pytest.raises(TypeError, match="past_key_values"):
+        generate.generate_fast(cache_only, tok, prompts, top_k=1, max_out_len=12)
+    with compat.cache_keyword_generation() as patched:
+        assert patched >= 1 and hasattr(generate.generate_fast, "__amig_cache_shim__")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # no deprecated keyword reaches transformers
+            shimmed = generate.generate_fast(cache_only, tok, prompts, top_k=1, max_out_len=12)
+    assert not hasattr(generate.generate_fast, "__amig_cache_shim__"), "the patch outlived its block"
+    # the same greedy text as the plain model run through the same code (top_k=1: no sampling)
+    with compat.cache_keyword_generation():
+        plain = generate.generate_fast(model, tok, prompts, top_k=1, max_out_len=12)
+    assert shimmed == plain and all(len(text) > len(p) for text, p in zip(shimmed, prompts))
+
+
+@needs_easyeditor
+def test_hooked_base_editor_edits_with_the_generation_shim(tiny_gpt2_dir, tmp_path, monkeypatch):
+    from amig_plugin.easyedit import editor_hook
+
+    compat.import_easyeditor()
+    editor_mod = importlib.import_module("easyeditor.editors.editor")
+    kn_mod = importlib.import_module("easyeditor.models.kn")
+    generate = importlib.import_module("easyeditor.util.generate")
+    seen = []
+
+    def edit(self, *args, **kwargs):
+        seen.append(hasattr(generate.generate_fast, "__amig_cache_shim__"))
+        return "edited"
+
+    monkeypatch.setattr(editor_mod.BaseEditor, "edit", edit)
+    monkeypatch.chdir(tmp_path)
+    hparams = kn_mod.KNHyperParams(
+        lr_scale=1.0, n_toks=10, model_name=tiny_gpt2_dir, refine=False, batch_size=1, steps=2,
+        adaptive_threshold=0.2, p=0.4, device=0, alg_name="KN",
+    )
+    installed_now = editor_hook.install()
+    try:
+        with compat.quiet_easyeditor_logging():
+            editor = editor_mod.BaseEditor(hparams)
+        assert editor.edit("The capital of France is") == "edited"
+    finally:
+        if installed_now:
+            editor_hook.uninstall()
+    assert seen == [True]
+    assert not hasattr(generate.generate_fast, "__amig_cache_shim__")

@@ -8,7 +8,6 @@ row) and the reference strategy, a whole-model forward per row (:class:`_FullRun
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models import EncodedQuery, ModelFamily, NeuronHooks, _NeuronPatch
+from ..models.kv_cache import cache_keyword, returned_cache
 from ..models.logits import takes_logits_to_keep
 from ..scoring import head_scores, target_scores
 from .activations import neuron_vectors
@@ -67,23 +67,6 @@ def _merge(*patch_sets: dict[int, list[_NeuronPatch]]) -> dict[int, list[_Neuron
     return out
 
 
-def _cache_keyword(module: nn.Module) -> str:
-    """The keyword ``module.forward`` takes the key/value cache by: ``cache`` (newer
-    transformers, which deprecate ``past_key_values``) or ``past_key_values``."""
-    try:
-        params = inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - forward without a signature
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _returned_cache(out) -> object:
-    """The key/value cache of a model output (field ``cache`` in newer transformers,
-    ``past_key_values`` before), without touching the deprecated name where both exist."""
-    fields = getattr(type(out), "__dataclass_fields__", {})
-    return getattr(out, "cache" if "cache" in fields else "past_key_values", None)
-
-
 class _RowRunner:
     def __init__(self, family: ModelFamily, query: EncodedQuery, objective: str):
         self.family = family
@@ -95,7 +78,7 @@ class _RowRunner:
         self.target_ids = query.target_ids.to(self.device)
         body_and_head = family.body_and_head()
         self.body, self.head = body_and_head if body_and_head is not None else (None, None)
-        self.cache_keyword = _cache_keyword(self.body if self.head is not None else self.model)
+        self.cache_keyword = cache_keyword(self.body if self.head is not None else self.model)
 
     def _forward(self, keep_last: int | None = None, **inputs) -> tuple[torch.Tensor, bool, object]:
         """(final hidden states [B, n, H] if the head is folded into the score, else logits
@@ -106,9 +89,9 @@ class _RowRunner:
             inputs[self.cache_keyword] = inputs.pop("past_key_values")
         if self.head is not None:
             out = self.body(**inputs)
-            return out.last_hidden_state, True, _returned_cache(out)
+            return out.last_hidden_state, True, returned_cache(out)
         out = self.model(**inputs, **(_last_logits_only(self.model, keep_last) if keep_last else {}))
-        return out.logits, False, _returned_cache(out)
+        return out.logits, False, returned_cache(out)
 
     def _score(self, outputs: torch.Tensor, hidden: bool) -> torch.Tensor:
         """F [R] from :meth:`_forward`'s outputs at the score positions."""

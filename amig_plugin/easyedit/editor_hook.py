@@ -6,6 +6,9 @@
   (:func:`amig_plugin.easyedit.compat.cpu_fallback`). GitHub main then reads
   ``hparams.device = "cpu"``; on PyPI 0.0.1.dev0 the editor's construction and its
   ``edit``/``edit_requests``/``batch_edit``/``edit_dataset`` run inside ``cuda_to_cpu``.
+* Generation: those edit methods (of every editor that does not handle devices itself) run
+  inside :func:`amig_plugin.easyedit.compat.cache_keyword_generation`, so EasyEdit's
+  ``generate_fast`` works on transformers that take the key/value cache as ``cache``.
 * Model names: both flavours pick the model class from substrings of ``model_name`` and raise
   a bare ``NotImplementedError`` for others (Gemma, BERT); with the hook that becomes
   :class:`UnsupportedEditorModel`, one sentence naming ``load_editor``.
@@ -17,7 +20,7 @@ import functools
 import importlib
 
 from ..errors import AmigError
-from .compat import cpu_fallback, cuda_to_cpu
+from .compat import cache_keyword_generation, cpu_fallback, cuda_to_cpu
 
 __all__ = ["UnsupportedEditorModel", "install", "uninstall"]
 
@@ -33,10 +36,12 @@ def _base_editor():
     return importlib.import_module("easyeditor.editors.editor").BaseEditor
 
 
-def _on_cpu(method):
+def _in_runtime(method, on_cpu: bool):
+    """``method`` run with EasyEdit's ``generate_fast`` on the cache keyword the model takes,
+    and inside ``cuda_to_cpu`` when ``on_cpu``."""
     @functools.wraps(method)
     def run(*args, **kwargs):
-        with cuda_to_cpu():
+        with cuda_to_cpu(on_cpu), cache_keyword_generation():
             return method(*args, **kwargs)
 
     return run
@@ -49,10 +54,10 @@ def _guard(init):
         try:
             with cuda_to_cpu(how == "cuda_to_cpu"):
                 result = init(self, hparams, *args, **kwargs)
-            if how == "cuda_to_cpu" and not getattr(type(self), "handles_devices", False):
+            if not getattr(type(self), "handles_devices", False):
                 for name in _EDIT_METHODS:
                     if hasattr(self, name):
-                        setattr(self, name, _on_cpu(getattr(self, name)))
+                        setattr(self, name, _in_runtime(getattr(self, name), how == "cuda_to_cpu"))
             return result
         except NotImplementedError as exc:
             name = getattr(hparams, "model_name", None)

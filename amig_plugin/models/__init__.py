@@ -25,6 +25,7 @@ Modules (imports run downwards only: ``detect`` -> ``families`` -> ``base`` -> `
 * ``families``  the adapters per architecture: BERT, GPT-2, gated-MLP decoders.
 * ``detect``    :func:`get_family` (family detection), :class:`UnsupportedModelError`.
 * ``hooks``     :class:`NeuronHooks`: read or replace neuron vectors during a forward.
+* ``kv_cache``  :func:`cache_keyword`, :func:`returned_cache`: ``cache`` vs ``past_key_values``.
 * ``logits``    logits at chosen positions only (one sequence or a right-padded batch).
 * ``generation`` :func:`greedy_continuation`: the model's own answer to a prompt.
 """

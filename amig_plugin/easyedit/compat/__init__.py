@@ -12,6 +12,8 @@ Modules:
   :func:`removed_placeholders`;
 * :mod:`.runtime`: :func:`easyedit_flavour`, :func:`cuda_to_cpu`, :func:`cpu_fallback`,
   :func:`quiet_easyeditor_logging`, :func:`easyedit_runtime`;
+* :mod:`.generation`: :func:`cache_keyword_generation` (EasyEdit's ``generate_fast`` on
+  transformers that renamed ``past_key_values`` to ``cache``), :class:`CacheKeywordModel`;
 * :mod:`.registries`: :func:`alg_dict` (the live ``ALG_DICT``) and :func:`registries`.
 """
 
@@ -24,6 +26,7 @@ from .importer import (  # noqa: F401  (private names: used by the tests)
     placeholder_modules,
     removed_placeholders,
 )
+from .generation import CacheKeywordModel, cache_keyword_generation
 from .placeholders import ESSENTIAL, PIP_NAMES, MissingOptionalDependency, _PlaceholderModule  # noqa: F401
 from .registries import alg_dict, registries
 from .runtime import (  # noqa: F401
@@ -38,7 +41,9 @@ from .runtime import (  # noqa: F401
 )
 
 __all__ = [
+    "CacheKeywordModel",
     "MissingOptionalDependency",
+    "cache_keyword_generation",
     "PIP_NAMES",
     "alg_dict",
     "cpu_fallback",

@@ -327,6 +327,15 @@ def removed_placeholders(package: str = _PACKAGE) -> Tuple[str, ...]:
 
 
 
+def _easyeditor_modules() -> list:
+    """``(name, module)`` of every imported easyeditor module."""
+    return [
+        (name, module)
+        for name, module in list(sys.modules.items())
+        if module is not None and _in_package(name, _PACKAGE)
+    ]
+
+
 def _optional_module(name: str) -> Optional[types.ModuleType]:
     try:
         return importlib.import_module(name)

@@ -6,7 +6,8 @@
 * :func:`cuda_to_cpu`: easyeditor's hard-coded ``cuda:{device}`` arguments go to the CPU when
   CUDA is not available; :func:`cpu_fallback` decides, per hparams, whether that is needed;
 * :func:`quiet_easyeditor_logging`: no ``./logs/run.log`` or ``./logs/results.json`` in the
-  working directory; :func:`easyedit_runtime`: both, around construction and ``edit()``.
+  working directory; :func:`easyedit_runtime`: these and
+  :func:`~.generation.cache_keyword_generation`, around construction and ``edit()``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .importer import _optional_module, import_easyeditor
+from .generation import cache_keyword_generation
+from .importer import _easyeditor_modules, _optional_module, import_easyeditor
 from .placeholders import _PACKAGE, _in_package
 
 FLAVOUR_PYPI = "pypi-0.0.1.dev0"
@@ -203,14 +205,6 @@ def _redirected_function(func: Callable, base: str) -> Callable:
     return clone
 
 
-def _easyeditor_modules() -> list:
-    return [
-        (name, module)
-        for name, module in list(sys.modules.items())
-        if module is not None and _in_package(name, _PACKAGE)
-    ]
-
-
 @contextlib.contextmanager
 def quiet_easyeditor_logging(log_dir: Optional[str] = None) -> Iterator[str]:
     """No files in the working directory while editors are built and run.
@@ -276,8 +270,9 @@ def quiet_easyeditor_logging(log_dir: Optional[str] = None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def easyedit_runtime(log_dir: Optional[str] = None, cpu: Optional[bool] = None) -> Iterator[None]:
-    """``cuda_to_cpu(cpu)`` + ``quiet_easyeditor_logging(log_dir)``: wrap editor
-    construction and every ``edit()``/``batch_edit()`` call in it."""
-    with quiet_easyeditor_logging(log_dir), cuda_to_cpu(cpu):
+    """``cuda_to_cpu(cpu)`` + ``quiet_easyeditor_logging(log_dir)`` +
+    ``cache_keyword_generation()``: wrap editor construction and every
+    ``edit()``/``batch_edit()`` call in it."""
+    with quiet_easyeditor_logging(log_dir), cuda_to_cpu(cpu), cache_keyword_generation():
         yield
 
