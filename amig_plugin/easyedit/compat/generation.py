@@ -44,11 +44,12 @@ class _OutputWithPastKeyValues:
 class CacheKeywordModel:
     """``model`` with its call taking ``past_key_values=`` on any transformers release: the
     cache goes to the forward as ``cache`` where the forward takes that keyword, and the
-    output's cache is readable as ``past_key_values``. Every other attribute is the model's."""
+    output's cache is readable as ``past_key_values``. Every other attribute is the model's.
+    ``keyword``: the forward's cache keyword when the caller has read it already."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, keyword: Optional[str] = None):
         self._model = model
-        self._keyword = cache_keyword(model)
+        self._keyword = keyword or cache_keyword(model)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -64,8 +65,9 @@ class CacheKeywordModel:
 def _shimmed(generate_fast: Callable) -> Callable:
     @functools.wraps(generate_fast)
     def run(model: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(model, nn.Module) and cache_keyword(model) != "past_key_values":
-            model = CacheKeywordModel(model)
+        keyword = cache_keyword(model) if isinstance(model, nn.Module) else "past_key_values"
+        if keyword != "past_key_values":
+            model = CacheKeywordModel(model, keyword)
         return generate_fast(model, *args, **kwargs)
 
     run.__amig_cache_shim__ = generate_fast  # type: ignore[attr-defined]
