@@ -123,6 +123,38 @@ def test_empty_intersection_skips_or_raises(models, monkeypatch):
         apply_likn_to_model(model, tok, likn_request(), hp(empty_likn="error"))
 
 
+@pytest.mark.parametrize("blank", ["", "  ", None])
+def test_no_ground_truth_in_one_language_edits_nothing_or_raises(models, blank):
+    """The model's own continuation in the other language can be blank (no ground truth to
+    localize there): with empty_likn: skip nothing is edited, weights stay bit-identical and
+    the edit records which language had none; with error it raises, naming the language."""
+    from amig_plugin.easyedit.methods.likn import apply_likn_to_model
+
+    base, tok = models("gpt2")
+    request = likn_request()
+    request["multilingual"]["zh"]["ground_truth"] = blank
+    model = copy.deepcopy(base)
+    original = state(model)
+    with pytest.warns(UserWarning, match="no ground truth in zh"):
+        _, wc = apply_likn_to_model(model, tok, request, hp())
+    edit = wc.edits[0]
+    assert edit["empty"] and edit["neurons"] == [] and edit["no_ground_truth"] == ["zh"] and dict(wc) == {}
+    assert edit["languages"] == ["en", "zh"] and edit["per_language"] == {"en": [], "zh": []}
+    assert same(original, state(model))
+    with pytest.raises(ValueError, match="request language 'zh' has none.*empty_likn: skip"):
+        apply_likn_to_model(model, tok, request, hp(empty_likn="error"))
+
+
+def test_compare_note_counts_pairs_without_a_ground_truth():
+    from amig_plugin.easyedit.compare import method_note
+
+    records = [{"amig_edit": {"neurons": [[0, 1], [1, 2]], "no_ground_truth": []}},
+               {"amig_edit": {"neurons": [], "no_ground_truth": []}},
+               {"amig_edit": {"neurons": [], "no_ground_truth": ["zh"]}}]
+    note = method_note("LIKN", hp(), records)
+    assert "0.7 shared neurons/edit, 2 of 3 empty (nothing edited; 1 of them with no ground truth in L" in note
+
+
 def test_cross_lingual_quality_no_space_for_chinese(models):
     from amig_plugin.easyedit.methods.likn import cross_lingual_quality
     from amig_plugin.easyedit.evaluate import teacher_forced_predictions

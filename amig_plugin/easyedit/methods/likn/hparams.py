@@ -27,6 +27,7 @@ class LIKNHyperParams(AMIGHyperParams):
     languages   null      languages every request must carry (null: those it carries, >= 2)
     signed      true      orient each neuron's update by the sign of its activation
     empty_likn  skip      ``skip`` (edit nothing, record it) or ``error`` for an empty LIKN
+                          (also where a language has no ground truth to localize)
     cache       false     localize through the shared LocalizationCache
     ==========  ========  ==================================================================
 

@@ -22,7 +22,9 @@ intersection: for each language ``l`` in turn, Dai et al.'s value-vector update
 ``s_i`` = sign of the neuron's activation on that language's prompt when ``signed``, since
 gated-MLP neurons can be negative), or ``v_i = 0`` with ``edit_mode: erase``. A request
 whose intersection is empty edits nothing (``empty_likn: skip``, recorded in
-``weights_copy.edits``) or raises (``empty_likn: error``). It returns EasyEdit's
+``weights_copy.edits``) or raises (``empty_likn: error``); so does a request with no ground
+truth in one of its languages (nothing to localize there, so no neuron is shared; recorded as
+``no_ground_truth``, with a warning). It returns EasyEdit's
 ``(model, weights_copy)`` with ``weights_copy`` a ``{param_name: original}`` dict on every
 call (see :mod:`amig_plugin.easyedit.methods.amig.main`).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import time
+import warnings
 from typing import Any, Dict, Mapping, Optional
 
 from ..validation import as_hparams
@@ -109,6 +112,11 @@ def _query(family, tok, prompt: str, target: str):
 # the apply function
 
 
+def _blank(ground_truth: Optional[str]) -> bool:
+    """True where there is no ground truth to localize (None, blank, or only an end-of-text token)."""
+    return ground_truth is None or str(ground_truth).strip() in ("", "<|endoftext|>")
+
+
 def _localize(family, tok, cloze: str, target: str, lang: str, tau: float, hparams: LIKNHyperParams):
     """The knowledge neurons of ``target`` after ``cloze`` in ``lang`` (top 50 kept), through
     the shared localization cache when ``hparams.cache``
@@ -129,9 +137,14 @@ def _edit_one(family, tok, request: Mapping, hparams: LIKNHyperParams, backup) -
     start = time.perf_counter()
     langs = request_languages(request, hparams)
     per_lang, scores, old, new, queries, info = {}, {}, {}, {}, {}, {}
-    for lang, item in langs.items():
-        if item["ground_truth"] in (None, "", "<|endoftext|>"):
-            raise ValueError(f"LIKN localizes the ground truth: request language {lang!r} has none")
+    no_ground_truth = [lang for lang, item in langs.items() if _blank(item["ground_truth"])]
+    if no_ground_truth:  # nothing to localize in that language: no neuron can be shared
+        if hparams.empty_likn == "error":
+            raise ValueError(f"LIKN localizes the ground truth: request language {no_ground_truth[0]!r} has none; "
+                             "give it one, or set empty_likn: skip to edit nothing instead")
+        warnings.warn(f"LIKN: {request.get('prompt')!r} has no ground truth in {', '.join(no_ground_truth)}, so no "
+                      "neuron can be shared: nothing edited (empty_likn: skip)", stacklevel=2)
+    for lang, item in ({} if no_ground_truth else langs).items():
         cloze, gt, gt_engine = _query(family, tok, item["prompt"], item["ground_truth"])
         if hparams.edit_mode == "update":
             if item["target_new"] in (None, ""):
@@ -146,7 +159,7 @@ def _edit_one(family, tok, request: Mapping, hparams: LIKNHyperParams, backup) -
         info[lang] = dict(tau=tau, neurons=len(kn.neurons),
                           completeness_residual=max(kn.completeness_residuals) if kn.completeness_residuals else None,
                           clean_score=kn.clean_scores[0] if kn.clean_scores else None)
-    shared = intersect_neuron_sets(per_lang)
+    shared = intersect_neuron_sets(per_lang) if per_lang else []
     shared.sort(key=lambda n: -sum(scores[l].get(n, 0.0) for l in langs) / len(langs))
     if hparams.max_neurons is not None:
         shared = shared[: hparams.max_neurons]
@@ -165,9 +178,10 @@ def _edit_one(family, tok, request: Mapping, hparams: LIKNHyperParams, backup) -
         "prompt": request.get("prompt"),
         "languages": list(langs),
         "method": hparams.method,
-        "per_language": {l: [list(n) for n in per_lang[l]] for l in langs},
+        "per_language": {l: [list(n) for n in per_lang.get(l, ())] for l in langs},
         "neurons": [list(n) for n in shared],
         "empty": not shared,
+        "no_ground_truth": no_ground_truth,
         "localization": info,
         "seconds": time.perf_counter() - start,
     }
