@@ -49,7 +49,7 @@ import threading
 from typing import Any, Dict, Iterator, Optional, Union
 
 from ..factcheck import FactChecker, likelihood
-from .prompts import cloze_prompt, strip_target
+from .prompts import cloze_prompt, missing_answer, strip_target
 
 __all__ = ["register", "unregister", "is_registered", "using", "active_checker", "fact_check_metric", "summarize"]
 
@@ -90,7 +90,7 @@ def fact_check_metric(model, tokenizer, request: Dict[str, Any], checker: FactCh
     objects = {"new": request.get("target_new"), "old": request.get("ground_truth")}
     logps = {}
     for name, obj in objects.items():
-        if not isinstance(obj, str) or not obj.strip() or obj.strip() == "<|endoftext|>":
+        if missing_answer(obj):
             out[name] = None
             continue
         obj = strip_target(obj)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from ..data import MASK_PLACEHOLDER
 
-__all__ = ["has_cjk", "detect_lang", "cloze_prompt", "strip_target"]
+__all__ = ["has_cjk", "detect_lang", "cloze_prompt", "strip_target", "missing_answer"]
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3000-\u303f\uff00-\uffef]")
 
@@ -53,3 +53,10 @@ def strip_target(target: str) -> str:
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"empty target {target!r}: give the object, e.g. 'Paris'")
     return target.strip()
+
+
+def missing_answer(text: object) -> bool:
+    """True where an answer field (a ground truth, a target) carries no text: None or not a
+    string, blank, or what EasyEdit fills in when the user gave none (PyPI: ``'<|endoftext|>'``,
+    main: None)."""
+    return not isinstance(text, str) or text.strip() in ("", "<|endoftext|>")

@@ -78,7 +78,7 @@ from ....intervene import WeightBackup, edit_value_vectors
 from ....models import causal_prefix_and_target, get_family
 from ....intervene.neuron_edit import optimize_value_vectors
 from ....localization import localize_query
-from ...prompts import cloze_prompt, detect_lang, strip_target
+from ...prompts import cloze_prompt, detect_lang, missing_answer, strip_target
 from ..validation import as_hparams
 from .hparams import AMIGHyperParams
 
@@ -89,10 +89,6 @@ __all__ = [
     "reapply_sequence",
     "sequence_state",
 ]
-
-#: ground truths EasyEdit fills in when the user gave none (PyPI: '<|endoftext|>', main: None)
-_NO_GROUND_TRUTH = (None, "", "<|endoftext|>")
-
 
 class WeightsCopy(dict):
     """``{param_name: original tensor}`` plus ``.edits``: one dict per request with the
@@ -211,7 +207,7 @@ def _edit_one(family, tok, request: Mapping, hparams: AMIGHyperParams, backup: W
     if not isinstance(request, Mapping) or "prompt" not in request:
         raise ValueError(f"an EasyEdit request is a dict with 'prompt', 'ground_truth', 'target_new'; got {request!r}")
     ground_truth = request.get("ground_truth")
-    if ground_truth in _NO_GROUND_TRUTH:
+    if missing_answer(ground_truth):
         raise ValueError(
             "AMIG localizes the knowledge neurons of the ground truth: pass ground_truth=... to "
             f"edit() (request prompt {request['prompt']!r} has ground_truth={ground_truth!r})"

@@ -112,11 +112,6 @@ def _query(family, tok, prompt: str, target: str):
 # the apply function
 
 
-def _blank(ground_truth: Optional[str]) -> bool:
-    """True where there is no ground truth to localize (None, blank, or only an end-of-text token)."""
-    return ground_truth is None or str(ground_truth).strip() in ("", "<|endoftext|>")
-
-
 def _localize(family, tok, cloze: str, target: str, lang: str, tau: float, hparams: LIKNHyperParams):
     """The knowledge neurons of ``target`` after ``cloze`` in ``lang`` (top 50 kept), through
     the shared localization cache when ``hparams.cache``
@@ -133,11 +128,12 @@ def _localize(family, tok, cloze: str, target: str, lang: str, tau: float, hpara
 def _edit_one(family, tok, request: Mapping, hparams: LIKNHyperParams, backup) -> dict:
     from ....intervene import edit_value_vectors
     from ....likn import Edit, apply_value_edit, intersect_neuron_sets
+    from ...prompts import missing_answer
 
     start = time.perf_counter()
     langs = request_languages(request, hparams)
     per_lang, scores, old, new, queries, info = {}, {}, {}, {}, {}, {}
-    no_ground_truth = [lang for lang, item in langs.items() if _blank(item["ground_truth"])]
+    no_ground_truth = [lang for lang, item in langs.items() if missing_answer(item["ground_truth"])]
     if no_ground_truth:  # nothing to localize in that language: no neuron can be shared
         if hparams.empty_likn == "error":
             raise ValueError(f"LIKN localizes the ground truth: request language {no_ground_truth[0]!r} has none; "
