@@ -128,6 +128,8 @@ def test_language_tables_csv_and_plot(tmp_path):
     rows = list(csv.DictReader(open(R.write_csv(en + zh, tmp_path / "t.csv"), encoding="utf-8")))
     assert len(rows) == 5 * 4 and {r["lang"] for r in rows} == {"en", "zh"}
     assert float(next(r for r in rows if r["lang"] == "zh" and r["method"] == "ROME" and r["metric"] == "reliability")["mean"]) == 0.25
+    likn = next(r for r in rows if r["lang"] == "zh" and r["method"] == "LIKN" and r["metric"] == "reliability")
+    assert (likn["mean"], likn["ci_low"], likn["ci_high"]) == ("0.5", "", "")  # no interval: blank, as in the paired CSV
     assert R.plot_language(zh, "zh", tmp_path / "zh.png").stat().st_size > 1000
 
 

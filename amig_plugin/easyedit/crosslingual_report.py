@@ -227,7 +227,7 @@ def write_paired_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
     return _write_csv_lines(path, ["scope", "method", "reference", "metric", "mean_difference", "ci_low", "ci_high",
                                    "pairs"],
                             ([scope, r["method"], r["reference"], column]
-                             + [("" if v is None or v != v else v) for v in (cell["mean"], cell["low"], cell["high"])]
+                             + [_csv_cell(v) for v in (cell["mean"], cell["low"], cell["high"])]
                              + [cell["n"]] for r in rows for (scope, column), cell in r["cells"].items()))
 
 
@@ -323,9 +323,14 @@ def write_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
     """One line per (language, method, column): mean, CI bounds, requests, seconds per edit."""
     return _write_csv_lines(path, ["lang", "method", "metric", "mean", "ci_low", "ci_high", "requests",
                                    "seconds_per_edit"],
-                            ([r["lang"], r["method"], c] + [("" if v is None else v) for v in
+                            ([r["lang"], r["method"], c] + [_csv_cell(v) for v in
                              (r["cells"][c]["mean"], r["cells"][c]["low"], r["cells"][c]["high"], r["cells"][c]["n"],
                               r.get("seconds_per_edit"))] for r in rows for c in COLUMNS))
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: blank where there is no value (None) or no interval (NaN), the value otherwise."""
+    return "" if value is None or value != value else value
 
 
 def _write_csv_lines(path: str | Path, header: Sequence[str], lines) -> Path:
