@@ -534,3 +534,23 @@ def test_no_interval_below_the_minimum_number_of_requests():
     assert kn["n"] == k - 1 and kn["mean"] > 0 and kn["low"] != kn["low"]
     table = R.format_language_table(R.language_summary(methods, "en"), "en")
     assert f"| KN | {k - 1} | {en['KN']['mean']:.3f} | " in table and "none below 10 requests" in table
+
+
+def test_paired_plot_leaves_out_a_column_without_values(tmp_path):
+    """A file without portability (ZsRE) gets no empty portability panel: 3 panels of 3 in at
+    120 dpi are 1080 px wide, 4 are 1440."""
+    import struct
+
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    def row(portability):
+        cells = {("en", c): {"mean": -0.2, "low": -0.3, "high": -0.1, "n": 12} for c in R.COLUMNS}
+        cells[("en", "portability")] = ({"mean": portability, "low": -0.1, "high": 0.1, "n": 12} if portability is not None
+                                        else {"mean": None, "low": None, "high": None, "n": 0})
+        return {"method": "OPT", "reference": "ROME", "cells": cells}
+
+    def width(path):
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]  # PNG IHDR width
+
+    assert width(R.plot_paired([row(None)], ["en"], tmp_path / "three.png")) == 1080
+    assert width(R.plot_paired([row(0.0)], ["en"], tmp_path / "four.png")) == 1440

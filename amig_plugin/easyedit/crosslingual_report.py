@@ -233,7 +233,8 @@ def write_paired_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
 
 def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path, primary: str = "en") -> Path:
     """Forest plot: one panel per (scope, column), one line per method: the mean difference
-    against the reference with its 95 % interval; the dashed line is no difference."""
+    against the reference with its 95 % interval; the dashed line is no difference. A column
+    no method has a value for (portability on a file without it) gets no panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,11 +243,13 @@ def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scopes = _scopes(langs, primary)
-    fig, axes = plt.subplots(len(scopes), len(COLUMNS), figsize=(3.0 * len(COLUMNS), 0.5 + 0.32 * len(rows) * len(scopes)
+    columns = [c for c in COLUMNS if any(r["cells"][(s, c)]["mean"] is not None for r in rows for s in scopes)]
+    columns = columns or list(COLUMNS)
+    fig, axes = plt.subplots(len(scopes), len(columns), figsize=(3.0 * len(columns), 0.5 + 0.32 * len(rows) * len(scopes)
                                                                      + 0.6 * len(scopes)), squeeze=False, sharey=True)
     names = [r["method"] for r in rows]
     for i, s in enumerate(scopes):
-        for j, c in enumerate(COLUMNS):
+        for j, c in enumerate(columns):
             ax = axes[i][j]
             for y, r in enumerate(rows):
                 cell = r["cells"][(s, c)]
