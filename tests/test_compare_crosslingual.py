@@ -554,3 +554,26 @@ def test_paired_plot_leaves_out_a_column_without_values(tmp_path):
 
     assert width(R.plot_paired([row(None)], ["en"], tmp_path / "three.png")) == 1080
     assert width(R.plot_paired([row(0.0)], ["en"], tmp_path / "four.png")) == 1440
+
+
+def test_language_plot_leaves_out_a_column_without_values(tmp_path):
+    """The per-language bars: no empty portability group on a file without it (the figure is
+    2.2 + 1.6 per column + 1.5 (legend) inches wide at 120 dpi), and a method with too few
+    requests for an interval is drawn without one."""
+    import struct
+
+    from amig_plugin.easyedit import crosslingual_report as R
+
+    def rows(portability):
+        out = []
+        for method, low in (("ROME", 0.8), ("KN", float("nan"))):
+            cells = {c: {"mean": 0.9, "low": low, "high": 0.95, "n": 12} for c in R.COLUMNS}
+            cells["portability"] = {"mean": portability, "low": None, "high": None, "n": 12}
+            out.append({"method": method, "cells": cells})
+        return out
+
+    def width(path):
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]  # PNG IHDR width
+
+    assert width(R.plot_language(rows(None), "en", tmp_path / "three.png")) == round((2.2 + 1.6 * 3 + 1.5) * 120)
+    assert width(R.plot_language(rows(0.5), "en", tmp_path / "four.png")) == round((2.2 + 1.6 * 4 + 1.5) * 120)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ..stats import bootstrap_ci, paired_difference
 from .evaluate import _value
@@ -243,8 +243,7 @@ def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scopes = _scopes(langs, primary)
-    columns = [c for c in COLUMNS if any(r["cells"][(s, c)]["mean"] is not None for r in rows for s in scopes)]
-    columns = columns or list(COLUMNS)
+    columns = _columns_with_values((c, r["cells"][(s, c)]) for r in rows for s in scopes for c in COLUMNS)
     fig, axes = plt.subplots(len(scopes), len(columns), figsize=(3.0 * len(columns), 0.5 + 0.32 * len(rows) * len(scopes)
                                                                      + 0.6 * len(scopes)), squeeze=False, sharey=True)
     names = [r["method"] for r in rows]
@@ -255,7 +254,7 @@ def plot_paired(rows: Sequence[Mapping], langs: Sequence[str], path: str | Path,
                 cell = r["cells"][(s, c)]
                 if cell["mean"] is None:
                     continue
-                if cell["low"] is None or cell["low"] != cell["low"]:  # too few pairs: no interval
+                if not _has_interval(cell):  # too few pairs: no interval
                     ax.plot(cell["mean"], y, "D", ms=4, mfc="none", color="0.45")
                     continue
                 ax.errorbar(cell["mean"], y, xerr=[[cell["mean"] - cell["low"]], [cell["high"] - cell["mean"]]],
@@ -302,7 +301,7 @@ def _fmt(cell: Mapping, signed: bool = False) -> str:
     if cell.get("mean") is None:
         return "-"
     sign = "+" if signed else ""
-    if cell.get("low") is None or cell["low"] != cell["low"]:
+    if not _has_interval(cell):
         return f"{cell['mean']:{sign}.3f}"
     return f"{cell['mean']:{sign}.3f} [{cell['low']:{sign}.2f}, {cell['high']:{sign}.2f}]"
 
@@ -347,7 +346,9 @@ def _write_csv_lines(path: str | Path, header: Sequence[str], lines) -> Path:
 
 
 def plot_language(rows: Sequence[Mapping], lang: str, path: str | Path, title: Optional[str] = None) -> Path:
-    """Grouped bars (one group per column, one bar per method) with the 95 % CIs."""
+    """Grouped bars (one group per column, one bar per method) with the 95 % CIs; a cell
+    without an interval (too few requests, or none by definition) is a bar without one, and a
+    column no method has a value for gets no group. The legend sits right of the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -356,22 +357,39 @@ def plot_language(rows: Sequence[Mapping], lang: str, path: str | Path, title: O
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(COLUMNS), 3.6))
+    columns = _columns_with_values((c, r["cells"][c]) for r in rows for c in COLUMNS)
+    legend_in = 1.5
+    fig_width = 2.2 + 1.6 * len(columns) + legend_in
+    fig, ax = plt.subplots(figsize=(fig_width, 3.6))
     width = 0.8 / max(1, len(rows))
-    x = np.arange(len(COLUMNS))
     for i, r in enumerate(rows):
-        means = [r["cells"][c]["mean"] if r["cells"][c]["mean"] is not None else np.nan for c in COLUMNS]
-        err = [[max(0.0, m - (r["cells"][c]["low"] if r["cells"][c]["low"] is not None else m)) for c, m in zip(COLUMNS, means)],
-               [max(0.0, (r["cells"][c]["high"] if r["cells"][c]["high"] is not None else m) - m) for c, m in zip(COLUMNS, means)]]
-        err = np.nan_to_num(np.array(err, dtype=float))
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width=width, yerr=err, capsize=2, label=r["method"])
-    ax.set_xticks(x)
-    ax.set_xticklabels(COLUMNS)
+        x = np.arange(len(columns)) + (i - (len(rows) - 1) / 2) * width
+        cells = [r["cells"][c] for c in columns]
+        ax.bar(x, [np.nan if c["mean"] is None else c["mean"] for c in cells], width=width, label=r["method"])
+        with_ci = [(xi, c) for xi, c in zip(x, cells) if c["mean"] is not None and _has_interval(c)]
+        if with_ci:
+            ax.errorbar([xi for xi, _ in with_ci], [c["mean"] for _, c in with_ci],
+                        yerr=[[max(0.0, c["mean"] - c["low"]) for _, c in with_ci],
+                              [max(0.0, c["high"] - c["mean"]) for _, c in with_ci]],
+                        fmt="none", ecolor="black", capsize=2, lw=1)
+    ax.set_xticks(np.arange(len(columns)))
+    ax.set_xticklabels(columns)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("EasyEdit token accuracy")
     ax.set_title(title or f"{lang}: after an edit in English", fontsize=11)
-    ax.legend(fontsize=7, frameon=False, ncol=2)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - legend_in / fig_width, 1.0))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _has_interval(cell: Mapping) -> bool:
+    """Whether a cell carries a 95 % interval (none below the minimum sample, none by definition)."""
+    return cell.get("low") is not None and cell["low"] == cell["low"]
+
+
+def _columns_with_values(cells: Iterable[tuple[str, Mapping]]) -> list[str]:
+    """The :data:`COLUMNS` that some cell has a mean for (all of them if none has), in order."""
+    present = {column for column, cell in cells if cell.get("mean") is not None}
+    return [c for c in COLUMNS if c in present] or list(COLUMNS)
