@@ -373,12 +373,14 @@ def method_note(alg: str, h, records: Sequence[dict], covariance_note: str = "")
     if alg == "LIKN":
         sizes = [len(e.get("neurons") or []) for e in edits]
         blank = sum(bool(e.get("no_ground_truth")) for e in edits)
+        counts = ""
+        if sizes:
+            why = f"; {blank} of them with no ground truth in L, the model's continuation being blank" if blank else ""
+            counts = (f"; {sum(sizes) / len(sizes):.1f} shared neurons/edit, {sum(x == 0 for x in sizes)} of "
+                      f"{len(sizes)} empty (nothing edited{why})")
         return (f"LIKN: {h.method.upper()} localization in en and in L, the shared neurons edited with Dai et al.'s "
                 f"rule (lambda {h.lambda_old}/{h.lambda_new}) in both; one edit per (request, L)"
-                + (f"; {sum(sizes) / len(sizes):.1f} shared neurons/edit, {sum(x == 0 for x in sizes)} of "
-                   f"{len(sizes)} empty (nothing edited"
-                   + (f"; {blank} of them with no ground truth in L, the model's continuation being blank"
-                      if blank else "") + ")" if sizes else "") + "; the en row pools every pair's edit")
+                + counts + "; the en row pools every pair's edit")
     if alg == "KN":
         return f"EasyEdit KN, steps={h.steps}, IG batch forced to 1 by EasyEdit"
     if alg == "FT":
